@@ -1,0 +1,46 @@
+"""Per-call budgets: dollars, tokens, samples and seconds, any subset."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ._models import ValidatedModel
+
+__all__ = ["Budget"]
+
+
+class Budget(ValidatedModel):
+    """Hard limits for one call. Every limit is optional; each one that is set is never exceeded.
+
+    Args:
+        usd: Dollars that may be spent, verifier calls included.
+        tokens: Prompt plus completion tokens that may be used.
+        samples: Completions that may be generated.
+        seconds: Wall-clock deadline for the whole call; work still running then is cancelled
+            (and what it cost is still charged).
+
+    Raises:
+        ConfigError: A limit is zero, negative, NaN or infinite.
+
+    Example:
+        >>> Budget(usd=0.01, seconds=30)
+        Budget(usd=0.01, tokens=None, samples=None, seconds=30.0)
+    """
+
+    usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    tokens: int | None = Field(default=None, gt=0)
+    samples: int | None = Field(default=None, gt=0)
+    seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+    def __and__(self, other: Budget) -> Budget:
+        """The tighter of two budgets, limit by limit."""
+
+        def tight(a: float | None, b: float | None) -> float | None:
+            return b if a is None else a if b is None else min(a, b)
+
+        return Budget(
+            usd=tight(self.usd, other.usd),
+            tokens=tight(self.tokens, other.tokens),  # type: ignore[arg-type]
+            samples=tight(self.samples, other.samples),  # type: ignore[arg-type]
+            seconds=tight(self.seconds, other.seconds),
+        )

@@ -1,0 +1,142 @@
+"""The one exception tree of adaptive.
+
+Every error the SDK raises derives from `AdaptiveError`; errors caused by bad input also
+derive from `ValueError`, so `except ValueError` keeps working for callers who expect it::
+
+    AdaptiveError
+    ├── ConfigError (ValueError)          bad input: budgets, sampling parameters, messages
+    │   └── UnknownPriceError             a dollar budget on a model with no known price
+    ├── BudgetExceededError               a request cannot fit in what is left of the budget
+    └── EndpointError                     anything that went wrong talking to a model
+        ├── TransportError                connect / read timeouts and network failures
+        ├── HTTPStatusError               a non-2xx answer (keeps status_code and body)
+        │   ├── RateLimitError            429
+        │   └── ServerError               5xx
+        └── ResponseError                 a 2xx answer we cannot use: malformed JSON, an
+            │                             error object in a 200 body, a missing field
+            └── StreamError               a stream that ended before it was complete
+
+Errors raised while a run has already spent money carry that run's `receipt` (a partial
+`Result`), so nothing already paid for is lost.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AdaptiveError",
+    "BudgetExceededError",
+    "ConfigError",
+    "EndpointError",
+    "HTTPStatusError",
+    "RateLimitError",
+    "ResponseError",
+    "ServerError",
+    "StreamError",
+    "TransportError",
+    "UnknownPriceError",
+]
+
+
+class AdaptiveError(Exception):
+    """Base class of every error raised by adaptive.
+
+    Attributes:
+        receipt: The partial `Result` of the run that raised, when money was already spent.
+    """
+
+    receipt: Any = None
+
+    def with_receipt(self, receipt: Any) -> AdaptiveError:
+        """Attach the partial result of the run that failed and return self."""
+        self.receipt = receipt
+        return self
+
+
+class ConfigError(AdaptiveError, ValueError):
+    """Bad input: the message says which value is wrong and how to fix it."""
+
+
+class UnknownPriceError(ConfigError):
+    """A dollar budget was set for a model whose price is not known.
+
+    Give the price explicitly (`price=Price(input=..., output=...)` on the endpoint or the
+    call) or drop the dollar limit; adaptive never guesses a price.
+    """
+
+
+class BudgetExceededError(AdaptiveError):
+    """A request cannot fit in what is left of the budget.
+
+    Attributes:
+        dimension: Which limit refused it: "usd", "tokens", "samples" or "seconds".
+    """
+
+    def __init__(self, message: str, *, dimension: str) -> None:
+        super().__init__(message)
+        self.dimension = dimension
+
+
+class EndpointError(AdaptiveError):
+    """A model endpoint failed.
+
+    Attributes:
+        endpoint: The endpoint's display name (never its credentials).
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "") -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+
+
+class TransportError(EndpointError):
+    """The request could not be delivered or its answer not read (after retries)."""
+
+
+class HTTPStatusError(EndpointError):
+    """The server answered with a non-2xx status.
+
+    Attributes:
+        status_code: The HTTP status.
+        body: The response body as text (truncated to 2,000 characters).
+        retry_after: Seconds from a `Retry-After` header, if the server sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str,
+        endpoint: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.status_code = status_code
+        self.body = body[:2000]
+        self.retry_after = retry_after
+
+
+class RateLimitError(HTTPStatusError):
+    """HTTP 429: retried with backoff, raised when retries are used up."""
+
+
+class ServerError(HTTPStatusError):
+    """HTTP 5xx: retried with backoff, raised when retries are used up."""
+
+
+class ResponseError(EndpointError):
+    """A 2xx answer that cannot be used: malformed JSON, an error body, a missing field."""
+
+
+class StreamError(ResponseError):
+    """A streamed answer ended before it was complete.
+
+    Attributes:
+        partial: The `Response` assembled from what arrived, with its counted usage.
+    """
+
+    def __init__(self, message: str, *, endpoint: str = "", partial: Any = None) -> None:
+        super().__init__(message, endpoint=endpoint)
+        self.partial = partial

@@ -1,0 +1,159 @@
+"""Model prices: looked up in genai-prices (offline snapshot) or given by the user.
+
+Money is kept as integer picodollars (1e-12 USD) so that sums are exact and a budget check
+can never be broken by float rounding. Prices are resolved once per model and cached: a
+cost is then a few integer multiplications.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import Any
+
+from pydantic import Field
+
+from ._models import Usage, ValidatedModel
+
+__all__ = ["PICO", "Price", "PriceTier", "lookup_price", "pico_to_usd", "usd_to_pico"]
+
+PICO = 10**12
+"""Picodollars per dollar."""
+
+
+def usd_to_pico(usd: float) -> int:
+    """Dollars to integer picodollars, rounding down (a limit never grows by rounding)."""
+    return math.floor(Decimal(repr(usd)) * PICO)
+
+
+def pico_to_usd(pico: int) -> float:
+    """Integer picodollars to dollars."""
+    return pico / PICO
+
+
+def _rate(per_mtok: float) -> int:
+    # $/MTok -> picodollars per token, rounded up so costs are never understated.
+    return int((Decimal(repr(per_mtok)) * 10**6).to_integral_value(ROUND_CEILING))
+
+
+class PriceTier(ValidatedModel):
+    """Rates that apply once a request's prompt reaches `min_prompt_tokens` tokens."""
+
+    min_prompt_tokens: int = Field(ge=1)
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
+    cached_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class Price(ValidatedModel):
+    """A model's price in US dollars per million tokens.
+
+    Args:
+        input: Price of an uncached prompt token, $/MTok.
+        output: Price of a completion token (reasoning tokens included), $/MTok.
+        cached_input: Price of a cache-read prompt token; defaults to `input`.
+        cache_write: Price of a prompt token written to the cache; defaults to `input`.
+        tiers: Higher rates for long prompts (e.g. above 200k tokens), lowest first.
+
+    Example:
+        >>> Price(input=0.15, output=0.6).cost_usd(Usage(prompt_tokens=1000, completion_tokens=100))
+        0.00021
+    """
+
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(ge=0, allow_inf_nan=False)
+    cached_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cache_write: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    tiers: tuple[PriceTier, ...] = ()
+
+    @functools.cached_property
+    def _rates(self) -> tuple[tuple[int, int, int, int, int], ...]:
+        # (min_prompt_tokens, input, output, cached, cache_write) in pico/token, highest first
+        rows: list[tuple[int, int, int, int, int]] = []
+        for t in (self, *self.tiers):
+            start = t.min_prompt_tokens if isinstance(t, PriceTier) else 0
+            cached = t.cached_input if t.cached_input is not None else t.input
+            write = t.cache_write if t.cache_write is not None else t.input
+            rows.append((start, _rate(t.input), _rate(t.output), _rate(cached), _rate(write)))
+        return tuple(sorted(rows, reverse=True))
+
+    def cost_pico(self, usage: Usage) -> int:
+        """Exact cost of `usage` in picodollars."""
+        for start, inp, out, cached, write in self._rates:
+            if usage.prompt_tokens >= start:
+                break
+        fresh = max(0, usage.prompt_tokens - usage.cached_prompt_tokens - usage.cache_write_tokens)
+        return (
+            fresh * inp
+            + usage.cached_prompt_tokens * cached
+            + usage.cache_write_tokens * write
+            + usage.completion_tokens * out
+        )
+
+    def worst_case_pico(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """Upper bound on the cost of a request: every prompt token billed at the highest
+        prompt rate that can apply (fresh or cache write), every completion token at the
+        output rate of the tier the prompt falls in."""
+        for start, inp, out, _cached, write in self._rates:
+            if prompt_tokens >= start:
+                return prompt_tokens * max(inp, write) + completion_tokens * out
+        raise AssertionError("unreachable: the base tier starts at 0")  # pragma: no cover
+
+    def cost_usd(self, usage: Usage) -> float:
+        """Cost of `usage` in dollars (for display; sums are kept in picodollars)."""
+        return pico_to_usd(self.cost_pico(usage))
+
+
+def _as_float(v: Any) -> float | None:
+    if v is None:
+        return None
+    base = getattr(v, "base", v)  # TieredPrices carry a base and tiers
+    return float(base)
+
+
+@functools.lru_cache(maxsize=512)
+def lookup_price(model: str, provider: str | None = None) -> Price | None:
+    """The price of `model` from genai-prices' bundled snapshot, or None when unknown.
+
+    Nothing is fetched from the network: the snapshot ships with the package. Call
+    `genai_prices.UpdatePrices` yourself if you want live updates.
+
+    Args:
+        model: The model name as the provider spells it (e.g. "gpt-4o-mini").
+        provider: Optional provider id ("openai", "anthropic", ...) to disambiguate.
+    """
+    from genai_prices import data_snapshot
+
+    try:
+        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider, None)
+    except LookupError:
+        return None
+    mp = info.get_prices(datetime.now(tz=UTC))
+    d = mp.__dict__
+    inp, out = _as_float(d.get("input_mtok")), _as_float(d.get("output_mtok"))
+    if inp is None or out is None:
+        return None
+    tiers: dict[int, dict[str, float]] = {}
+    for ours, theirs in (
+        ("input", "input_mtok"),
+        ("output", "output_mtok"),
+        ("cached_input", "cache_read_mtok"),
+        ("cache_write", "cache_write_mtok"),
+    ):
+        for tier in getattr(d.get(theirs), "tiers", None) or ():
+            tiers.setdefault(int(tier.start), {})[ours] = float(tier.price)
+    tier_models = []
+    for start, rates in sorted(tiers.items()):
+        rates.setdefault("input", inp)
+        rates.setdefault("output", out)
+        tier_models.append(PriceTier(min_prompt_tokens=start, **rates))
+    return Price(
+        input=inp,
+        output=out,
+        cached_input=_as_float(d.get("cache_read_mtok")),
+        cache_write=_as_float(d.get("cache_write_mtok")),
+        tiers=tuple(tier_models),
+    )

@@ -1,0 +1,205 @@
+"""The endpoint contract and what every endpoint shares: price, concurrency limit, retries.
+
+An endpoint turns one `Request` into one `Response` and decides nothing: no budgets, no
+stopping. Implementations override `_send`; `request` wraps it with the concurrency limiter,
+retries with backoff, and fan-out of `n` into parallel single requests where the server
+cannot do `n` in one call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import dataclasses
+import random
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import anyio
+from pydantic import Field
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from .._exceptions import HTTPStatusError, RateLimitError, ServerError, TransportError
+from .._models import Completion, Request, Response, Usage, ValidatedModel
+from .._prices import Price, lookup_price
+
+__all__ = [
+    "BaseEndpoint",
+    "Endpoint",
+    "RetryPolicy",
+    "UsageMeter",
+    "current_meter",
+    "merge_responses",
+]
+
+
+@runtime_checkable
+class Endpoint(Protocol):
+    """The one-method model contract. Anything with these attributes is an endpoint.
+
+    Attributes:
+        name: Display name (model and host; never credentials).
+        price: Price per million tokens, or None when free / unknown.
+        supports_n: Whether one request can return `n > 1` completions (prompt billed once).
+        supports_prefill: Whether a chat request may carry an assistant `prefill`.
+        supports_raw: Whether a raw `prompt` (text continuation) is accepted.
+    """
+
+    name: str
+    price: Price | None
+    supports_n: bool
+    supports_prefill: bool
+    supports_raw: bool
+
+    async def request(self, request: Request) -> Response:
+        """Send `request` and return its completions with exact usage."""
+        ...
+
+
+@dataclasses.dataclass
+class UsageMeter:
+    """Usage counted so far by a streaming request, read by the ledger if it is cancelled."""
+
+    usage: Usage | None = None
+    samples: int = 0
+
+
+_meter: contextvars.ContextVar[UsageMeter | None] = contextvars.ContextVar("adaptive_meter", default=None)
+
+
+def current_meter() -> UsageMeter | None:
+    """The meter of the request being sent in this task, if the caller installed one."""
+    return _meter.get()
+
+
+def set_meter(meter: UsageMeter | None) -> contextvars.Token[UsageMeter | None]:
+    """Install `meter` for requests sent from the current task."""
+    return _meter.set(meter)
+
+
+class RetryPolicy(ValidatedModel):
+    """Retries on 429, 5xx and transport errors: exponential backoff with full jitter.
+
+    A `Retry-After` header wins over the computed wait (capped at `max_wait`). Other 4xx
+    answers are never retried.
+
+    Args:
+        attempts: Total tries, the first included (1 disables retrying).
+        initial_wait: Base of the exponential backoff, seconds.
+        max_wait: Cap on any single wait, seconds.
+    """
+
+    attempts: int = Field(default=4, ge=1, le=20)
+    initial_wait: float = Field(default=0.5, ge=0, allow_inf_nan=False)
+    max_wait: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        """Whether `exc` is worth another try."""
+        return isinstance(exc, RateLimitError | ServerError | TransportError)
+
+    def wait(self, state: RetryCallState) -> float:
+        """Seconds to wait before the next attempt."""
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self.max_wait)
+        ceiling = min(self.max_wait, self.initial_wait * 2 ** (state.attempt_number - 1))
+        return random.uniform(0, ceiling)
+
+
+def merge_responses(responses: list[Response]) -> Response:
+    """Join single-completion responses into one, renumbering completions."""
+    completions: list[Completion] = []
+    usage = Usage()
+    reported = True
+    for r in responses:
+        usage = usage + r.usage
+        reported = reported and r.usage_reported
+        for c in r.completions:
+            completions.append(c.model_copy(update={"index": len(completions)}))
+    model = responses[0].model if responses else None
+    return Response(completions=tuple(completions), usage=usage, model=model, usage_reported=reported)
+
+
+class BaseEndpoint:
+    """Shared machinery for endpoints: subclasses implement `_send`.
+
+    Args:
+        model: The model name sent to the server and used to look up its price.
+        price: Overrides the looked-up price (required for a dollar budget on a model
+            genai-prices does not know, such as a local server's).
+        provider: Provider id for the price lookup ("openai", "anthropic", ...).
+        max_concurrency: Requests in flight at once through this endpoint.
+        retry: Retry policy for 429, 5xx and transport errors.
+    """
+
+    supports_n: ClassVar[bool] = False
+    supports_prefill: ClassVar[bool] = False
+    supports_raw: ClassVar[bool] = False
+    provider: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        price: Price | None = None,
+        provider: str | None = None,
+        max_concurrency: int = 64,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.model = model
+        self._provider = provider or self.provider
+        self.price = price if price is not None else lookup_price(model, self._provider)
+        self.limiter = anyio.CapacityLimiter(max_concurrency)
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def name(self) -> str:
+        """Display name: the model and the endpoint kind."""
+        return f"{type(self).__name__}({self.model})"
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+    def prompt_copies(self, request: Request) -> int:
+        """How many times the prompt of `request` is billed."""
+        return 1 if self.supports_n else request.n
+
+    async def request(self, request: Request) -> Response:
+        """Send `request` (fanning out `n` when the server cannot) with retries."""
+        if request.n > 1 and not self.supports_n:
+            single = request.model_copy(update={"n": 1})
+            results: list[Response | None] = [None] * request.n
+
+            async def one(i: int) -> None:
+                seeded = single
+                if single.seed is not None:
+                    seeded = single.model_copy(update={"seed": single.seed + i})
+                results[i] = await self._attempt(seeded)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(request.n):
+                    tg.start_soon(one, i)
+            return merge_responses([r for r in results if r is not None])
+        return await self._attempt(request)
+
+    async def _attempt(self, request: Request) -> Response:
+        policy = self.retry
+        async with self.limiter:
+            if policy.attempts == 1:
+                return await self._send(request)
+            retrying = AsyncRetrying(
+                stop=stop_after_attempt(policy.attempts),
+                wait=policy.wait,
+                retry=retry_if_exception(policy.is_retryable),
+                sleep=anyio.sleep,
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    return await self._send(request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, request: Request) -> Response:
+        raise NotImplementedError
+
+    # Subclasses may hold secrets: never let default object state leak through pickling/logs.
+    def __getstate__(self) -> Any:  # pragma: no cover - defensive
+        raise TypeError(f"{type(self).__name__} cannot be pickled (it may hold credentials)")
