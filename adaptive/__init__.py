@@ -17,12 +17,22 @@ from ._exceptions import (
 from ._ledger import Charge, Ledger, Reservation, prompt_token_bound
 from ._models import Completion, Message, Request, Response, TokenLogprob, Usage, ValidatedModel, as_messages
 from ._prices import Price, PriceTier, lookup_price
-from .endpoints import BaseEndpoint, Endpoint, RetryPolicy, UsageMeter, current_meter, merge_responses
+from .endpoints import (
+    Anthropic,
+    BaseEndpoint,
+    Endpoint,
+    FunctionEndpoint,
+    RetryPolicy,
+    UsageMeter,
+    current_meter,
+    merge_responses,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AdaptiveError",
+    "Anthropic",
     "BaseEndpoint",
     "Budget",
     "BudgetExceededError",
@@ -31,6 +41,7 @@ __all__ = [
     "ConfigError",
     "Endpoint",
     "EndpointError",
+    "FunctionEndpoint",
     "HTTPStatusError",
     "Ledger",
     "Message",

@@ -258,6 +258,10 @@ class Ledger:
         self.charges.append(charge)
         return charge
 
+    def release(self, r: Reservation) -> None:
+        """Drop a reservation whose request was never sent (it costs nothing)."""
+        self._release(r)
+
     def settle(self, r: Reservation, response: Response, *, prompt_copies: int = 1) -> Charge:
         """Replace the reservation with the cost of the reported usage."""
         self._release(r)

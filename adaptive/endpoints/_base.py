@@ -130,9 +130,11 @@ class BaseEndpoint:
         retry: Retry policy for 429, 5xx and transport errors.
     """
 
-    supports_n: ClassVar[bool] = False
-    supports_prefill: ClassVar[bool] = False
-    supports_raw: ClassVar[bool] = False
+    # Capabilities are plain attributes so an instance can override them (some servers
+    # behind the same protocol lack `n` or prefill).
+    supports_n: bool = False
+    supports_prefill: bool = False
+    supports_raw: bool = False
     provider: ClassVar[str | None] = None
 
     def __init__(

@@ -1,0 +1,182 @@
+"""The client: one endpoint, a strategy chosen per request, a budget per call."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any
+
+
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from ._budget import Budget
+from ._controller import Controller, ControllerConfig
+from ._exceptions import ConfigError
+from ._models import Message, as_messages
+from ._posterior import ConsistencyPrior
+from ._prices import Price
+from ._result import Result
+from ._stop import StopRule, stop_rule_from_config
+from ._strategy import Sampling, SingleSample, Strategy, Task, strategy_from_config
+from .endpoints._base import Endpoint
+
+__all__ = ["Client", "SyncClient"]
+
+Prompt = str | Sequence[Message | Mapping[str, Any]]
+
+
+class Client:
+    """Runs test-time strategies against one endpoint, under per-call budgets.
+
+    Args:
+        endpoint: Any `Endpoint` (OpenAIChat, Anthropic, FunctionEndpoint, SimEndpoint...).
+        strategy: Default strategy (one sample when None); each call may choose another.
+        budget: Default per-call budget; a call's own budget replaces it.
+        stop: Default stop rule; otherwise the strategy's own default.
+        controller: Batch sizing and spending behaviour.
+        prior: A consistency prior fitted on your logs (`ConsistencyPrior.fit`); with
+            `controller.calibrate` (the default) it keeps learning from this client's calls.
+
+    Example:
+        >>> async with Client(endpoint) as client:                       # doctest: +SKIP
+        ...     result = await client.run("What is 17 * 23?", strategy=SelfConsistency(),
+        ...                               budget=Budget(usd=0.01))
+        ...     print(result.answer, result.cost_usd, result.stop_reason)
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        strategy: Strategy | str | Mapping[str, Any] | None = None,
+        budget: Budget | None = None,
+        stop: StopRule | str | Mapping[str, Any] | None = None,
+        controller: ControllerConfig | None = None,
+        prior: ConsistencyPrior | None = None,
+    ) -> None:
+        if not isinstance(endpoint, Endpoint):
+            raise ConfigError(
+                f"endpoint must implement the Endpoint protocol (name, price, supports_n, "
+                f"supports_prefill, supports_raw, async request()); got {type(endpoint).__name__}"
+            )
+        self.endpoint = endpoint
+        self.strategy = _strategy(strategy) if strategy is not None else SingleSample()
+        self.budget = budget
+        self.stop = stop_rule_from_config(stop) if stop is not None else None
+        self.controller = Controller(controller, prior)
+
+    @property
+    def prior(self) -> ConsistencyPrior:
+        """The consistency prior the controller's confidence comes from."""
+        return self.controller.prior
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the endpoint (endpoints never close an HTTP client they were given)."""
+        close = getattr(self.endpoint, "aclose", None)
+        if callable(close):
+            await close()
+
+    async def run(
+        self,
+        prompt: Prompt,
+        *,
+        strategy: Strategy | str | Mapping[str, Any] | None = None,
+        budget: Budget | None = None,
+        stop: StopRule | str | Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        price: Price | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> Result:
+        """Answer `prompt` with `strategy` under `budget`.
+
+        Args:
+            prompt: A question string or a list of chat messages.
+            strategy: This call's strategy (an instance, a registered name, or a config dict).
+            budget: This call's limits; spend never exceeds them.
+            stop: This call's stop rule (instance, name or config); default: the strategy's.
+            seed: Base seed for reproducible sampling.
+            price: Price of the client's endpoint for this call (overrides its own).
+            max_tokens: Overrides the strategy's max_tokens for generation requests.
+            temperature: Overrides the strategy's temperature.
+
+        Returns:
+            The answer with its receipt: samples, usage, cost, stop reason and trace.
+
+        Raises:
+            ConfigError: Bad input (prompt, budget, strategy, unknown price with a dollar
+                budget); nothing was spent.
+            EndpointError: Every request of a round failed; `error.receipt` holds what was
+                spent before.
+        """
+        messages = as_messages(prompt)
+        strat = _strategy(strategy) if strategy is not None else self.strategy
+        rule = stop_rule_from_config(stop) if stop is not None else self.stop
+        if rule is None:
+            rule = strat.default_stop()
+        overrides: dict[str, Any] = {}
+        if max_tokens is not None:
+            overrides["max_tokens"] = max_tokens
+        if temperature is not None:
+            overrides["temperature"] = temperature
+        sampling = Sampling(**overrides) if overrides else None
+        question = next((m.content for m in reversed(messages) if m.role == "user"), messages[-1].content)
+        task = Task(messages=messages, question=question, endpoint=self.endpoint, seed=seed, sampling=sampling)
+        return await self.controller.run(
+            strat, task, budget=budget if budget is not None else self.budget, stop=rule, price=price
+        )
+
+
+def _strategy(s: Strategy | str | Mapping[str, Any]) -> Strategy:
+    if isinstance(s, str | Mapping):
+        return strategy_from_config(s)
+    if not isinstance(s, Strategy):
+        raise ConfigError(
+            f"strategy must implement the Strategy protocol (name, start(task), default_stop()); "
+            f"got {type(s).__name__}"
+        )
+    return s
+
+
+class SyncClient(AbstractContextManager["SyncClient"]):
+    """A blocking wrapper of `Client` for scripts and notebooks.
+
+    One event loop runs in a background thread for the client's lifetime, so connections are
+    reused across calls. Use it as a context manager, or call `close()`.
+
+    Example:
+        >>> with SyncClient(endpoint) as client:                          # doctest: +SKIP
+        ...     print(client.run("2 + 2?", budget=Budget(usd=0.001)).answer)
+    """
+
+    def __init__(self, endpoint: Endpoint, **kwargs: Any) -> None:
+        self._cm = start_blocking_portal()
+        self._portal: BlockingPortal = self._cm.__enter__()
+        self.client = Client(endpoint, **kwargs)
+
+    def run(self, prompt: Prompt, **kwargs: Any) -> Result:
+        """Blocking `Client.run`."""
+        return self._portal.call(lambda: self.client.run(prompt, **kwargs))
+
+    def close(self) -> None:
+        """Close the endpoint and stop the background event loop."""
+        if self._portal is not None:
+            try:
+                self._portal.call(self.client.aclose)
+            finally:
+                self._cm.__exit__(None, None, None)
+                self._portal = None  # type: ignore[assignment]
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+

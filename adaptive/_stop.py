@@ -1,0 +1,354 @@
+"""Stop rules: tiny pure predicates over `State`, composable with `|` and `&`.
+
+Written the tenacity way::
+
+    rule = confident(0.99) | low_marginal_gain(0.002) | budget_exhausted()
+
+Every rule is a validated pydantic model, so it can also be built from a name and parameters
+(`stop_rule_from_config({"any": [{"name": "ac_beta", "threshold": 0.95}, "budget_exhausted"]})`)
+and it explains itself: `rule.check(state)` returns whether to stop and the numbers behind it.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from ._exceptions import ConfigError
+from ._models import ValidatedModel
+from ._posterior import beta_confidence
+from ._state import State
+
+__all__ = [
+    "ACBeta",
+    "AllOf",
+    "AnyOf",
+    "BudgetExhausted",
+    "Check",
+    "Confident",
+    "Deadline",
+    "Dirichlet",
+    "ESCWindow",
+    "LowMarginalGain",
+    "MaxSamples",
+    "ScoreThreshold",
+    "StopRule",
+    "VoteMargin",
+    "ac_beta",
+    "budget_exhausted",
+    "confident",
+    "deadline",
+    "dirichlet",
+    "esc_window",
+    "low_marginal_gain",
+    "max_samples",
+    "score_threshold",
+    "stop_rule_from_config",
+    "vote_margin",
+]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Check:
+    """One rule's verdict on one state, with the figure it compared."""
+
+    stop: bool
+    rule: str
+    value: float | None = None
+    threshold: float | None = None
+    parts: tuple[Check, ...] = ()
+
+    def reason(self) -> str:
+        """The name of the (first) rule that said stop, for the receipt."""
+        if not self.stop:
+            return ""
+        for p in self.parts:
+            if p.stop:
+                return p.reason()
+        return self.rule
+
+
+_REGISTRY: dict[str, type[StopRule]] = {}
+
+
+class StopRule(ValidatedModel, abc.ABC):
+    """Base of every stop rule: `rule(state) -> bool`, explained by `rule.check(state)`."""
+
+    name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            _REGISTRY[cls.name] = cls
+
+    @abc.abstractmethod
+    def check(self, state: State) -> Check:
+        """Whether to stop in `state`, and why."""
+
+    def __call__(self, state: State) -> bool:
+        return self.check(state).stop
+
+    def __or__(self, other: StopRule) -> AnyOf:
+        return AnyOf(rules=(*_flat(self, AnyOf), *_flat(other, AnyOf)))
+
+    def __and__(self, other: StopRule) -> AllOf:
+        return AllOf(rules=(*_flat(self, AllOf), *_flat(other, AllOf)))
+
+    def config(self) -> dict[str, Any]:
+        """The rule as a name and parameters (inverse of `stop_rule_from_config`)."""
+        return {"name": self.name, **self.model_dump()}
+
+
+def _flat(rule: StopRule, kind: type[AnyOf] | type[AllOf]) -> tuple[StopRule, ...]:
+    return tuple(rule.rules) if isinstance(rule, kind) else (rule,)
+
+
+class AnyOf(StopRule):
+    """Stop when any of the rules says stop (`a | b`)."""
+
+    name: ClassVar[str] = "any"
+    rules: tuple[StopRule, ...] = Field(min_length=1)
+
+    def check(self, state: State) -> Check:
+        parts = tuple(r.check(state) for r in self.rules)
+        return Check(any(p.stop for p in parts), "any", parts=parts)
+
+    def config(self) -> dict[str, Any]:
+        return {"any": [r.config() for r in self.rules]}
+
+
+class AllOf(StopRule):
+    """Stop when all of the rules say stop (`a & b`)."""
+
+    name: ClassVar[str] = "all"
+    rules: tuple[StopRule, ...] = Field(min_length=1)
+
+    def check(self, state: State) -> Check:
+        parts = tuple(r.check(state) for r in self.rules)
+        stop = all(p.stop for p in parts)
+        return Check(stop, "all", parts=parts)
+
+    def config(self) -> dict[str, Any]:
+        return {"all": [r.config() for r in self.rules]}
+
+
+class Confident(StopRule):
+    """Stop when the controller's confidence that the leader is the answer unlimited voting
+    would give reaches `threshold` (uses the client's calibrated prior when there is one)."""
+
+    name: ClassVar[str] = "confident"
+    threshold: float = Field(default=0.95, gt=0, lt=1)
+    min_votes: int = Field(default=2, ge=1)
+
+    def check(self, state: State) -> Check:
+        c = state.confidence
+        stop = c is not None and state.top_two[0] >= self.min_votes and c >= self.threshold
+        return Check(stop, self.name, c, self.threshold)
+
+
+class ACBeta(StopRule):
+    """Adaptive-Consistency's Beta rule: stop when P(Binomial(v1+v2+1, 1/2) <= v1) >= threshold,
+    v1 and v2 the top two vote counts (a uniform prior; no calibration)."""
+
+    name: ClassVar[str] = "ac_beta"
+    threshold: float = Field(default=0.95, gt=0, lt=1)
+
+    def check(self, state: State) -> Check:
+        v1, v2 = state.top_two
+        value = beta_confidence(v1, v2) if v1 else 0.0
+        return Check(v1 > 0 and value >= self.threshold, self.name, value, self.threshold)
+
+
+class Dirichlet(StopRule):
+    """Adaptive-Consistency's Dirichlet rule: P(leader has the largest probability) under
+    Dirichlet(votes + 1), estimated by seeded Monte Carlo."""
+
+    name: ClassVar[str] = "dirichlet"
+    threshold: float = Field(default=0.95, gt=0, lt=1)
+    draws: int = Field(default=2000, ge=100)
+    seed: int = 0
+
+    def check(self, state: State) -> Check:
+        counts = np.array(list(state.votes.values()), dtype=np.float64)
+        if counts.size == 0:
+            return Check(False, self.name, 0.0, self.threshold)
+        if counts.size == 1:
+            counts = np.append(counts, 0.0)  # an unseen rival answer
+        rng = np.random.default_rng(self.seed)
+        p = rng.dirichlet(counts + 1.0, size=self.draws)
+        value = float(np.mean(p.argmax(axis=1) == 0))
+        return Check(value >= self.threshold, self.name, value, self.threshold)
+
+
+class ESCWindow(StopRule):
+    """Early-Stopping Self-Consistency: stop when the last `size` answers are identical
+    (abstentions never count as agreement)."""
+
+    name: ClassVar[str] = "esc_window"
+    size: int = Field(default=5, ge=1)
+
+    def check(self, state: State) -> Check:
+        window = state.history[-self.size :]
+        stop = len(window) == self.size and window[0] is not None and len(set(window)) == 1
+        return Check(stop, self.name, float(len(set(window))) if window else None, 1.0)
+
+
+class VoteMargin(StopRule):
+    """Stop when the leader is `margin` votes ahead of the runner-up."""
+
+    name: ClassVar[str] = "vote_margin"
+    margin: int = Field(default=3, ge=1)
+
+    def check(self, state: State) -> Check:
+        v1, v2 = state.top_two
+        return Check(v1 - v2 >= self.margin, self.name, float(v1 - v2), float(self.margin))
+
+
+class ScoreThreshold(StopRule):
+    """Stop when a verifier has scored some candidate at least `threshold`."""
+
+    name: ClassVar[str] = "score_threshold"
+    threshold: float = Field(allow_inf_nan=False)
+
+    def check(self, state: State) -> Check:
+        best = state.best_score
+        return Check(best is not None and best >= self.threshold, self.name, best, self.threshold)
+
+
+class BudgetExhausted(StopRule):
+    """Stop when not even one more sample fits in what is left of the budget."""
+
+    name: ClassVar[str] = "budget_exhausted"
+
+    def check(self, state: State) -> Check:
+        return Check(state.next_batch < 1, self.name, float(state.next_batch), 1.0)
+
+
+class Deadline(StopRule):
+    """Stop once `seconds` have passed (the budget's `seconds` also cancels work in flight)."""
+
+    name: ClassVar[str] = "deadline"
+    seconds: float = Field(gt=0, allow_inf_nan=False)
+
+    def check(self, state: State) -> Check:
+        return Check(state.elapsed >= self.seconds, self.name, state.elapsed, self.seconds)
+
+
+class MaxSamples(StopRule):
+    """Stop after `samples` completions."""
+
+    name: ClassVar[str] = "max_samples"
+    samples: int = Field(ge=1)
+
+    def check(self, state: State) -> Check:
+        return Check(state.samples >= self.samples, self.name, float(state.samples), float(self.samples))
+
+
+class LowMarginalGain(StopRule):
+    """Stop when one more sample is not worth it.
+
+    The controller estimates the expected rise in P(our answer is the one unlimited voting
+    gives) per extra sample (`State.marginal_gain`). Stop when it is below `min_gain`, or,
+    with `value_usd` (what a correct answer is worth to you), when the expected value of the
+    next batch is below its worst-case cost.
+    """
+
+    name: ClassVar[str] = "low_marginal_gain"
+    min_gain: float = Field(default=0.0, ge=0, le=1)
+    value_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    min_votes: int = Field(default=2, ge=1)
+
+    def check(self, state: State) -> Check:
+        g = state.marginal_gain
+        if g is None or state.top_two[0] < self.min_votes:
+            return Check(False, self.name, g, self.min_gain)
+        if self.value_usd is not None and state.next_cost_usd is not None:
+            worth = g * state.next_batch * self.value_usd
+            return Check(worth < state.next_cost_usd, self.name, worth, state.next_cost_usd)
+        return Check(g < self.min_gain, self.name, g, self.min_gain)
+
+
+def confident(threshold: float = 0.95, min_votes: int = 2) -> Confident:
+    """Stop at `threshold` confidence that the leader is the unlimited-voting answer."""
+    return Confident(threshold=threshold, min_votes=min_votes)
+
+
+def ac_beta(threshold: float = 0.95) -> ACBeta:
+    """Adaptive-Consistency's Beta stopping rule."""
+    return ACBeta(threshold=threshold)
+
+
+def dirichlet(threshold: float = 0.95, draws: int = 2000, seed: int = 0) -> Dirichlet:
+    """Adaptive-Consistency's Dirichlet stopping rule (seeded Monte Carlo)."""
+    return Dirichlet(threshold=threshold, draws=draws, seed=seed)
+
+
+def esc_window(size: int = 5) -> ESCWindow:
+    """ESC: stop when the last `size` answers agree."""
+    return ESCWindow(size=size)
+
+
+def vote_margin(margin: int = 3) -> VoteMargin:
+    """Stop when the leader leads by `margin` votes."""
+    return VoteMargin(margin=margin)
+
+
+def score_threshold(threshold: float) -> ScoreThreshold:
+    """Stop when a verifier score reaches `threshold`."""
+    return ScoreThreshold(threshold=threshold)
+
+
+def budget_exhausted() -> BudgetExhausted:
+    """Stop when the next sample cannot fit in the budget."""
+    return BudgetExhausted()
+
+
+def deadline(seconds: float) -> Deadline:
+    """Stop after `seconds`."""
+    return Deadline(seconds=seconds)
+
+
+def max_samples(samples: int) -> MaxSamples:
+    """Stop after `samples` completions."""
+    return MaxSamples(samples=samples)
+
+
+def low_marginal_gain(
+    min_gain: float = 0.0, *, value_usd: float | None = None, min_votes: int = 2
+) -> LowMarginalGain:
+    """Stop when the expected gain of another sample is below `min_gain` (or its cost)."""
+    return LowMarginalGain(min_gain=min_gain, value_usd=value_usd, min_votes=min_votes)
+
+
+def stop_rule_from_config(config: str | Mapping[str, Any] | StopRule, params: Mapping[str, Any] | None = None) -> StopRule:
+    """Build a stop rule from a name and parameters, or a nested dict.
+
+    Examples: `stop_rule_from_config("ac_beta", {"threshold": 0.9})`,
+    `stop_rule_from_config({"any": [{"name": "confident", "threshold": 0.99}, "budget_exhausted"]})`.
+
+    Raises:
+        ConfigError: Unknown name or bad parameters.
+    """
+    if isinstance(config, StopRule):
+        return config
+    if isinstance(config, str):
+        cls = _REGISTRY.get(config)
+        if cls is None or cls in (AnyOf, AllOf):
+            raise ConfigError(f"unknown stop rule {config!r}; known: {sorted(k for k in _REGISTRY if k not in ('any', 'all'))}")
+        return cls(**dict(params or {}))
+    data = dict(config)
+    for key, cls2 in (("any", AnyOf), ("all", AllOf)):
+        if key in data:
+            items = data[key]
+            if not isinstance(items, list | tuple) or not items:
+                raise ConfigError(f"{key!r} takes a non-empty list of stop rules")
+            return cls2(rules=tuple(stop_rule_from_config(i) for i in items))
+    name = data.pop("name", None)
+    if not isinstance(name, str):
+        raise ConfigError("a stop rule config needs a 'name' (or 'any' / 'all')")
+    return stop_rule_from_config(name, data)

@@ -1,0 +1,285 @@
+"""The strategy contract: strategies decide WHAT to ask next and never send anything.
+
+A strategy is an immutable, validated config (`Strategy`) whose `start(task)` returns a
+`StrategyRun` holding one call's state. The controller asks the run for a `Plan`, sends what
+the plan asks for (under the budget), hands every `Outcome` back with `observe`, and finally
+asks `finish` for the answer::
+
+    run = strategy.start(task)
+    while (plan := run.plan(state)) is not None:    # stop rules are consulted here
+        ... the controller sends plan.calls / plan.sample and calls run.observe(outcome) ...
+    final = run.finish(state)
+
+`Plan.sample` asks for "more samples of this request" and lets the controller size the batch;
+`Plan.calls` asks for exactly these calls (beam expansions, verifier calls).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+from pydantic import Field
+
+from ._exceptions import ConfigError
+from ._ledger import Charge
+from ._models import Message, Request, Response, ValidatedModel
+from ._state import State
+from ._stop import StopRule
+from .endpoints._base import Endpoint
+
+__all__ = [
+    "Call",
+    "Evidence",
+    "Final",
+    "Outcome",
+    "Plan",
+    "Sampling",
+    "SingleSample",
+    "Strategy",
+    "StrategyRun",
+    "Task",
+    "register_strategy",
+    "strategy_from_config",
+]
+
+
+class Sampling(ValidatedModel):
+    """Sampling parameters a strategy uses for its generation requests."""
+
+    max_tokens: int = Field(default=1024, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    stop: tuple[str, ...] | None = None
+    logprobs: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Task:
+    """What one `client.run` call is about.
+
+    Attributes:
+        messages: The conversation to answer.
+        question: The text of the last user message (for verifiers and judges).
+        endpoint: The client's generation endpoint.
+        seed: Base seed for reproducible sampling (None: unseeded).
+        sampling: Call-level overrides of sampling parameters (None fields: strategy's own).
+    """
+
+    messages: tuple[Message, ...]
+    question: str
+    endpoint: Endpoint
+    seed: int | None = None
+    sampling: Sampling | None = None
+
+    def request(self, sampling: Sampling, **changes: Any) -> Request:
+        """A chat request for this task with the strategy's sampling, call overrides applied."""
+        params = sampling.model_dump()
+        if self.sampling is not None:
+            params.update(self.sampling.model_dump(exclude_unset=True))
+        params.update(changes)
+        if "messages" not in params and "prompt" not in params:
+            params["messages"] = self.messages
+        return Request(**params)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """One request a plan asks for.
+
+    Attributes:
+        request: The request to send.
+        endpoint: Where to send it; None means the client's endpoint.
+        purpose: "generate" (a sample) or "verify" (a verifier / judge call).
+        tag: The strategy's own bookkeeping (beam id, candidate index...).
+    """
+
+    request: Request
+    endpoint: Endpoint | None = None
+    purpose: Literal["generate", "verify"] = "generate"
+    tag: Any = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Plan:
+    """What a strategy wants next: exact `calls`, or more samples of `sample` (batch sized by
+    the controller between `min_batch` and `max_batch`), or both.
+
+    Attributes:
+        stoppable: Whether stop rules may end the call before / during this plan. Steps that
+            must complete (scoring the candidates already paid for) set it False.
+        local: Pure-Python work with no cost (e.g. free callable verifiers), run by the
+            controller between rounds: `(tag, thunk)` pairs; results come back as outcomes.
+    """
+
+    calls: tuple[Call, ...] = ()
+    sample: Request | None = None
+    min_batch: int = 1
+    max_batch: int | None = None
+    stoppable: bool = True
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Outcome:
+    """What came back for one call: a response, or an error; and what it cost."""
+
+    call: Call
+    response: Response | None
+    charge: Charge
+    error: BaseException | None = None
+    round: int = 0
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the controller stopped this call before it finished."""
+        return self.charge.status == "cancelled"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a run has learned so far, in the form stop rules read (see `State`)."""
+
+    votes: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    abstentions: int = 0
+    history: tuple[str | None, ...] = ()
+    weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    scores: tuple[float, ...] = ()
+    samples: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Final:
+    """A run's answer.
+
+    Attributes:
+        answer: The normalized answer (None when every sample abstained).
+        text: The full text of the chosen completion.
+        confidence: The strategy's own confidence, when it has one.
+        details: Strategy-specific figures for the receipt.
+    """
+
+    answer: str | None
+    text: str | None = None
+    confidence: float | None = None
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@runtime_checkable
+class StrategyRun(Protocol):
+    """One call's worth of strategy state."""
+
+    def plan(self, state: State) -> Plan | None:
+        """What to ask next, or None when there is nothing more worth asking."""
+        ...
+
+    def observe(self, outcome: Outcome) -> None:
+        """Take in one call's outcome (called once per call, in arrival order)."""
+        ...
+
+    def evidence(self) -> Evidence:
+        """Votes and scores so far, for the stop rules."""
+        ...
+
+    def finish(self, state: State) -> Final:
+        """The answer from what was observed."""
+        ...
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """The one small protocol a user implements to write a strategy."""
+
+    @property
+    def name(self) -> str:
+        """Short name shown on receipts."""
+        ...
+
+    def start(self, task: Task) -> StrategyRun:
+        """Begin one call."""
+        ...
+
+    def default_stop(self) -> StopRule | None:
+        """Stop rules this strategy wants when the caller gives none (None: run to the end)."""
+        ...
+
+
+_STRATEGIES: dict[str, Callable[..., Strategy]] = {}
+
+
+def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
+    """Make a strategy buildable by name (for configs, the CLI and a future proxy)."""
+    _STRATEGIES[name] = factory
+
+
+def strategy_from_config(config: str | Mapping[str, Any], params: Mapping[str, Any] | None = None) -> Strategy:
+    """Build a registered strategy from a name and parameters, or `{"name": ..., **params}`.
+
+    Raises:
+        ConfigError: Unknown strategy name or bad parameters.
+    """
+    if isinstance(config, str):
+        name, data = config, dict(params or {})
+    else:
+        data = dict(config)
+        name = data.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError("a strategy config needs a 'name'")
+    factory = _STRATEGIES.get(name)
+    if factory is None:
+        raise ConfigError(
+            f"unknown strategy {name!r}; registered: {sorted(_STRATEGIES)} "
+            "(import strategies to register the built-in ones)"
+        )
+    return factory(**data)
+
+
+class _SingleRun:
+    def __init__(self, task: Task, sampling: Sampling) -> None:
+        self.task = task
+        self.sampling = sampling
+        self.response: Response | None = None
+        self.asked = False
+
+    def plan(self, state: State) -> Plan | None:
+        if self.asked:
+            return None
+        self.asked = True
+        return Plan(calls=(Call(self.task.request(self.sampling, n=1, seed=self.task.seed)),), stoppable=False)
+
+    def observe(self, outcome: Outcome) -> None:
+        if outcome.response is not None:
+            self.response = outcome.response
+
+    def evidence(self) -> Evidence:
+        return Evidence(samples=len(self.response.completions) if self.response else 0)
+
+    def finish(self, state: State) -> Final:
+        if self.response is None or not self.response.completions:
+            return Final(answer=None)
+        text = self.response.completions[0].text
+        return Final(answer=text.strip() or None, text=text)
+
+
+class SingleSample(ValidatedModel):
+    """One sample, answered as is: the baseline every strategy is compared with."""
+
+    kind: ClassVar[str] = "single"
+    sampling: Sampling = Field(default_factory=Sampling)
+
+    @property
+    def name(self) -> str:
+        """Short name shown on receipts."""
+        return "single"
+
+    def start(self, task: Task) -> StrategyRun:
+        """Begin one call."""
+        return _SingleRun(task, self.sampling)
+
+    def default_stop(self) -> StopRule | None:
+        """No stop rule: one sample is the whole plan."""
+        return None
+
+
+register_strategy("single", SingleSample)
