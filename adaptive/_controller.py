@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -26,11 +27,11 @@ from ._posterior import ConsistencyPrior
 from ._prices import Price
 from ._result import ChargeRecord, Result, SampleRecord, TraceEvent
 from ._state import State
-from ._stop import Check, StopRule
+from ._stop import AllOf, AnyOf, Check, LowMarginalGain, StopRule
 from ._strategy import Call, Final, Outcome, Plan, Strategy, StrategyRun, Task
 from .endpoints._base import Endpoint, UsageMeter, set_meter
 
-__all__ = ["Controller", "ControllerConfig"]
+__all__ = ["Controller", "ControllerConfig", "uses_gain"]
 
 
 class ControllerConfig(ValidatedModel):
@@ -65,6 +66,17 @@ class ControllerConfig(ValidatedModel):
     calibrate: bool = True
 
 
+def uses_gain(rule: StopRule) -> bool:
+    """Whether a rule reads `State.marginal_gain` (it is only computed when one does)."""
+    if isinstance(rule, AnyOf | AllOf):
+        return any(uses_gain(r) for r in rule.rules)
+    return isinstance(rule, LowMarginalGain)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
+
+
 def _ordered(votes: dict[str, int] | Any) -> dict[str, int]:
     # Leader first; ties keep first-seen order (dicts keep insertion order, sort is stable).
     return dict(sorted(votes.items(), key=lambda kv: -kv[1]))
@@ -83,15 +95,56 @@ class Controller:
         self.config = config or ControllerConfig()
         self.prior = prior or ConsistencyPrior()
 
-    def confidence(self, votes: dict[str, int]) -> tuple[float | None, float | None]:
-        """(confidence, marginal gain per sample) for these votes under the prior."""
+    def assess(self, votes: dict[str, int]) -> tuple[float | None, Callable[[], float | None] | None]:
+        """(confidence, marginal gain per sample) for votes ordered leader first.
+
+        The gain is the best expected rise in confidence per extra sample over batches of up
+        to `gain_horizon` (one extra vote alone often cannot change the leader). It is
+        returned as a function: it costs more than the confidence and most rules never read
+        it.
+        """
         it = iter(votes.values())
         v1, v2 = next(it, 0), next(it, 0)
         if v1 == 0:
             return None, None
-        conf = self.prior.confidence(v1, v2)
-        gain = max(self.prior.expected_gain(v1, v2, k) / k for k in range(1, self.config.gain_horizon + 1))
-        return conf, gain
+        prior, horizon = self.prior, self.config.gain_horizon
+
+        def gain() -> float:
+            return max(prior.expected_gain(v1, v2, k) / k for k in range(1, horizon + 1))
+
+        return prior.confidence(v1, v2), gain
+
+    def hypothetical(self, state: State, k: int) -> State:
+        """The state if the next k samples all went to the leader."""
+        leader = state.leader if state.leader is not None else "\x00next"
+        votes = dict(state.votes)
+        votes[leader] = votes.get(leader, 0) + k
+        votes = _ordered(votes)
+        conf, g = self.assess(votes)
+        return state.replace(
+            votes=votes,
+            samples=state.samples + k,
+            history=(*state.history, *([leader] * k)),
+            confidence=conf,
+            marginal_gain=g,
+        )
+
+    def next_batch(self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False) -> int:
+        """How many samples to ask for next: a pure function of the state.
+
+        The fewest samples that could let `rule` stop (if they all agreed with the leader);
+        when no batch up to `cap` could, `cap` (larger while far from stopping).
+        """
+        if cap < 1:
+            return 0
+        if first and self.config.first_batch is not None:
+            return max(min_batch, min(self.config.first_batch, cap))
+        if rule is None:
+            return max(min_batch, cap)
+        for k in range(max(1, min_batch), cap + 1):
+            if rule(self.hypothetical(state, k)):
+                return k
+        return max(min_batch, cap)
 
     async def run(
         self,
@@ -166,7 +219,7 @@ class _CallRun:
         assert self.run_state is not None
         ev = self.run_state.evidence()
         votes = _ordered(dict(ev.votes))
-        conf, gain = self.c.confidence(votes)
+        conf, gain = self.c.assess(votes)
         budget = self.ledger.budget
         elapsed = self.now()
         return State(
@@ -192,38 +245,14 @@ class _CallRun:
             marginal_gain=gain,
         )
 
-    def hypothetical(self, state: State, k: int) -> State:
-        """The state if the next k samples all went to the leader (used to size batches)."""
-        leader = state.leader if state.leader is not None else "\x00next"
-        votes = dict(state.votes)
-        votes[leader] = votes.get(leader, 0) + k
-        votes = _ordered(votes)
-        conf, gain = self.c.confidence(votes)
-        return state.replace(
-            votes=votes,
-            samples=state.samples + k,
-            history=(*state.history, *([leader] * k)),
-            confidence=conf,
-            marginal_gain=gain,
-        )
-
-    # -- sizing and reserving ------------------------------------------------------------
     def batch_size(self, plan: Plan, state: State) -> int:
         cap = min(self.cfg.max_batch, self.cfg.max_samples - self.generated)
         if plan.max_batch is not None:
             cap = min(cap, plan.max_batch)
         if state.remaining_samples is not None:
             cap = min(cap, state.remaining_samples)
-        if cap < 1:
-            return 0
-        if self.round == 0 and self.cfg.first_batch is not None:
-            return max(plan.min_batch, min(self.cfg.first_batch, cap))
-        if self.rule is None or not plan.stoppable:
-            return max(plan.min_batch, cap)
-        for k in range(max(1, plan.min_batch), cap + 1):
-            if self.rule(self.hypothetical(state, k)):
-                return k
-        return max(plan.min_batch, cap)
+        rule = self.rule if plan.stoppable else None
+        return self.c.next_batch(state, rule, cap=cap, min_batch=plan.min_batch, first=self.round == 0)
 
     def reserve(self, call: Call) -> Reservation | None:
         ep = self.endpoint(call)
@@ -330,7 +359,7 @@ class _CallRun:
             "samples": s.samples,
             "votes": dict(list(s.votes.items())[:4]),
             "confidence": None if s.confidence is None else round(s.confidence, 6),
-            "marginal_gain": None if s.marginal_gain is None else round(s.marginal_gain, 6),
+            "marginal_gain": _round(s.gain()) if self.rule is not None and uses_gain(self.rule) else None,
             "spent_usd": round(s.spent_usd, 9),
             "remaining_usd": s.remaining_usd,
             "remaining_tokens": s.remaining_tokens,

@@ -73,13 +73,24 @@ class ConsistencyPrior:
         self.weights: NDArray[np.float64] = np.full(grid, 1.0 / grid)
         self.counts: Counter[tuple[int, int]] = Counter()
         self._cache: dict[tuple[int, int], float] = {}
+        self._gain_cache: dict[tuple[int, int, int], float] = {}
+        self._table: NDArray[np.float64] | None = None
+        self._binoms: dict[int, NDArray[np.float64]] = {}
 
     # -- inference -----------------------------------------------------------------------
-    def _side_likelihoods(self, v1: int, v2: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        a = v1 * self._log_d + v2 * self._log_1md  # A dominant
-        b = v2 * self._log_d + v1 * self._log_1md  # B dominant
-        shift = max(a.max(), b.max())
-        return np.exp(a - shift), np.exp(b - shift)
+    # Every quantity below is a ratio of moments M[a, b] = sum_j w_j d_j^a (1 - d_j)^b: the
+    # prior mass of "A dominant" after a votes for A and b for B is M[a, b], of "B dominant"
+    # M[b, a]. The table is built once per fit with one matrix product.
+    def _moments(self, size: int) -> NDArray[np.float64]:
+        table = self._table
+        if table is None or table.shape[0] < size:
+            n = max(size, 2 * (table.shape[0] if table is not None else 64))
+            a = np.arange(n, dtype=np.float64)[:, None]
+            powers_d = np.exp(a * self._log_d)  # (n, grid)
+            powers_1md = np.exp(a * self._log_1md)
+            table = (powers_d * self.weights) @ powers_1md.T
+            self._table = table
+        return table
 
     def confidence(self, v1: int, v2: int) -> float:
         """P(the leader with v1 votes, not the runner-up with v2, wins unlimited voting)."""
@@ -89,25 +100,31 @@ class ConsistencyPrior:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        la, lb = self._side_likelihoods(v1, v2)
-        pa = float(self.weights @ la)
-        pb = float(self.weights @ lb)
-        value = pa / (pa + pb)
+        m = self._moments(v1 + 1)
+        pa, pb = float(m[v1, v2]), float(m[v2, v1])
+        if pa + pb > 0:
+            value = pa / (pa + pb)
+        else:  # underflow far out in the tails: fall back to log space
+            la, lb = self._side_likelihoods(v1, v2)
+            pa, pb = float(self.weights @ la), float(self.weights @ lb)
+            value = pa / (pa + pb)
         self._cache[key] = value
         return value
 
+    def _side_likelihoods(self, v1: int, v2: int) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        a = v1 * self._log_d + v2 * self._log_1md  # A dominant
+        b = v2 * self._log_d + v1 * self._log_1md  # B dominant
+        shift = max(a.max(), b.max())
+        return np.exp(a - shift), np.exp(b - shift)
+
     def predictive(self, v1: int, v2: int, k: int) -> NDArray[np.float64]:
         """P(i of the next k two-way votes go to the leader), i = 0..k."""
-        la, lb = self._side_likelihoods(v1, v2)
-        post_a = self.weights * la
-        post_b = self.weights * lb
-        z = post_a.sum() + post_b.sum()
+        m = self._moments(v1 + v2 + k + 1)
         i = np.arange(k + 1)
-        log_binom = np.array([math.lgamma(k + 1) - math.lgamma(j + 1) - math.lgamma(k - j + 1) for j in i])
-        # A dominant: votes to A ~ Binomial(k, d); B dominant: ~ Binomial(k, 1 - d)
-        ka = np.exp(log_binom[:, None] + i[:, None] * self._log_d + (k - i)[:, None] * self._log_1md)
-        kb = np.exp(log_binom[:, None] + i[:, None] * self._log_1md + (k - i)[:, None] * self._log_d)
-        return np.asarray((ka @ post_a + kb @ post_b) / z, dtype=np.float64)
+        binom = np.array([math.comb(k, j) for j in range(k + 1)], dtype=np.float64)
+        joint = binom * (m[v1 + i, v2 + k - i] + m[v2 + k - i, v1 + i])
+        z = m[v1, v2] + m[v2, v1]
+        return np.asarray(joint / z, dtype=np.float64)
 
     def expected_gain(self, v1: int, v2: int, k: int) -> float:
         """Expected rise in P(our pick wins unlimited voting) from k more two-way votes.
@@ -117,14 +134,28 @@ class ConsistencyPrior:
         """
         if k <= 0:
             return 0.0
-        now = self.confidence(v1, v2)
-        probs = self.predictive(v1, v2, k)
-        after = 0.0
-        for i, p in enumerate(probs):
-            a, b = v1 + i, v2 + (k - i)
-            c = self.confidence(max(a, b), min(a, b))
-            after += p * c
-        return max(0.0, after - now)
+        key = (v1, v2, k)
+        hit = self._gain_cache.get(key)
+        if hit is not None:
+            return hit
+        m = self._moments(v1 + v2 + k + 1)
+        z = m[v1, v2] + m[v2, v1]
+        if not z > 0:
+            return 0.0
+        i = np.arange(k + 1)
+        binom = self._binom(k)
+        # P(outcome i) * P(right | outcome i) = C(k, i) * max(mass A, mass B) after it, / z
+        after = float(binom @ np.maximum(m[v1 + i, v2 + k - i], m[v2 + k - i, v1 + i])) / z
+        value = max(0.0, after - self.confidence(v1, v2))
+        self._gain_cache[key] = value
+        return value
+
+    def _binom(self, k: int) -> NDArray[np.float64]:
+        row = self._binoms.get(k)
+        if row is None:
+            row = np.array([math.comb(k, j) for j in range(k + 1)], dtype=np.float64)
+            self._binoms[k] = row
+        return row
 
     # -- learning ------------------------------------------------------------------------
     def observe(self, v1: int, v2: int) -> None:
@@ -157,12 +188,18 @@ class ConsistencyPrior:
             resp = joint / joint.sum(axis=1, keepdims=True)
             w = (n @ resp + self.pseudo_count * uniform) / total
         self.weights = w
+        self._invalidate()
+
+    def _invalidate(self) -> None:
         self._cache.clear()
+        self._gain_cache.clear()
+        self._table = None
 
     def copy(self) -> ConsistencyPrior:
         """An independent copy (same grid, weights and logs)."""
         other = ConsistencyPrior(len(self.d), self.pseudo_count)
         other.weights = self.weights.copy()
+        other._invalidate()
         other.counts = Counter(self.counts)
         return other
 

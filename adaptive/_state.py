@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 __all__ = ["State"]
 
@@ -31,7 +31,8 @@ class State:
         next_tokens: Worst-case tokens of that batch.
         confidence: P(the leader is what unlimited voting would pick), from the controller's
             prior (AC's Beta rule when uncalibrated); None without votes.
-        marginal_gain: Expected rise in that probability per extra sample.
+        marginal_gain: Expected rise in that probability per extra sample; the controller
+            may give it as a function, computed only when a rule asks (`gain()`).
         finished: True when the strategy has nothing more it could ask for.
     """
 
@@ -54,8 +55,13 @@ class State:
     next_cost_usd: float | None = None
     next_tokens: int = 0
     confidence: float | None = None
-    marginal_gain: float | None = None
+    marginal_gain: float | Callable[[], float | None] | None = None
     finished: bool = False
+
+    def gain(self) -> float | None:
+        """The marginal gain per extra sample (computed on first use when lazy)."""
+        g = self.marginal_gain
+        return g() if callable(g) else g
 
     @property
     def leader(self) -> str | None:

@@ -264,7 +264,7 @@ class LowMarginalGain(StopRule):
     min_votes: int = Field(default=2, ge=1)
 
     def check(self, state: State) -> Check:
-        g = state.marginal_gain
+        g = state.gain()
         if g is None or state.top_two[0] < self.min_votes:
             return Check(False, self.name, g, self.min_gain)
         if self.value_usd is not None and state.next_cost_usd is not None:

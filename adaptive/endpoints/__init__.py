@@ -1,16 +1,28 @@
 """Model endpoints: one file per provider, all behind the one-method `Endpoint` contract."""
 
 from ._base import BaseEndpoint, Endpoint, RetryPolicy, UsageMeter, current_meter, merge_responses
+from ._openai_common import StreamEvent, StreamEvents
 from .anthropic import Anthropic
 from .function import FunctionEndpoint
+from .openai_chat import OpenAIChat
+from .openai_completions import OpenAICompletions
+from .replay import RecordedQuestion, RecordedSample, ReplayEndpoint, load_recorded
 
 __all__ = [
     "Anthropic",
     "BaseEndpoint",
     "Endpoint",
     "FunctionEndpoint",
+    "OpenAIChat",
+    "OpenAICompletions",
+    "RecordedQuestion",
+    "RecordedSample",
+    "ReplayEndpoint",
     "RetryPolicy",
+    "StreamEvent",
+    "StreamEvents",
     "UsageMeter",
     "current_meter",
+    "load_recorded",
     "merge_responses",
 ]

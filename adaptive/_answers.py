@@ -1,0 +1,988 @@
+r"""Answers: pull a final answer out of a model's text and bring it to a canonical form.
+
+Voting only works when equal answers compare equal, so every sample goes through two steps:
+
+1. An **extractor** (`str -> str | None`) finds the answer in the text, or abstains with None.
+   Extractors are small pydantic configs with `__call__`; each can also be built from a name
+   and a dict (`extractor_from_config("regex", {"pattern": ...})`), so strategies can be
+   configured from JSON/YAML.
+2. A **normalizer** turns the extracted text into a comparison key: `"**$1,000$**."`,
+   `"1000"`, `"1000.0"` and `"1e3"` all become `"1000"`.
+
+`AnswerSpec` pairs the two: `AnswerSpec().parse(text)` returns the key or None (abstain).
+
+Extractors (registry name in brackets):
+
+- `AnswerIs` [answer_is]: the text after the last "answer is" / "answer:".
+- `Boxed` [boxed]: the content of the last `\boxed{...}` / `\fbox{...}` (nested braces ok).
+- `AfterMarker` [after_marker, gsm8k]: the rest of the line after the last marker (`####`).
+- `LastNumber` [last_number]: the last number in the text.
+- `MultipleChoice` [multiple_choice]: a choice letter such as "(B)" or "answer is B".
+- `JSONField` [json_field, json]: a field of the last JSON object in the text.
+- `Regex` [regex]: a capture group of the last (or first) match of a pattern.
+- `FunctionExtractor` [function]: any user function `str -> str | None`.
+- `FirstOf` [first_of]: the first of several extractors that does not abstain.
+- `default_extractor()` [default]: boxed, then `####`, then "answer is", then last number.
+
+Normalization rules (each can be switched off on `Normalizer`) are listed on `Normalizer`.
+Two choices worth knowing up front: a comma is a thousands separator only before groups of
+exactly three digits and a period is always a decimal point, so `"1,000" == "1000"` but
+`"1.000" == "1"`; and numbers compare exactly (as fractions of their decimal digits), so
+`"0.75" == "3/4"` but `"0.333" != "1/3"`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from typing import Any, ClassVar, Literal, TypeVar
+
+from pydantic import Field, field_validator, model_validator
+
+from ._exceptions import ConfigError
+from ._models import ValidatedModel
+
+__all__ = [
+    "AfterMarker",
+    "AnswerIs",
+    "AnswerSpec",
+    "Boxed",
+    "Extractor",
+    "ExtractorFn",
+    "FirstOf",
+    "FunctionExtractor",
+    "JSONField",
+    "LastNumber",
+    "MultipleChoice",
+    "Normalizer",
+    "Regex",
+    "answers_equivalent",
+    "as_answer_spec",
+    "default_extractor",
+    "extractor_from_config",
+    "extractor_names",
+    "normalize_answer",
+    "register_extractor",
+]
+
+ExtractorFn = Callable[[str], str | None]
+"""Any callable that finds an answer in a text, or returns None to abstain."""
+
+
+# --------------------------------------------------------------------------------------------
+# Extractors
+# --------------------------------------------------------------------------------------------
+
+
+class Extractor(ValidatedModel):
+    """Base class of extractors: a frozen, validated config that is called on a text.
+
+    Subclasses implement `__call__(text) -> str | None`; None means "no answer found"
+    (an abstention, which never counts as a vote). Extractors never return an empty or
+    whitespace-only string: they abstain instead.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __call__(self, text: str) -> str | None:
+        """Find the answer in `text`, or return None to abstain."""
+        raise NotImplementedError
+
+    def to_config(self) -> dict[str, Any]:
+        """Return a dict that `extractor_from_config` turns back into an equal extractor."""
+        return {"name": self.kind, **self.model_dump()}
+
+
+_E = TypeVar("_E", bound=Extractor)
+_REGISTRY: dict[str, Callable[..., Extractor]] = {}
+
+
+def register_extractor(name: str, *aliases: str) -> Callable[[type[_E]], type[_E]]:
+    """Class decorator: make an `Extractor` subclass buildable by name.
+
+    Example:
+        >>> @register_extractor("last_word")
+        ... class LastWord(Extractor):
+        ...     def __call__(self, text: str) -> str | None:
+        ...         words = text.split()
+        ...         return words[-1] if words else None
+
+    Raises:
+        ConfigError: The name is already taken by another extractor.
+    """
+
+    def decorate(cls: type[_E]) -> type[_E]:
+        for key in (name, *aliases):
+            known = _REGISTRY.get(key)
+            if known is not None and known is not cls:
+                raise ConfigError(f"an extractor named {key!r} is already registered; pick another name")
+            _REGISTRY[key] = cls
+        cls.kind = name
+        return cls
+
+    return decorate
+
+
+def extractor_names() -> tuple[str, ...]:
+    """Return the names (and aliases) that `extractor_from_config` knows, sorted."""
+    return tuple(sorted(_REGISTRY))
+
+
+def extractor_from_config(
+    config: str | Mapping[str, Any] | Extractor | ExtractorFn,
+    options: Mapping[str, Any] | None = None,
+) -> Extractor:
+    r"""Build an extractor from a name and options, a config dict, or pass one through.
+
+    Args:
+        config: A registered name (`"boxed"`), a dict with a `"name"` key and the options
+            (`{"name": "regex", "pattern": "Final: (.*)"}`), an `Extractor` (returned as is),
+            or a plain function `str -> str | None` (wrapped in `FunctionExtractor`).
+        options: Options for a name given as a string.
+
+    Raises:
+        ConfigError: Unknown name, missing name, or options the extractor does not accept.
+
+    Example:
+        >>> extractor_from_config("regex", {"pattern": r"Final: (\d+)"})("Final: 7")
+        '7'
+    """
+    if isinstance(config, Extractor):
+        if options:
+            raise ConfigError("options were given with an Extractor instance; configure the instance instead")
+        return config
+    if isinstance(config, str):
+        name, opts = config, dict(options or {})
+    elif isinstance(config, Mapping):
+        if options:
+            raise ConfigError("give the options inside the config dict or in `options`, not both")
+        opts = dict(config)
+        name = opts.pop("name", None)
+        if not isinstance(name, str):
+            raise ConfigError(
+                f"an extractor config dict needs a 'name' key (one of {', '.join(extractor_names())}); "
+                f"got {config!r}"
+            )
+    elif callable(config):
+        if options:
+            raise ConfigError("options cannot be given with a function extractor")
+        return FunctionExtractor(fn=config)
+    else:
+        raise ConfigError(
+            f"cannot build an extractor from {type(config).__name__}; pass a name, a config dict, "
+            "an Extractor or a function str -> str | None"
+        )
+    factory = _REGISTRY.get(name)
+    if factory is None:
+        raise ConfigError(f"unknown extractor {name!r}; known extractors: {', '.join(extractor_names())}")
+    return factory(**opts)
+
+
+def _tidy(text: str) -> str:
+    """Trim whitespace, markdown bold/code markers and trailing sentence punctuation."""
+    prev = None
+    while prev != text:
+        prev = text
+        text = text.strip().strip("*`").rstrip(".,;:!?")
+    return text
+
+
+def _answer_or_none(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = text.strip()
+    return text or None
+
+
+_ANSWER_IS = re.compile(r"\banswer\s*(?:is\b|:|=)", re.IGNORECASE)
+# A sentence ends at . ! ? followed by whitespace or the end (so "3.5" is not cut).
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+# Clauses that follow an answer rather than belong to it: "18, because ...".
+_TRAILING_CLAUSE = re.compile(
+    r"[,;]\s+(?:because|since|as|which|so|but|therefore|thus|hence|given|where)\b.*$", re.IGNORECASE
+)
+
+
+@register_extractor("answer_is")
+class AnswerIs(Extractor):
+    """The text after the last "answer is" (also "answer:" and "answer =").
+
+    Rules:
+        - Case-insensitive; "The final answer is", "answer is **X**" and "Answer: X" all match.
+          The last occurrence in the text wins.
+        - A colon right after the phrase is skipped ("The answer is: 42").
+        - If nothing follows on the same line, the next non-empty line is taken.
+        - The answer stops at the end of the line, at the end of the sentence (". ", "! ",
+          "? " or a final ".", so decimals like 3.5 stay whole), and before a trailing clause
+          such as ", because ..." or "; so ...".
+        - Surrounding `**`/backticks and trailing punctuation are trimmed.
+
+    Example:
+        >>> AnswerIs()("So the answer is: **18**. Done.")
+        '18'
+    """
+
+    def __call__(self, text: str) -> str | None:
+        """Return the answer after the last "answer is", or None."""
+        last = None
+        for last in _ANSWER_IS.finditer(text):  # noqa: B007 - only the last match is used
+            pass
+        if last is None:
+            return None
+        rest = text[last.end() :].lstrip(" \t:*")
+        line = next((ln for ln in rest.splitlines() if ln.strip()), "")
+        end = _SENTENCE_END.search(line)
+        if end is not None:
+            line = line[: end.start()]
+        line = _TRAILING_CLAUSE.sub("", line)
+        return _answer_or_none(_tidy(line))
+
+
+_BOX = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    r"""Map the index of each "{" to the index of its matching "}", in one pass.
+
+    Escaped braces (`\{`, `\}`) do not count; groups that never close are left out.
+    """
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            stack.append(i)
+        elif char == "}" and stack:
+            pairs[stack.pop()] = i
+        i += 1
+    return pairs
+
+
+@register_extractor("boxed")
+class Boxed(Extractor):
+    r"""The content of the last complete `\boxed{...}` or `\fbox{...}`.
+
+    Rules:
+        - Braces nest: `\boxed{\frac{1}{2}}` gives `\frac{1}{2}`; escaped braces are content.
+        - The space form `\boxed 5` (used in the MATH data set) gives the next token.
+        - A last box that is never closed (a truncated answer) is skipped in favour of the
+          previous complete one; an empty box abstains.
+
+    Example:
+        >>> Boxed()(r"so $x = \boxed{\dfrac{1}{2}}$.")
+        '\\dfrac{1}{2}'
+    """
+
+    def __call__(self, text: str) -> str | None:
+        """Return the content of the last complete box, or None."""
+        pairs: dict[int, int] | None = None
+        for match in reversed(list(_BOX.finditer(text))):
+            i = match.end()
+            while i < len(text) and text[i] in " \t":
+                i += 1
+            if i < len(text) and text[i] == "{":
+                pairs = _brace_pairs(text) if pairs is None else pairs
+                content = text[i + 1 : pairs[i]].strip() if i in pairs else ""
+                if content:
+                    return content
+            elif i > match.end():
+                token = re.match(r"[^\s$]+", text[i:])
+                if token is not None:
+                    return token.group(0)
+        return None
+
+
+@register_extractor("after_marker", "gsm8k")
+class AfterMarker(Extractor):
+    r"""The rest of the line after the last `marker` (GSM8K's `#### 18` by default).
+
+    Example:
+        >>> AfterMarker()("5 + 13 = 18\n#### 18")
+        '18'
+    """
+
+    marker: str = Field(default="####", min_length=1)
+
+    def __call__(self, text: str) -> str | None:
+        """Return the text after the last marker up to the end of its line, or None."""
+        at = text.rfind(self.marker)
+        if at < 0:
+            return None
+        rest = text[at + len(self.marker) :].split("\n", 1)[0]
+        return _answer_or_none(_tidy(rest))
+
+
+_NUMBER = re.compile(
+    r"(?<![\w.])"  # not inside a word or another number ("x2", "v1.2")
+    r"(?P<sign>[-+\u2212])?\s?(?:\\?\$\s?)?"  # sign, then an optional currency sign
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?![\d,])(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?P<exp>[eE][-+]?\d+)?"
+    r"(?:/(?P<den>\d+(?:\.\d+)?))?"
+)
+
+
+@register_extractor("last_number")
+class LastNumber(Extractor):
+    """The last number in the text, as plain digits.
+
+    Rules:
+        - Accepts signs (`-3.5`, also the Unicode minus), thousands commas (`1,000` -> `1000`),
+          currency (`$18` -> `18`), decimals (`.5`), exponents (`1e3`), and simple fractions
+          (`1/2`). A trailing `%` is dropped (`50%` -> `50`).
+        - A sentence-final period is not a decimal point (`18.` -> `18`).
+        - Digits glued to letters before them are not numbers (`x2`, `H2O`), and a minus
+          glued to a word is a hyphen (`5-3` -> `3`).
+
+    Example:
+        >>> LastNumber()("She pays $1,250.50 in total, i.e. 25% more.")
+        '25'
+    """
+
+    def __call__(self, text: str) -> str | None:
+        """Return the last number, or None if there is none."""
+        last = None
+        for last in _NUMBER.finditer(text):  # noqa: B007 - only the last match is used
+            pass
+        if last is None:
+            return None
+        sign = "-" if last.group("sign") in ("-", "\u2212") else ""
+        number = sign + last.group("num").replace(",", "") + (last.group("exp") or "")
+        if last.group("den"):
+            number += "/" + last.group("den")
+        return number
+
+
+@functools.lru_cache(maxsize=64)
+def _choice_patterns(choices: str) -> tuple[re.Pattern[str], ...]:
+    """Compile the five rules of `MultipleChoice` (in its order) for one set of letters."""
+    upper = f"[{choices}]"
+    anycase = f"[{choices}{choices.lower()}]"
+    after = r"(?=[\s*$}]*(?:$|[).,:;!?\]\-–—]|(?:because|since|as|which)\b))"
+    letter = rf"(?:\(\s*(?P<p>{anycase})\s*\)|(?P<u>{upper}){after})"
+    wrap = r"(?:\*\*|\$|\\text\{|\\textbf\{|\\boxed\{)*"
+    return (
+        re.compile(
+            rf"(?i:\b(?:answer|option|choice)\b(?:\s+is\b)?)\s*[:=]?\s*(?:\*\*)?\s*{wrap}\s*{letter}",
+            re.MULTILINE,
+        ),
+        re.compile(rf"\\boxed\{{\s*(?:\\text(?:bf)?\{{)?\s*\(?\s*(?P<p>{anycase})\s*\)?\s*\}}?\s*\}}"),
+        re.compile(rf"\A[\s*$(]*(?P<u>{upper})[\s*$).:]*\Z"),
+        re.compile(rf"(?:^[\s*]*\(?(?P<u>{upper})[.):]|\b(?P<p>{upper})[\s*]*[.!)]?[\s*]*$)"),
+        re.compile(rf"\((?P<u>{upper})\)"),
+    )
+
+
+@register_extractor("multiple_choice")
+class MultipleChoice(Extractor):
+    r"""A multiple-choice letter, returned upper-case.
+
+    Tried in this order (the last occurrence wins within each rule):
+
+    1. "answer/option/choice is X" or "answer: X", where X is `(B)` (any case) or an
+       upper-case letter followed by the end, punctuation, a dash or "because/since/as/which"
+       (so "The answer is A good question" does not give A). `**B**` and `$B$` are accepted.
+    2. `\boxed{B}` (also `\boxed{\text{(B)}}`).
+    3. The whole text is just the letter: "B", "(B)", "B.", "**B**".
+    4. The last line starts with "B." / "B)" / "(B)" / "B:", or ends with a standalone
+       upper-case letter ("Therefore, C.").
+    5. The last parenthesised upper-case letter anywhere, e.g. "I pick (D) here".
+
+    Args:
+        choices: The valid letters, e.g. "ABCD"; letters outside it are never returned.
+
+    Example:
+        >>> MultipleChoice(choices="ABCD")("Option (c) fits best, so the answer is (C).")
+        'C'
+    """
+
+    choices: str = Field(default="ABCDE", min_length=1, max_length=26)
+
+    @field_validator("choices")
+    @classmethod
+    def _letters(cls, v: str) -> str:
+        v = v.upper()
+        if not v.isalpha() or not v.isascii() or len(set(v)) != len(v):
+            raise ValueError("choices must be distinct ASCII letters such as 'ABCD'")
+        return v
+
+    def __call__(self, text: str) -> str | None:
+        """Return the chosen letter, or None."""
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        last_line = lines[-1] if lines else ""
+        for rule, pattern in enumerate(_choice_patterns(self.choices)):
+            target = last_line if rule == 3 else text
+            found = None
+            for found in pattern.finditer(target):  # noqa: B007 - only the last match is used
+                pass
+            if found is not None:
+                groups = found.groupdict()
+                return str(groups.get("p") or groups.get("u")).upper()
+        return None
+
+
+def _json_value(obj: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if isinstance(obj, Mapping) and part in obj:
+            obj = obj[part]
+        elif isinstance(obj, list) and part.lstrip("-").isdigit() and -len(obj) <= int(part) < len(obj):
+            obj = obj[int(part)]
+        else:
+            return None
+    return obj
+
+
+def _json_objects(text: str) -> list[dict[str, Any]]:
+    """Return every top-level JSON object in the text, in order (fenced or not)."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    at = text.find("{")
+    while at >= 0:
+        try:
+            obj, end = decoder.raw_decode(text, at)
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to be an answer
+            at = text.find("{", at + 1)
+            continue
+        if isinstance(obj, dict):
+            found.append(obj)
+        at = text.find("{", end)
+    return found
+
+
+@register_extractor("json_field", "json")
+class JSONField(Extractor):
+    r"""A field of the last JSON object in the text that has it.
+
+    Rules:
+        - Objects are found anywhere, including inside ```json fences; later objects win.
+        - `field` is a dotted path: `"result.answer"`, and list items by index `"answers.0"`.
+        - Strings are returned as is; numbers as JSON writes them (`18`, `1.5`); booleans as
+          `true`/`false`; lists and objects as compact JSON; null abstains.
+
+    Example:
+        >>> JSONField(field="result.answer")('```json\n{"result": {"answer": 42}}\n```')
+        '42'
+    """
+
+    field: str = Field(default="answer", min_length=1)
+
+    @field_validator("field")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if any(not part for part in v.split(".")):
+            raise ValueError("field must be a key or a dotted path like 'result.answer' with no empty parts")
+        return v
+
+    def __call__(self, text: str) -> str | None:
+        """Return the field's value as a string, or None."""
+        path = tuple(self.field.split("."))
+        for obj in reversed(_json_objects(text)):
+            value = _json_value(obj, path)
+            if value is None:
+                continue
+            if isinstance(value, str):
+                return _answer_or_none(value)
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return None
+
+
+@register_extractor("regex")
+class Regex(Extractor):
+    r"""A capture group of the last (or first) match of a regular expression.
+
+    Args:
+        pattern: A Python regular expression (use inline flags such as `(?i)` for options).
+        group: The group number or name to return (0 = the whole match).
+        which: "last" (default) or "first" match.
+
+    Example:
+        >>> Regex(r"Final:\s*(\w+)")("Final: no\nFinal: yes")
+        'yes'
+    """
+
+    pattern: str = Field(min_length=1)
+    group: int | str = 1
+    which: Literal["last", "first"] = "last"
+
+    def __init__(self, pattern: str | None = None, group: int | str | None = None, /, **data: Any) -> None:
+        if pattern is not None:
+            data["pattern"] = pattern
+        if group is not None:
+            data["group"] = group
+        super().__init__(**data)
+
+    @model_validator(mode="after")
+    def _compiles(self) -> Regex:
+        try:
+            compiled = re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern does not compile ({exc}); fix the regular expression") from None
+        if isinstance(self.group, int):
+            if not 0 <= self.group <= compiled.groups:
+                raise ValueError(
+                    f"group {self.group} does not exist: the pattern has {compiled.groups} group(s); "
+                    "add a capture group or pass group=0 for the whole match"
+                )
+        elif self.group not in compiled.groupindex:
+            raise ValueError(f"the pattern has no group named {self.group!r}")
+        return self
+
+    def __call__(self, text: str) -> str | None:
+        """Return the group's text from the chosen match, or None."""
+        if self.which == "first":
+            match = re.search(self.pattern, text)
+        else:
+            match = None
+            for match in re.finditer(self.pattern, text):  # noqa: B007 - only the last match is used
+                pass
+        if match is None:
+            return None
+        return _answer_or_none(match.group(self.group))
+
+
+@register_extractor("function")
+class FunctionExtractor(Extractor):
+    """Wrap a user function `str -> str | None` as an extractor.
+
+    The function's exceptions propagate unchanged. Returning anything but a string or None
+    raises `ConfigError`; a blank string counts as an abstention.
+
+    Example:
+        >>> FunctionExtractor(lambda t: t.split()[-1])("it is 42")
+        '42'
+    """
+
+    fn: Callable[[str], str | None]
+
+    def __init__(self, fn: ExtractorFn | None = None, /, **data: Any) -> None:
+        if fn is not None:
+            data["fn"] = fn
+        super().__init__(**data)
+
+    def __call__(self, text: str) -> str | None:
+        """Return what the function returns (blank -> None)."""
+        value: object = self.fn(text)
+        if value is not None and not isinstance(value, str):
+            name = getattr(self.fn, "__name__", repr(self.fn))
+            raise ConfigError(
+                f"extractor function {name} returned {type(value).__name__}; it must return a str or None"
+            )
+        return _answer_or_none(value)
+
+    def to_config(self) -> dict[str, Any]:
+        """`{"name": "function", "fn": fn}` (the function itself, not serialisable)."""
+        return {"name": self.kind, "fn": self.fn}
+
+
+@register_extractor("first_of")
+class FirstOf(Extractor):
+    """Try extractors in order and return the first answer that is not an abstention.
+
+    Each item may be an `Extractor`, a registered name, a config dict or a function.
+
+    Example:
+        >>> FirstOf("boxed", "answer_is")("The answer is 7.")
+        '7'
+    """
+
+    extractors: tuple[Extractor, ...] = Field(min_length=1)
+
+    def __init__(self, *extractors: Any, **data: Any) -> None:
+        if extractors:
+            if "extractors" in data:
+                raise ConfigError("give FirstOf its extractors positionally or as extractors=[...], not both")
+            data["extractors"] = extractors
+        super().__init__(**data)
+
+    @field_validator("extractors", mode="before")
+    @classmethod
+    def _build(cls, v: Any) -> Any:
+        if isinstance(v, str | Mapping) or callable(v):
+            raise ValueError("extractors must be a list of extractors, names, configs or functions")
+        return tuple(extractor_from_config(item) for item in v)
+
+    def __call__(self, text: str) -> str | None:
+        """Return the first non-None answer, or None if every extractor abstains."""
+        for extractor in self.extractors:
+            answer = extractor(text)
+            if answer is not None:
+                return answer
+        return None
+
+    def to_config(self) -> dict[str, Any]:
+        """`{"name": "first_of", "extractors": [<each extractor's config>]}`."""
+        return {"name": self.kind, "extractors": [e.to_config() for e in self.extractors]}
+
+
+def default_extractor() -> FirstOf:
+    """Boxed, then GSM8K's `####`, then "the answer is", then the last number in the text."""
+    return FirstOf(Boxed(), AfterMarker(), AnswerIs(), LastNumber())
+
+
+def _default_factory(**options: Any) -> Extractor:
+    if options:
+        raise ConfigError(f"the default extractor takes no options; got {sorted(options)}")
+    return default_extractor()
+
+
+_REGISTRY["default"] = _default_factory
+
+
+# --------------------------------------------------------------------------------------------
+# Normalization
+# --------------------------------------------------------------------------------------------
+
+# Unicode look-alikes that models emit: minus signs and dashes, odd spaces.
+_CHARS = str.maketrans(
+    {
+        "\u2212": "-",
+        "\u2012": "-",
+        "\u2013": "-",
+        "\u00a0": " ",
+        "\u2009": " ",
+        "\u202f": " ",
+        "\u2007": " ",
+    }
+)
+_UNWRAP = re.compile(
+    r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mathtt|mbox|boxed|fbox)\s*(?=\{)"
+)
+_PAIRS = (
+    ("$$", "$$"),
+    ("\\[", "\\]"),
+    ("\\(", "\\)"),
+    ("$", "$"),
+    ("**", "**"),
+    ("~~", "~~"),
+    ("*", "*"),
+    ("`", "`"),
+    ('"', '"'),
+    ("'", "'"),
+    ("\u201c", "\u201d"),
+    ("\u2018", "\u2019"),
+    ("\u00ab", "\u00bb"),
+)
+_BRACKETS = {"(": ")", "{": "}"}
+
+
+def _unwrap_commands(text: str) -> str:
+    r"""Replace `\text{x}`, `\mathrm{x}`, `\boxed{x}`, ... by `x`, anywhere in the text."""
+    if not _UNWRAP.search(text):
+        return text
+    pairs = _brace_pairs(text)
+    out = []
+    pos = 0
+    for match in _UNWRAP.finditer(text):
+        if match.start() < pos or match.end() not in pairs:
+            continue  # inside a group already copied, or never closed
+        close = pairs[match.end()]
+        out.append(text[pos : match.start()])
+        out.append(_unwrap_commands(text[match.end() + 1 : close]))
+        pos = close + 1
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _encloses(text: str, open_: str, close: str) -> bool:
+    """Tell whether the bracket opening at text[0] is the one closing at text[-1]."""
+    if len(text) < 2 or text[0] != open_ or text[-1] != close:
+        return False
+    depth = 0
+    for i, char in enumerate(text):
+        if char == open_:
+            depth += 1
+        elif char == close:
+            depth -= 1
+            if depth == 0:
+                return i == len(text) - 1
+    return False
+
+
+def _strip_markup(text: str) -> str:
+    text = text.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    text = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", text)
+    text = re.sub(r"\\[,;:!]", "", text)  # LaTeX thin spaces, also in "1\,000"
+    text = text.replace("\\ ", " ").replace("{,}", ",").replace("\\%", "%").replace("\\$", "$")
+    text = _unwrap_commands(text)
+    prev = None
+    while prev != text:
+        prev = text
+        text = text.strip()
+        for left, right in _PAIRS:
+            if len(text) >= len(left) + len(right) and text.startswith(left) and text.endswith(right):
+                text = text[len(left) : -len(right)]
+                break
+        text = text.rstrip(".,;:?").lstrip(",;:?")
+        for open_, close in _BRACKETS.items():
+            if _encloses(text, open_, close) and "," not in text:
+                text = text[1:-1]
+    return text
+
+
+_DECIMAL = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?", re.IGNORECASE)
+_THOUSANDS = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d*)?")
+_SLASH = re.compile(r"(?P<a>[^/]+?)\s*/\s*(?P<b>[^/]+)")
+_FRAC = re.compile(r"\\frac\s*(?:\{(?P<a>[^{}]*)\}|(?P<a1>\d))\s*(?:\{(?P<b>[^{}]*)\}|(?P<b1>\d))")
+_MAX_DIGITS = 400  # bigger numbers stay text: keeps int <-> str conversions cheap
+
+
+def _unsigned(text: str) -> Fraction | None:
+    """Parse a non-negative decimal, exponent or thousands-separated number exactly."""
+    if _THOUSANDS.fullmatch(text):
+        text = text.replace(",", "")
+    if len(text) > _MAX_DIGITS or not _DECIMAL.fullmatch(text):
+        return None
+    mantissa, _, exponent = text.lower().partition("e")
+    if exponent and abs(int(exponent)) > _MAX_DIGITS:
+        return None
+    return Fraction(mantissa if not mantissa.endswith(".") else mantissa[:-1]) * Fraction(10) ** int(
+        exponent or 0
+    )
+
+
+def _signed(text: str) -> Fraction | None:
+    text = text.strip()
+    negative = text.startswith("-")
+    if text[:1] in ("+", "-"):
+        text = text[1:].lstrip()
+    if text.startswith("$"):  # "-$5"
+        text = text[1:].lstrip()
+    if not text:
+        return None
+    frac = _FRAC.fullmatch(text)
+    if frac is not None:
+        num = _signed(frac.group("a") if frac.group("a") is not None else frac.group("a1"))
+        den = _signed(frac.group("b") if frac.group("b") is not None else frac.group("b1"))
+        value = None if num is None or not den else num / den
+    elif (slash := _SLASH.fullmatch(text)) is not None:
+        num, den = _unsigned(slash.group("a")), _unsigned(slash.group("b"))
+        value = None if num is None or not den else num / den
+    else:
+        value = _unsigned(text)
+    if value is None:
+        return None
+    return -value if negative else value
+
+
+def _format_number(value: Fraction) -> str:
+    """Write integers as digits, terminating fractions as decimals, others as "p/q"."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    rest, twos, fives = value.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:
+        return f"{value.numerator}/{value.denominator}"
+    places = max(twos, fives)
+    digits = str(abs(value.numerator) * 10**places // value.denominator).rjust(places + 1, "0")
+    return ("-" if value < 0 else "") + digits[:-places] + "." + digits[-places:]
+
+
+# Words after a number that are not units: they change the value or the meaning.
+# fmt: off
+_NOT_UNITS = frozenset({
+    "pi", "e", "i", "j", "sqrt", "root", "roots", "inf", "infinity", "and", "or", "to", "of",
+    "times", "plus", "minus", "over", "squared", "cubed", "factorial", "hundred", "hundreds",
+    "thousand", "thousands", "million", "millions", "billion", "billions", "trillion",
+    "trillions", "dozen", "dozens", "half", "halves", "third", "thirds", "quarter", "quarters", "k",
+})
+# fmt: on
+_SINGLE_LETTER_UNITS = frozenset("mgslh")
+_UNIT_TAIL = re.compile(
+    r"(?P<head>.*?[\d}.])\s*(?P<tail>[a-z]+(?:[/^][a-z0-9]+)?(?:\s+[a-z]+(?:[/^][a-z0-9]+)?){0,2})\.?",
+    re.IGNORECASE,
+)
+_SYMBOL_TAIL = re.compile(r"\s*(?:%|°|\^\s*\{?\s*\\circ\s*\}?|\\circ|\$)\s*$")
+
+
+def _strip_units(text: str) -> str:
+    text = _SYMBOL_TAIL.sub("", text)
+    match = _UNIT_TAIL.fullmatch(text)
+    if match is None:
+        return text
+    words = [w.split("/")[0].split("^")[0].lower() for w in match.group("tail").split()]
+    if any(w in _NOT_UNITS or (len(w) == 1 and w not in _SINGLE_LETTER_UNITS) for w in words):
+        return text
+    return match.group("head")
+
+
+def _canonical_number(text: str, units: bool) -> str | None:
+    candidate = re.sub(r"^[a-z]\s*=\s*", "", text, flags=re.IGNORECASE)  # "x = 5"
+    if units:
+        candidate = _strip_units(candidate)
+    value = _signed(candidate)
+    return None if value is None else _format_number(value)
+
+
+class Normalizer(ValidatedModel):
+    r"""Turns an extracted answer into a comparison key. Callable: `Normalizer()(" 1,000. ")`.
+
+    The steps run in this order, and the whole sequence repeats until the text stops
+    changing (so normalizing twice gives the same key as normalizing once):
+
+    1. Always: Unicode minus signs and dashes become "-", non-breaking and thin spaces become
+       spaces, and surrounding whitespace is stripped.
+    2. `lowercase`: the text is lower-cased (LaTeX commands too, so `\Delta` == `\delta`).
+    3. `strip_markup`:
+       - `\dfrac` and `\tfrac` become `\frac`; `\left` / `\right` and LaTeX thin spaces
+         (`\,` `\;` `\:` `\!`) are dropped; `{,}` becomes ","; `\%` and `\$` lose the
+         backslash.
+       - `\text{x}`, `\textbf{x}`, `\mathrm{x}`, `\mbox{x}`, `\boxed{x}`, `\fbox{x}`
+         (and similar) become `x`, anywhere in the text.
+       - Layers that wrap the whole text are peeled: math delimiters `$x$`, `$$x$$`,
+         `\(x\)`, `\[x\]`; markdown `**x**`, `*x*`, `~~x~~`, `` `x` ``; matching quotes;
+         and `(x)` / `{x}` when x has no comma (so "(B)" == "B" but the pair "(1, 2)"
+         keeps its parentheses).
+       - Trailing `. , ; : ?` and leading `, ; : ?` are dropped ("!" stays: `5!` is a
+         factorial).
+    4. `collapse_whitespace`: runs of whitespace become one space.
+    5. `numbers`: if what is left is a number, it is replaced by its canonical exact form:
+       - accepted: an optional sign, an optional `$` currency sign, then a decimal
+         (`1000`, `1000.0`, `.5`, `5.`), an exponent (`1e3`), a thousands-separated number
+         (commas before groups of exactly three digits: `1,000` and `1,000.5` but not
+         `1,5` or `1,0000`), a fraction `a/b`, or `\frac{a}{b}` / `\frac34`;
+         a leading single-letter assignment is dropped (`x = 5` -> `5`);
+       - `units` (on by default): a trailing `%`, `°` / `^\circ`, `$`, or up to three
+         unit words (`18 dollars`, `5 cm`, `3 km/h`) is dropped first. Words that change
+         the value are never units: `pi`, `e`, `i`, `sqrt`, `million`, `dozen`, `half`,
+         `k`, ... and single letters other than m, g, s, l, h;
+       - the value is exact (`fractions.Fraction` of the decimal digits): integers are
+         written as digits (`-0` -> `0`, `1e3` -> `1000`), fractions whose decimal
+         expansion ends are written as decimals (`3/4` -> `0.75`, `0.750` -> `0.75`),
+         others as lowest terms `p/q` (`2/6` -> `1/3`). So `0.75` == `3/4`, but
+         `0.333` != `1/3` and `0.5` != `50%` (which becomes `50`);
+       - a period is always a decimal point: `1.000` == `1`, not 1000. European
+         formats (`1.000,5`) are left as text; so are division by zero, mixed numbers
+         (`1 1/2`) and numbers with more than 400 digits.
+
+    Example:
+        >>> Normalizer()("**$1,000.00$**.")
+        '1000'
+    """
+
+    lowercase: bool = True
+    strip_markup: bool = True
+    collapse_whitespace: bool = True
+    numbers: bool = True
+    units: bool = True
+
+    def _once(self, text: str) -> str:
+        text = text.translate(_CHARS).strip()
+        if self.lowercase:
+            text = text.lower()
+        if self.strip_markup:
+            text = _strip_markup(text)
+        if self.collapse_whitespace:
+            text = " ".join(text.split())
+        if self.numbers:
+            text = _canonical_number(text, self.units) or text
+        return text
+
+    def __call__(self, answer: str) -> str:
+        """Return the canonical key of `answer` (possibly empty)."""
+        # Each pass only peels layers or writes a canonical number, so this settles quickly;
+        # the cap is a guard, not a limit that is reached in practice.
+        for _ in range(64):
+            new = self._once(answer)
+            if new == answer:
+                break
+            answer = new
+        return answer
+
+
+_DEFAULT_NORMALIZER = Normalizer()
+
+
+def normalize_answer(answer: str, normalizer: Normalizer | None = None) -> str:
+    r"""Return the canonical comparison key of an answer (rules on `Normalizer`).
+
+    Example:
+        >>> normalize_answer(r"\dfrac{3}{4}") == normalize_answer("0.75")
+        True
+    """
+    return (normalizer or _DEFAULT_NORMALIZER)(answer)
+
+
+def answers_equivalent(a: str | None, b: str | None, normalizer: Normalizer | None = None) -> bool:
+    """Tell whether both answers are given and normalize to the same non-empty key."""
+    if a is None or b is None:
+        return False
+    key = normalize_answer(a, normalizer)
+    return bool(key) and key == normalize_answer(b, normalizer)
+
+
+# --------------------------------------------------------------------------------------------
+# Extractor + normalizer
+# --------------------------------------------------------------------------------------------
+
+
+class AnswerSpec(ValidatedModel):
+    r"""How to read an answer from a sample: an extractor, then a normalizer.
+
+    `extractor` accepts anything `extractor_from_config` does (a name, a config dict, a
+    function, an `Extractor`); `normalizer` accepts a `Normalizer`, its options as a dict,
+    or None for the defaults.
+
+    Example:
+        >>> spec = AnswerSpec(extractor="boxed")
+        >>> spec.parse(r"... so $\boxed{\dfrac{3}{4}}$") == spec.parse(r"\boxed{0.75}")
+        True
+    """
+
+    extractor: Extractor = Field(default_factory=default_extractor)
+    normalizer: Normalizer = Field(default_factory=Normalizer)
+
+    @field_validator("extractor", mode="before")
+    @classmethod
+    def _extractor(cls, v: Any) -> Extractor:
+        return extractor_from_config(v)
+
+    @field_validator("normalizer", mode="before")
+    @classmethod
+    def _normalizer(cls, v: Any) -> Any:
+        if v is None:
+            return Normalizer()
+        if isinstance(v, Mapping):
+            return Normalizer(**v)
+        return v
+
+    def extract(self, text: str) -> str | None:
+        """Return the raw extracted answer before normalization, or None."""
+        return self.extractor(text)
+
+    def parse(self, text: str) -> str | None:
+        """Return the normalized answer, or None if nothing was found or it normalizes to ""."""
+        raw = self.extractor(text)
+        if raw is None:
+            return None
+        return self.normalizer(raw) or None
+
+    def __call__(self, text: str) -> str | None:
+        """Parse `text` (same as `parse`)."""
+        return self.parse(text)
+
+
+def as_answer_spec(spec: AnswerSpec | Extractor | ExtractorFn | str | Mapping[str, Any] | None) -> AnswerSpec:
+    """Coerce what a user passed as `answer=` into an `AnswerSpec`.
+
+    None gives the default spec; a dict with "extractor" and/or "normalizer" keys is an
+    `AnswerSpec` config; anything else is taken as the extractor.
+
+    Raises:
+        ConfigError: The value cannot be turned into an extractor.
+    """
+    if spec is None:
+        return AnswerSpec()
+    if isinstance(spec, AnswerSpec):
+        return spec
+    if isinstance(spec, Mapping) and "name" not in spec and set(spec) <= {"extractor", "normalizer"}:
+        return AnswerSpec(**spec)
+    return AnswerSpec(extractor=spec)

@@ -1,0 +1,279 @@
+"""Replay benchmark: our controller against the published stopping rules, on recorded samples.
+
+For every file, over R seeded shuffles of each question's recorded samples, it compares
+
+- ``SC@N``: majority vote over all N recorded samples;
+- ``AC-Beta-0.95``: Adaptive-Consistency's Beta rule, one sample at a time;
+- ``ESC-5``: Early-Stopping Self-Consistency, windows of 5;
+- ``controller``: adaptive's `AdaptiveConsistency` at its default setting, its prior learned
+  prequentially (each question sees only the questions answered before it in that shuffle,
+  as a live system would);
+
+plus each method's threshold sweep (accuracy against mean samples). Mean tokens count the
+completion tokens of the samples drawn: hard questions have longer samples.
+
+The controller is driven through its own pure decision functions (`Controller.assess`,
+`Controller.next_batch`, the stop rules) for speed; `--check K` also runs the first K questions
+of the first shuffle through the real stack (`Client` + `ReplayEndpoint`) and verifies that
+every answer and sample count is identical.
+
+Usage: python benchmarks/replay.py FILE.jsonl [FILE.jsonl ...] [--shuffles 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from adaptive import (
+    AnswerSpec,
+    Client,
+    FunctionExtractor,
+    Controller,
+    ControllerConfig,
+    ReplayEndpoint,
+    State,
+    StopRule,
+    beta_confidence,
+    load_recorded,
+    majority_vote,
+)
+from adaptive.endpoints.replay import RecordedQuestion
+from strategies import AdaptiveConsistency
+
+AC_SWEEP = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+ESC_SWEEP = (2, 3, 4, 5, 6, 8)
+CONTROLLER_SWEEP = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+
+
+@dataclass
+class Prepared:
+    """A question's answers and tokens in the order one shuffle hands them out."""
+
+    answers: list[str | None]
+    tokens: list[int]
+    gold: str | None
+
+
+def prepare(questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int) -> list[Prepared]:
+    ep = ReplayEndpoint(questions, seed=seed)
+    parsed = {}
+    out = []
+    for q in questions:
+        if q.id not in parsed:
+            parsed[q.id] = [
+                (spec.normalizer(s.answer) or None) if s.answer is not None else spec.parse(s.text)
+                for s in q.samples
+            ]
+        order = ep.order(q.id)
+        gold = spec.normalizer(q.gold) if q.gold is not None else None
+        out.append(Prepared([parsed[q.id][i] for i in order], [q.samples[i].tokens() for i in order], gold))
+    return out
+
+
+Outcome = tuple[str | None, int, int]  # answer, samples drawn, tokens drawn
+
+
+def sc_all(p: Prepared) -> Outcome:
+    return majority_vote(p.answers).winner, len(p.answers), sum(p.tokens)
+
+
+def _votes(answers: Sequence[str | None]) -> dict[str, int]:
+    votes: dict[str, int] = {}
+    for a in answers:
+        if a is not None:
+            votes[a] = votes.get(a, 0) + 1
+    return votes
+
+
+def ac_beta(p: Prepared, threshold: float) -> Outcome:
+    n = len(p.answers)
+    for k in range(1, n + 1):
+        counts = sorted(_votes(p.answers[:k]).values(), reverse=True)
+        if counts:
+            v1, v2 = counts[0], counts[1] if len(counts) > 1 else 0
+            if beta_confidence(v1, v2) >= threshold:
+                return majority_vote(p.answers[:k]).winner, k, sum(p.tokens[:k])
+    return majority_vote(p.answers).winner, n, sum(p.tokens)
+
+
+def esc(p: Prepared, window: int) -> Outcome:
+    n = len(p.answers)
+    k = 0
+    while k < n:
+        k = min(n, k + window)
+        w = p.answers[k - window : k] if k >= window else p.answers[:k]
+        if len(w) == window and w[0] is not None and len(set(w)) == 1:
+            break
+    return majority_vote(p.answers[:k]).winner, k, sum(p.tokens[:k])
+
+
+def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samples: int) -> Outcome:
+    """What `Client.run(strategy=AdaptiveConsistency(...))` does on a replay, step for step."""
+    from adaptive._controller import _ordered  # the same ordering the controller uses
+
+    drawn = 0
+    rnd = 0
+    cap_total = min(max_samples, len(p.answers), controller.config.max_samples)
+    while True:
+        answers = p.answers[:drawn]
+        votes = _ordered(_votes(answers))
+        conf, g = controller.assess(votes)
+        state = State(round=rnd, samples=drawn, votes=votes, abstentions=sum(a is None for a in answers),
+                      history=tuple(answers), confidence=conf, marginal_gain=g)
+        if drawn >= cap_total:
+            break
+        if rnd > 0 and rule(state):
+            break
+        cap = min(controller.config.max_batch, cap_total - drawn)
+        k = controller.next_batch(state, rule, cap=cap, first=rnd == 0)
+        if k < 1:
+            break
+        drawn += k
+        rnd += 1
+    winner = majority_vote(p.answers[:drawn]).winner
+    if controller.config.calibrate and votes:
+        v = list(votes.values())
+        controller.prior.observe(v[0], v[1] if len(v) > 1 else 0)
+        controller.prior.refit(iterations=10)
+    return winner, drawn, sum(p.tokens[:drawn])
+
+
+def evaluate(runs: list[list[Prepared]], method: Callable[[Prepared], Outcome], fresh: Callable[[], None] | None = None) -> dict[str, float]:
+    correct = samples = tokens = total = 0
+    for prepared in runs:
+        if fresh is not None:
+            fresh()
+        for p in prepared:
+            answer, n, t = method(p)
+            correct += answer is not None and answer == p.gold
+            samples += n
+            tokens += t
+            total += 1
+    return {"accuracy": correct / total, "mean_samples": samples / total, "mean_tokens": tokens / total}
+
+
+def controller_method(confidence: float, max_samples: int) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
+    strategy = AdaptiveConsistency(confidence=confidence, max_samples=max_samples)
+    rule = strategy.default_stop()
+    assert rule is not None
+    holder: dict[str, Controller] = {}
+
+    def fresh() -> None:
+        holder["c"] = Controller(ControllerConfig(max_samples=max_samples))
+
+    def run(p: Prepared) -> Outcome:
+        return controller_run(p, holder["c"], rule, max_samples)
+
+    return run, fresh
+
+
+async def full_stack(questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int, k: int, max_samples: int) -> list[Outcome]:
+    ep = ReplayEndpoint(questions, seed=seed)
+    out = []
+    async with Client(ep, controller=ControllerConfig(max_samples=max_samples)) as client:
+        for q in questions[:k]:
+            r = await client.run(ReplayEndpoint.prompt_for(q), strategy=AdaptiveConsistency(answer=spec, max_samples=max_samples))
+            out.append((r.answer, r.generated, r.usage.completion_tokens))
+    return out
+
+
+def _letters_after_answer_is(text: str) -> str | None:
+    # The last-letters reference rule (shared data README): the letters after the last
+    # "answer is", lower-cased.
+    i = text.lower().rfind("answer is")
+    if i < 0:
+        return None
+    return "".join(ch for ch in text[i + 9 :].lower() if "a" <= ch <= "z") or None
+
+
+def spec_for(extract: str) -> AnswerSpec:
+    """How answers are read: pre-extracted answers are only normalized; texts are extracted."""
+    if extract == "letters":
+        return AnswerSpec(extractor=FunctionExtractor(fn=_letters_after_answer_is))
+    return AnswerSpec(extractor=extract)
+
+
+def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, object]:
+    questions = load_recorded(path)
+    spec = spec_for(extract)
+    n = max(len(q.samples) for q in questions)
+    t0 = time.perf_counter()
+    runs = [prepare(questions, spec, seed) for seed in range(shuffles)]
+    methods: dict[str, dict[str, float]] = {}
+    frontier: dict[str, list[list[float]]] = {}
+    methods[f"SC@{n}"] = evaluate(runs, sc_all)
+    full = methods[f"SC@{n}"]["mean_samples"]
+    frontier["AC-Beta"] = []
+    for t in AC_SWEEP:
+        r = evaluate(runs, lambda p, t=t: ac_beta(p, t))
+        frontier["AC-Beta"].append([r["mean_samples"], r["accuracy"]])
+        if t == 0.95:
+            methods["AC-Beta-0.95"] = r
+    frontier["ESC"] = []
+    for w in ESC_SWEEP:
+        r = evaluate(runs, lambda p, w=w: esc(p, w))
+        frontier["ESC"].append([r["mean_samples"], r["accuracy"]])
+        if w == 5:
+            methods["ESC-5"] = r
+    default_conf = AdaptiveConsistency().confidence
+    frontier["controller"] = []
+    for c in sorted(set(CONTROLLER_SWEEP) | {default_conf}):
+        run, fresh = controller_method(c, n)
+        r = evaluate(runs, run, fresh)
+        frontier["controller"].append([r["mean_samples"], r["accuracy"]])
+        if c == default_conf:
+            methods["controller"] = r
+    for m in methods.values():
+        m["reduction_vs_full"] = full / m["mean_samples"]
+    result: dict[str, object] = {"methods": methods, "frontier": frontier, "questions": len(questions),
+                                 "shuffles": shuffles, "seconds": round(time.perf_counter() - t0, 1)}
+    if check:
+        run, fresh = controller_method(default_conf, n)
+        fresh()
+        fast = [run(p) for p in runs[0][:check]]
+        slow = anyio.run(full_stack, questions, spec, 0, check, n)
+        mismatches = sum(a[:2] != b[:2] for a, b in zip(fast, slow, strict=True))
+        result["full_stack_check"] = {"questions": check, "mismatches": mismatches}
+        if mismatches:
+            print(f"full-stack check FAILED: {mismatches} of {check} differ", file=sys.stderr)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--shuffles", type=int, default=20)
+    ap.add_argument("--check", type=int, default=100, help="questions to cross-check through the full stack")
+    ap.add_argument("--extract", default="answer_is",
+                    help="answer extractor for text samples: an extractor name (answer_is, boxed, last_number, ...) "
+                         "or 'letters' (letters after the last 'answer is', the last-letters reference rule); "
+                         "FILE=NAME sets it per file")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    report: dict[str, dict[str, object]] = {}
+    for arg in args.files:
+        f, _, extract = arg.partition("=")
+        report[f] = run_file(f, args.shuffles, args.check, extract or args.extract)
+        res = report[f]
+        print(f"\n{f}  ({res['questions']} questions x {args.shuffles} shuffles, {res['seconds']}s)")
+        print(f"{'method':<16}{'accuracy':>10}{'samples':>10}{'tokens':>10}{'reduction':>11}")
+        for name, m in res["methods"].items():  # type: ignore[union-attr]
+            print(f"{name:<16}{m['accuracy']:>10.4f}{m['mean_samples']:>10.2f}{m['mean_tokens']:>10.1f}{m['reduction_vs_full']:>10.1f}x")
+        for name, pts in res["frontier"].items():  # type: ignore[union-attr]
+            print(f"  frontier {name:<11}" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a in pts))
+        if "full_stack_check" in res:
+            print(f"  full-stack check: {res['full_stack_check']}")
+    if args.json:
+        print(json.dumps({"files": report}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,584 @@
+r"""Step-level search guided by a process reward model: beam search and DVTS.
+
+A solution is built one step at a time (steps end at `step_delimiter`, a blank line by
+default). Each round:
+
+1. **Expand** (a stoppable round): every kept beam asks for its next steps in one request
+   (`n = candidates / width`; the first round expands the question `candidates` times) with
+   `stop=[step_delimiter]`, either by raw continuation on a completions endpoint
+   (`Request(prompt=template(question) + partial)`, needs `endpoint.supports_raw`) or by
+   continuing a chat answer (`Request(messages=..., prefill=partial)`, needs
+   `endpoint.supports_prefill`). `mode="auto"` prefers prefill (the
+   chat template stays intact), then raw.
+2. **Score** (not stoppable: what was paid for gets scored): every new partial solution is
+   scored by the PRM; a beam keeps its per-step scores and aggregates them ("last", "min",
+   "product" or "mean"). A PRM that returns one score per call scores the newest step; one
+   that returns a score per step replaces the beam's list.
+3. **Prune**: the new candidates are ranked by aggregated score (ties: request order, then
+   completion index) and the top `width` are kept; kept candidates that are finished leave
+   the beam, the others are expanded next round.
+
+A candidate is finished when a new step holds a final answer (`finish_marker`: `\\boxed{}`,
+`####` or "the answer is" by default), when the model adds nothing (an empty step), or at
+`max_depth` steps. Every finished candidate, kept or not, joins the pool of finished
+solutions (it is already paid for). Identical continuations of the same beam are scored once.
+
+The answer is the best finished solution by aggregated score (`select="best"`; solutions with
+no extractable answer only when no other finished), or the
+score-weighted vote over finished solutions (`select="weighted_majority"`, scores below 0
+count as 0). Stop rules are consulted between rounds; if the search stops before anything
+finished, the best-scored partial solution is answered (`details["finished"]` is False).
+
+`DVTS` (diverse verifier tree search) runs `subtrees` independent searches of width 1, each
+expanding `width` candidates per round from its own PRM-best path; each subtree contributes
+its best finished leaf and the answer is the score-weighted vote over the leaves.
+
+Known limitation: Anthropic trims trailing whitespace from a prefill, so with a whitespace
+delimiter ("\\n\\n") the model may re-emit the delimiter first and return an empty step (read
+as "finished"); use raw mode or a delimiter that is not only whitespace there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from adaptive import (
+    AfterMarker,
+    AnswerIs,
+    AnswerSpec,
+    Boxed,
+    Call,
+    ConfigError,
+    Evidence,
+    Extractor,
+    Final,
+    FirstOf,
+    Outcome,
+    Plan,
+    Request,
+    Response,
+    Sampling,
+    State,
+    StopRule,
+    StrategyRun,
+    Task,
+    ValidatedModel,
+    as_answer_spec,
+    budget_exhausted,
+    extractor_from_config,
+    register_strategy,
+    weighted_vote,
+)
+
+from .best_of_n import weight_of
+from .verifiers import (
+    Aggregation,
+    ScoreValue,
+    Verification,
+    Verifier,
+    affordable,
+    aggregate_steps,
+    call_worst_case,
+    scoring_worst_case,
+    verifier_from_config,
+)
+
+__all__ = ["DVTS", "BeamSearch", "default_finish_marker"]
+
+_BYTES_PER_TOKEN = 4  # placeholder size per token when estimating what scoring will cost
+Key = tuple[int, int, int]
+
+
+def default_finish_marker() -> FirstOf:
+    r"""Return the default finish marker: `\boxed{}`, then `####`, then "the answer is".
+
+    These are the signs that a step gives the final answer (unlike `LastNumber`, which any
+    arithmetic step would satisfy).
+    """
+    return FirstOf(Boxed(), AfterMarker(), AnswerIs())
+
+
+@dataclasses.dataclass(slots=True)
+class _Node:
+    key: Key
+    group: int
+    steps: tuple[str, ...]
+    history: tuple[float, ...]
+    finished: bool = False
+    answer: str | None = None
+    new_steps: int = 0
+    verification: Verification | None = None
+    responses: list[Response | None] = dataclasses.field(default_factory=list)
+    outstanding: int = 0
+    score: float | None = None
+    done: bool = False
+
+    @property
+    def depth(self) -> int:
+        return len(self.steps)
+
+
+class _TreeSearch(ValidatedModel):
+    """Settings shared by `BeamSearch` and `DVTS`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    prm: Verifier
+    max_depth: int = Field(default=20, ge=1, le=1000)
+    step_delimiter: str = Field(default="\n\n", min_length=1)
+    aggregation: Aggregation | None = None
+    mode: Literal["raw", "prefill", "auto"] = "auto"
+    raw_template: str = "{question}\n\n"
+    answer: AnswerSpec = Field(default_factory=AnswerSpec)
+    finish_marker: Extractor = Field(default_factory=default_finish_marker)
+    sampling: Sampling = Field(default_factory=lambda: Sampling(max_tokens=512))
+    reserve_for_scoring: bool = True
+
+    @field_validator("prm", mode="before")
+    @classmethod
+    def _prm(cls, v: Any) -> Verifier:
+        return verifier_from_config(v)
+
+    @field_validator("answer", mode="before")
+    @classmethod
+    def _answer(cls, v: Any) -> AnswerSpec:
+        return as_answer_spec(v)
+
+    @field_validator("finish_marker", mode="before")
+    @classmethod
+    def _marker(cls, v: Any) -> Extractor:
+        return extractor_from_config(v)
+
+    @field_validator("raw_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError("raw_template must contain {question}")
+        return v
+
+    def step_aggregation(self) -> Aggregation:
+        """Return the aggregation of per-step scores in use (the PRM's own when not set)."""
+        if self.aggregation is not None:
+            return self.aggregation
+        own = getattr(self.prm, "aggregation", None)
+        return own if own in ("last", "min", "product", "mean") else "last"
+
+    def resolve_mode(self, task: Task) -> Literal["raw", "prefill"]:
+        """Pick the continuation mode for this task's endpoint.
+
+        Raises:
+            ConfigError: The endpoint supports neither raw prompts nor prefill (or not the
+                mode asked for).
+        """
+        ep = task.endpoint
+        if self.mode == "raw" and not ep.supports_raw:
+            raise ConfigError(
+                f"mode='raw' needs a completions endpoint that accepts raw prompts; {ep.name} does "
+                "not (supports_raw is False): use mode='prefill' or 'auto', or a completions endpoint"
+            )
+        if self.mode == "prefill" and not ep.supports_prefill:
+            raise ConfigError(
+                f"mode='prefill' needs a chat endpoint that continues an assistant prefill; {ep.name} "
+                "does not (supports_prefill is False): use mode='raw' or 'auto'"
+            )
+        if self.mode != "auto":
+            return self.mode
+        if ep.supports_prefill:
+            return "prefill"
+        if ep.supports_raw:
+            return "raw"
+        raise ConfigError(
+            f"step-level search must continue a partial solution, but {ep.name} supports neither "
+            "raw prompts (supports_raw) nor assistant prefill (supports_prefill): use a completions "
+            "endpoint, a chat endpoint with prefill, or a strategy such as BestOfN"
+        )
+
+    def default_stop(self) -> StopRule | None:
+        """`budget_exhausted()`: search until done or the budget is spent."""
+        return budget_exhausted()
+
+
+class BeamSearch(_TreeSearch):
+    """Verifier-guided step-level beam search.
+
+    Args:
+        width: Beams kept after each round (w).
+        candidates: Candidates generated per round (N); each kept beam is expanded N / w
+            times. Must be a multiple of `width`.
+        max_depth: Steps at most; a candidate reaching it is finished.
+        step_delimiter: What ends a step (sent as a stop sequence).
+        aggregation: "last" | "min" | "product" | "mean" over a beam's step scores; None uses
+            the PRM's own (`ProcessRewardModel.aggregation`), else "last".
+        prm: The verifier that scores partial solutions (a `ProcessRewardModel`, or any
+            `Verifier`, whose single score is taken as the newest step's), or its config.
+        mode: "raw" (completions endpoint), "prefill" (chat endpoint) or "auto".
+        raw_template: The raw prompt before the partial solution; `{question}` is replaced.
+        answer: How the final answer is extracted and normalized.
+        finish_marker: Extractor telling that a step gives the final answer.
+        select: "best" (highest aggregated score) or "weighted_majority" over finished beams.
+        sampling: Sampling of the step requests (`max_tokens` is per step).
+        reserve_for_scoring: Under a budget, expand only the beams whose new steps can also
+            be scored (an estimate; the ledger enforces the limits exactly).
+    """
+
+    kind: ClassVar[str] = "beam_search"
+    width: int = Field(default=4, ge=1, le=128)
+    candidates: int = Field(default=16, ge=1, le=1024)
+    select: Literal["best", "weighted_majority"] = "best"
+
+    @model_validator(mode="after")
+    def _divisible(self) -> BeamSearch:
+        if self.candidates % self.width:
+            raise ValueError(
+                f"candidates ({self.candidates}) must be a multiple of width ({self.width}): each beam "
+                "is expanded candidates / width times"
+            )
+        if self.candidates // self.width > 128:
+            raise ValueError("candidates / width must be at most 128 (the largest n of one request)")
+        return self
+
+    @property
+    def name(self) -> str:
+        """Short name shown on receipts."""
+        return "beam_search"
+
+    def start(self, task: Task) -> StrategyRun:
+        """Begin one call."""
+        return _TreeRun(self, task, groups=1, keep=self.width, expand=self.candidates // self.width,
+                        select=self.select, leaves=False)
+
+
+class DVTS(_TreeSearch):
+    """Diverse verifier tree search: independent greedy subtrees, then a weighted vote.
+
+    Args:
+        subtrees: Independent subtrees (M).
+        width: Candidates per subtree per round (N / M); the best one by aggregated score is
+            kept and expanded next. Each subtree's best finished leaf votes.
+        select: "weighted_majority" (default, score-weighted vote over the leaves) or "best"
+            (the best-scored leaf).
+        Other arguments: as for `BeamSearch`. Diversity comes from sampling: use a
+            temperature above 0.
+    """
+
+    kind: ClassVar[str] = "dvts"
+    subtrees: int = Field(default=4, ge=1, le=256)
+    width: int = Field(default=4, ge=1, le=128)
+    select: Literal["best", "weighted_majority"] = "weighted_majority"
+
+    @property
+    def name(self) -> str:
+        """Short name shown on receipts."""
+        return "dvts"
+
+    def start(self, task: Task) -> StrategyRun:
+        """Begin one call."""
+        return _TreeRun(self, task, groups=self.subtrees, keep=1, expand=self.width, select=self.select,
+                        leaves=True)
+
+
+class _TreeRun:
+    """One tree search: `groups` independent searches, each keeping `keep` beams."""
+
+    def __init__(
+        self,
+        cfg: _TreeSearch,
+        task: Task,
+        *,
+        groups: int,
+        keep: int,
+        expand: int,
+        select: Literal["best", "weighted_majority"],
+        leaves: bool,
+    ) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.mode = cfg.resolve_mode(task)
+        self.how = cfg.step_aggregation()
+        self.keep = keep
+        self.expand = expand
+        self.select = select
+        self.leaves = leaves
+        self.delimiter = cfg.step_delimiter
+        stops = (self.delimiter, *(cfg.sampling.stop or ()))
+        self.stops = tuple(dict.fromkeys(stops))[:16]
+        root = _Node(key=(-1, 0, 0), group=0, steps=(), history=())
+        self.active: list[list[_Node]] = [[dataclasses.replace(root, group=g)] for g in range(groups)]
+        self.pool: list[_Node] = []
+        self.children: dict[Key, _Node] = {}
+        self.parents: dict[int, _Node] = {}
+        self.phase: Literal["expand", "expanded", "score"] = "expand"
+        self.round = 0
+        self.seed_offset = 0
+        self.generated = 0
+        self.verified = 0
+        self.log: list[dict[str, Any]] = []
+        self.last_kept: list[_Node] = []
+
+    # -- the protocol ----------------------------------------------------------------------
+    def parse(self, text: str) -> str | None:
+        """Return the normalized answer in a text, for the receipt."""
+        return self.cfg.answer.parse(text)
+
+    def plan(self, state: State) -> Plan | None:
+        if self.phase == "expanded":
+            calls = self._scoring_calls()
+            if calls:
+                self.phase = "score"
+                return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(self.children)} step(s)")
+            self._prune()
+        elif self.phase == "score":
+            for node in self.children.values():
+                if not node.done:
+                    self._settle(node)  # calls the budget refused never come back
+            self._prune()
+        return self._expansion(state)
+
+    def observe(self, outcome: Outcome) -> None:
+        tag = outcome.call.tag
+        if not isinstance(tag, tuple) or len(tag) != 3:
+            return
+        if tag[0] == "expand":
+            self.generated += outcome.call.request.n
+            if outcome.response is not None:
+                parent = self.parents[tag[1]]
+                for comp in outcome.response.completions:
+                    self._child(parent, comp.text, (self.round, tag[2], comp.index))
+        elif tag[0] == "verify":
+            node = self.children.get(tag[1])
+            if node is None or node.done:
+                return
+            node.responses[tag[2]] = outcome.response
+            node.outstanding -= 1
+            if node.outstanding == 0:
+                self._settle(node)
+
+    def evidence(self) -> Evidence:
+        finals = self._finals()
+        votes: dict[str, int] = {}
+        weights: dict[str, float] = {}
+        for node in finals:
+            if node.answer is None:
+                continue
+            votes[node.answer] = votes.get(node.answer, 0) + 1
+            weights[node.answer] = weights.get(node.answer, 0.0) + weight_of(node.score or 0.0)
+        return Evidence(
+            votes=votes,
+            abstentions=sum(1 for n in finals if n.answer is None),
+            history=tuple(n.answer for n in finals),
+            weights=weights,
+            scores=tuple(n.score for n in finals if n.score is not None),
+            samples=self.generated,
+        )
+
+    def finish(self, state: State) -> Final:
+        finals = self._finals()
+        details: dict[str, Any] = {
+            "mode": self.mode,
+            "prm": self.cfg.prm.name,
+            "aggregation": self.how,
+            "select": self.select,
+            "rounds": self.round,
+            "finished": bool(finals),
+            "solutions": [
+                {"answer": n.answer, "score": n.score, "depth": n.depth, "group": n.group} for n in finals
+            ],
+            "beams": self.log,
+        }
+        if not finals:
+            # Stopped before anything finished: answer from the best partial solution.
+            partial = [n for g in self.active for n in g if n.steps and n.score is not None]
+            partial += [n for n in self.last_kept if n.score is not None]
+            if not partial:
+                return Final(answer=None, details=details)
+            best = min(partial, key=self._rank)
+            text = self._text(best.steps)
+            details["best_score"] = best.score
+            return Final(answer=self.cfg.answer.parse(text), text=text, details=details)
+        # A solution that gives an answer beats a better-scored one that gives none.
+        best = min([n for n in finals if n.answer is not None] or finals, key=self._rank)
+        confidence: float | None = None
+        if self.select == "weighted_majority":
+            vote = weighted_vote([n.answer for n in finals], [weight_of(n.score or 0.0) for n in finals])
+            if vote.winner is not None:
+                best = min((n for n in finals if n.answer == vote.winner), key=self._rank)
+                confidence = vote.share
+                details["weights"] = dict(vote.tally.weights)
+        elif best.score is not None and 0.0 <= best.score <= 1.0:
+            confidence = best.score
+        details["best_score"] = best.score
+        return Final(answer=best.answer, text=self._text(best.steps), confidence=confidence, details=details)
+
+    # -- building requests -----------------------------------------------------------------
+    def _text(self, steps: tuple[str, ...]) -> str:
+        return self.delimiter.join(steps)
+
+    def _partial(self, steps: tuple[str, ...]) -> str:
+        return self._text(steps) + self.delimiter if steps else ""
+
+    def _request(self, node: _Node) -> Request:
+        # The root stands for all `keep` beams of its tree: it gets their expansions at once.
+        n = min(128, self.expand * (self.keep if not node.steps else 1))
+        seed = None if self.task.seed is None else self.task.seed + self.seed_offset
+        self.seed_offset += n
+        partial = self._partial(node.steps)
+        changes: dict[str, Any] = {"n": n, "stop": self.stops, "seed": seed}
+        if self.mode == "raw":
+            changes["prompt"] = self.cfg.raw_template.replace("{question}", self.task.question) + partial
+        else:
+            changes["prefill"] = partial or None
+        return self.task.request(self.cfg.sampling, **changes)
+
+    def _expansion(self, state: State) -> Plan | None:
+        # Best beams first, subtrees interleaved, so a budget refusal drops the weakest.
+        beams = [
+            beam for rank in range(self.keep) for group in self.active for beam in group[rank : rank + 1]
+        ]
+        if not beams:
+            return None
+        calls: list[Call] = []
+        total = [0, 0, 0]
+        self.parents = {}
+        for position, beam in enumerate(beams):
+            call = Call(request=self._request(beam), purpose="generate", tag=("expand", position, position))
+            if self.cfg.reserve_for_scoring:
+                pico, tokens = call_worst_case(call, self.task.endpoint)
+                size = len(self._partial(beam.steps).encode()) + _BYTES_PER_TOKEN * call.request.max_tokens
+                v_pico, v_tokens, v_samples = scoring_worst_case(
+                    self.cfg.prm, self.task.question, size, self.task.endpoint
+                )
+                n = call.request.n
+                total[0] += pico + n * v_pico
+                total[1] += tokens + n * v_tokens
+                total[2] += n + n * v_samples
+                fit = affordable(state, total[0], total[1], total[2])
+                if fit is not None and fit < 1:
+                    break
+            self.parents[position] = beam
+            calls.append(call)
+        if not calls:
+            return None
+        self.children = {}
+        self.phase = "expanded"
+        return Plan(
+            calls=tuple(calls),
+            stoppable=True,
+            note=f"round {self.round}: expand {len(calls)} beam(s) x {self.expand}",
+        )
+
+    # -- reading steps -----------------------------------------------------------------------
+    def _child(self, parent: _Node, text: str, key: Key) -> None:
+        parts = [p.strip() for p in text.split(self.delimiter)]
+        new = [p for p in parts if p]
+        if not new and not parent.steps:
+            return  # nothing written at all: no candidate
+        finished = not new
+        for i, step in enumerate(new):
+            if self.cfg.finish_marker(step) is not None:
+                new, finished = new[: i + 1], True  # anything after the answer is noise
+                break
+        steps = (*parent.steps, *new)
+        if len(steps) >= self.cfg.max_depth:
+            steps, finished = steps[: self.cfg.max_depth], True
+        node = _Node(
+            key=key,
+            group=parent.group,
+            steps=steps,
+            history=parent.history,
+            finished=finished,
+            new_steps=len(steps) - len(parent.steps),
+            score=parent.score,
+        )
+        if finished:
+            node.answer = self.cfg.answer.parse(self._text(steps))
+        self.children[key] = node
+
+    def _scoring_calls(self) -> list[Call]:
+        calls: list[Call] = []
+        seen: set[tuple[int, tuple[str, ...]]] = set()
+        for key in sorted(self.children):
+            node = self.children[key]
+            ident = (node.group, node.steps)
+            if ident in seen:  # the same continuation twice: score it once
+                del self.children[key]
+                continue
+            seen.add(ident)
+            if node.new_steps == 0:
+                node.done = True  # nothing new to score: it keeps its parent's scores
+                continue
+            seed = None if self.task.seed is None else self.task.seed + self.verified
+            self.verified += 1
+            text = self._text(node.steps)
+            v = self.cfg.prm.verification(self.task.question, text, steps=node.steps, seed=seed)
+            node.verification = v
+            if not v.calls:
+                self._apply(node, v.score)
+                continue
+            node.responses = [None] * len(v.calls)
+            node.outstanding = len(v.calls)
+            for j, call in enumerate(v.calls):
+                calls.append(dataclasses.replace(call, purpose="verify", tag=("verify", key, j)))
+        return calls
+
+    def _settle(self, node: _Node) -> None:
+        assert node.verification is not None
+        self._apply(node, node.verification.finish(node.responses))
+
+    def _apply(self, node: _Node, value: ScoreValue) -> None:
+        node.done = True
+        if value is None:
+            node.score = None
+            return
+        if isinstance(value, tuple):
+            history = value if len(value) == len(node.steps) else (*node.history, value[-1])
+        else:
+            history = (*node.history, value)
+        node.history = history
+        node.score = aggregate_steps(history, self.how)
+
+    # -- pruning -----------------------------------------------------------------------------
+    @staticmethod
+    def _rank(node: _Node) -> tuple[float, Key]:
+        return (-(node.score if node.score is not None else float("-inf")), node.key)
+
+    def _prune(self) -> None:
+        kept_all: list[_Node] = []
+        for group in range(len(self.active)):
+            scored = [n for n in self.children.values() if n.group == group and n.score is not None]
+            kids = sorted(scored, key=self._rank)
+            kept = kids[: self.keep]
+            self.pool.extend(n for n in kids if n.finished)
+            self.active[group] = [n for n in kept if not n.finished]
+            kept_all.extend(kept)
+            self.log.append(
+                {
+                    "round": self.round,
+                    "group": group,
+                    "kept": [{"score": n.score, "depth": n.depth, "finished": n.finished} for n in kept],
+                    "candidates": len(kids),
+                }
+            )
+        if kept_all:
+            self.last_kept = kept_all
+        self.children = {}
+        self.round += 1
+
+    def _finals(self) -> list[_Node]:
+        # Finished children scored this round count at once (stop rules read them before the
+        # next plan prunes them into the pool).
+        fresh = [n for n in self.children.values() if n.finished and n.done and n.score is not None]
+        pool = sorted([*self.pool, *fresh], key=lambda n: n.key)
+        if not self.leaves:
+            return pool
+        best: dict[int, _Node] = {}
+        for node in pool:
+            if node.group not in best or self._rank(node) < self._rank(best[node.group]):
+                best[node.group] = node
+        return [best[g] for g in sorted(best)]
+
+
+register_strategy("beam_search", BeamSearch)
+register_strategy("dvts", DVTS)

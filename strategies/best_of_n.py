@@ -1,0 +1,311 @@
+"""Best-of-n: sample candidates, score each with a verifier, keep the best (or vote by score).
+
+Each round generates a batch of candidates (through `Plan.sample`, so the controller sizes the
+batch within the budget and seeds each sample), then scores every new candidate with the
+verifier in a round that stop rules cannot interrupt (what was paid for gets scored). Stop
+rules are consulted before each generation round, so `score_threshold(t)` ends the call as
+soon as some candidate scored at least `t`: give `batch` to generate in small rounds and let
+it stop early; with `batch=None` all `n` candidates are generated in one round (lowest
+latency, no early stop).
+
+When the budget is limited, each generation batch is capped so that scoring its candidates
+still fits (an estimate from the verifier's calls for a candidate of `max_tokens` tokens);
+the ledger still enforces every limit exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Literal
+
+from pydantic import ConfigDict, Field, field_validator
+
+from adaptive import (
+    AnswerSpec,
+    Call,
+    Completion,
+    Evidence,
+    Final,
+    Outcome,
+    Plan,
+    Request,
+    Response,
+    Sampling,
+    State,
+    StopRule,
+    StrategyRun,
+    Task,
+    ValidatedModel,
+    as_answer_spec,
+    budget_exhausted,
+    majority_vote,
+    register_strategy,
+    weighted_vote,
+)
+
+from .verifiers import (
+    Aggregation,
+    Verification,
+    Verifier,
+    affordable,
+    call_worst_case,
+    read_score,
+    scoring_worst_case,
+    verifier_from_config,
+)
+
+__all__ = ["BestOfN"]
+
+# A placeholder candidate of max_tokens tokens is taken to be this many bytes per token when
+# estimating what scoring it will cost (about right for English text).
+_BYTES_PER_TOKEN = 4
+
+
+def weight_of(score: float) -> float:
+    """Turn a score into a vote weight: scores below 0 count as 0."""
+    return max(score, 0.0)
+
+
+@dataclasses.dataclass(slots=True)
+class _Candidate:
+    key: tuple[int, int, int]
+    text: str
+    answer: str | None
+    verification: Verification | None = None
+    responses: list[Response | None] = dataclasses.field(default_factory=list)
+    outstanding: int = 0
+    score: float | None = None
+    done: bool = False
+
+
+class BestOfN(ValidatedModel):
+    """Best-of-n with a pluggable verifier.
+
+    Args:
+        n: Candidates to generate (at most; the budget or a stop rule may end it sooner).
+        verifier: A `Verifier` (`RewardModel`, `LLMJudge`, `ExactChecker`, ...) or its config.
+        select: "max" picks the candidate with the highest score (ties: the earliest);
+            "weighted_majority" sums scores per extracted answer and picks the heaviest
+            (scores below 0 count as 0).
+        answer: How answers are extracted and normalized (anything `as_answer_spec` takes).
+        sampling: Sampling parameters of the generation requests.
+        batch: Candidates per generation round; None generates all `n` in one round.
+        reserve_for_scoring: Under a budget, cap each batch so that its scoring still fits.
+        aggregation: How per-step scores (a process reward model) become one score; None uses
+            the verifier's own `aggregation` when it has one, else "last".
+
+    Candidates the verifier could not score (unparseable judge reply, failed or refused call)
+    are never picked over scored ones; if none was scored, the answer is the plain majority
+    over all candidates (`details["fallback"]` says so).
+
+    The default stop rule is `budget_exhausted()`: generate and score all `n` candidates or
+    until the budget is spent. Pass `stop=score_threshold(t)` to stop at a good enough score.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    kind: ClassVar[str] = "best_of_n"
+
+    n: int = Field(default=8, ge=1, le=4096)
+    verifier: Verifier
+    select: Literal["max", "weighted_majority"] = "max"
+    answer: AnswerSpec = Field(default_factory=AnswerSpec)
+    sampling: Sampling = Field(default_factory=Sampling)
+    batch: int | None = Field(default=None, ge=1)
+    reserve_for_scoring: bool = True
+    aggregation: Aggregation | None = None
+
+    @field_validator("verifier", mode="before")
+    @classmethod
+    def _verifier(cls, v: Any) -> Verifier:
+        return verifier_from_config(v)
+
+    @field_validator("answer", mode="before")
+    @classmethod
+    def _answer(cls, v: Any) -> AnswerSpec:
+        return as_answer_spec(v)
+
+    @property
+    def name(self) -> str:
+        """Short name shown on receipts."""
+        return "best_of_n"
+
+    def start(self, task: Task) -> StrategyRun:
+        """Begin one call."""
+        return _BestOfNRun(self, task)
+
+    def default_stop(self) -> StopRule | None:
+        """`budget_exhausted()`: run all `n` candidates unless the budget ends first."""
+        return budget_exhausted()
+
+    def step_aggregation(self) -> Aggregation:
+        """Return the aggregation of per-step scores in use."""
+        if self.aggregation is not None:
+            return self.aggregation
+        own = getattr(self.verifier, "aggregation", None)
+        return own if own in ("last", "min", "product", "mean") else "last"
+
+
+class _BestOfNRun:
+    def __init__(self, config: BestOfN, task: Task) -> None:
+        self.cfg = config
+        self.task = task
+        self.how = config.step_aggregation()
+        self.candidates: list[_Candidate] = []
+        self.asked = 0
+        self.arrivals = 0
+        self.verified = 0
+        self.scoring = False
+        self._scoring_cost: tuple[int, int, int] | None = None
+
+    # -- the protocol ----------------------------------------------------------------------
+    def parse(self, text: str) -> str | None:
+        """Return the normalized answer in a candidate, for the receipt."""
+        return self.cfg.answer.parse(text)
+
+    def plan(self, state: State) -> Plan | None:
+        if self.scoring:
+            self.scoring = False
+            for c in self.candidates:
+                if c.verification is not None and not c.done:
+                    self._settle(c)  # calls the budget refused never come back
+        new = [i for i, c in enumerate(self.candidates) if c.verification is None]
+        if new:
+            calls = self._scoring_calls(new)
+            if calls:
+                self.scoring = True
+                return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(new)} candidate(s)")
+        left = self.cfg.n - len(self.candidates)
+        if left <= 0 or self.asked >= 2 * self.cfg.n:  # the second cap: endpoints that keep failing
+            return None
+        k = left if self.cfg.batch is None else min(left, self.cfg.batch)
+        request = self.task.request(self.cfg.sampling)
+        if self.cfg.reserve_for_scoring:
+            fit = self._fits(state, request)
+            if fit is not None:
+                if fit < 1 and self.candidates:
+                    return None  # another candidate could not be scored: stop here
+                k = max(1, min(k, fit))
+        return Plan(sample=request, min_batch=1, max_batch=k, note=f"generate up to {k} candidate(s)")
+
+    def observe(self, outcome: Outcome) -> None:
+        call = outcome.call
+        if call.purpose == "generate":
+            self.asked += call.request.n
+            if outcome.response is None:
+                return
+            seed = call.request.seed
+            for comp in outcome.response.completions:
+                self.arrivals += 1
+                order = seed if seed is not None else self.arrivals
+                self._add(comp, (outcome.round, order, comp.index))
+            return
+        tag = call.tag
+        if not (isinstance(tag, tuple) and len(tag) == 3 and tag[0] == "verify"):
+            return
+        c = self.candidates[tag[1]]
+        if c.done:
+            return
+        c.responses[tag[2]] = outcome.response
+        c.outstanding -= 1
+        if c.outstanding == 0:
+            self._settle(c)
+
+    def evidence(self) -> Evidence:
+        ordered = self._ordered()
+        votes: dict[str, int] = {}
+        weights: dict[str, float] = {}
+        for c in ordered:
+            if c.answer is None:
+                continue
+            votes[c.answer] = votes.get(c.answer, 0) + 1
+            if c.score is not None:
+                weights[c.answer] = weights.get(c.answer, 0.0) + weight_of(c.score)
+        return Evidence(
+            votes=votes,
+            abstentions=sum(1 for c in ordered if c.answer is None),
+            history=tuple(c.answer for c in ordered),
+            weights=weights,
+            scores=tuple(c.score for c in ordered if c.score is not None),
+            samples=len(ordered),
+        )
+
+    def finish(self, state: State) -> Final:
+        ordered = self._ordered()
+        scored = [c for c in ordered if c.score is not None]
+        details: dict[str, Any] = {
+            "verifier": self.cfg.verifier.name,
+            "select": self.cfg.select,
+            "candidates": len(ordered),
+            "scored": len(scored),
+            "scores": [c.score for c in ordered],
+            "answers": [c.answer for c in ordered],
+            "fallback": False,
+        }
+        if not scored:
+            if not ordered:
+                return Final(answer=None, details=details)
+            vote = majority_vote([c.answer for c in ordered])
+            chosen = next((c for c in ordered if c.answer == vote.winner), ordered[0])
+            details["fallback"] = True
+            return Final(answer=vote.winner, text=chosen.text, details=details)
+        answered = [c for c in scored if c.answer is not None] or scored
+        best = max(answered, key=lambda c: c.score if c.score is not None else float("-inf"))
+        confidence: float | None = None
+        if self.cfg.select == "weighted_majority":
+            vote = weighted_vote([c.answer for c in scored], [weight_of(c.score or 0.0) for c in scored])
+            if vote.winner is not None:
+                best = max(
+                    (c for c in scored if c.answer == vote.winner),
+                    key=lambda c: c.score if c.score is not None else float("-inf"),
+                )
+                confidence = vote.share
+                details["weights"] = dict(vote.tally.weights)
+        elif best.score is not None and 0.0 <= best.score <= 1.0:
+            confidence = best.score
+        details["best_score"] = best.score
+        return Final(answer=best.answer, text=best.text, confidence=confidence, details=details)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _ordered(self) -> list[_Candidate]:
+        # Decisions never depend on arrival order: candidates are ranked by (round, seed, index).
+        return sorted(self.candidates, key=lambda c: c.key)
+
+    def _add(self, comp: Completion, key: tuple[int, int, int]) -> None:
+        answer = comp.answer if comp.answer is not None else self.cfg.answer.parse(comp.text)
+        self.candidates.append(_Candidate(key=key, text=comp.text, answer=answer))
+
+    def _scoring_calls(self, indices: list[int]) -> list[Call]:
+        calls: list[Call] = []
+        # Score in candidate order so that a budget refusal hits the latest ones.
+        for i in sorted(indices, key=lambda j: self.candidates[j].key):
+            c = self.candidates[i]
+            seed = None if self.task.seed is None else self.task.seed + self.verified
+            self.verified += 1
+            v = self.cfg.verifier.verification(self.task.question, c.text, seed=seed)
+            c.verification = v
+            if not v.calls:
+                c.score, c.done = read_score(v.score, self.how), True
+                continue
+            c.responses = [None] * len(v.calls)
+            c.outstanding = len(v.calls)
+            for j, call in enumerate(v.calls):
+                calls.append(dataclasses.replace(call, purpose="verify", tag=("verify", i, j)))
+        return calls
+
+    def _settle(self, c: _Candidate) -> None:
+        assert c.verification is not None
+        c.score = read_score(c.verification.finish(c.responses), self.how)
+        c.done = True
+
+    def _fits(self, state: State, request: Request) -> int | None:
+        gen_pico, gen_tokens = call_worst_case(Call(request=request), self.task.endpoint)
+        if self._scoring_cost is None:
+            size = _BYTES_PER_TOKEN * request.max_tokens
+            self._scoring_cost = scoring_worst_case(
+                self.cfg.verifier, self.task.question, size, self.task.endpoint
+            )
+        v_pico, v_tokens, v_samples = self._scoring_cost
+        return affordable(state, gen_pico + v_pico, gen_tokens + v_tokens, 1 + v_samples)
+
+
+register_strategy("best_of_n", BestOfN)
