@@ -15,7 +15,7 @@ class Budget(ValidatedModel):
     Args:
         usd: Dollars that may be spent, verifier calls included.
         tokens: Prompt plus completion tokens that may be used.
-        samples: Completions that may be generated.
+        samples: Completions that may be requested from any endpoint, verifier calls included.
         seconds: Wall-clock deadline for the whole call; work still running then is cancelled
             (and what it cost is still charged).
 
@@ -40,7 +40,7 @@ class Budget(ValidatedModel):
 
         return Budget(
             usd=tight(self.usd, other.usd),
-            tokens=tight(self.tokens, other.tokens),  # type: ignore[arg-type]
-            samples=tight(self.samples, other.samples),  # type: ignore[arg-type]
+            tokens=tight(self.tokens, other.tokens),
+            samples=tight(self.samples, other.samples),
             seconds=tight(self.seconds, other.seconds),
         )

@@ -7,7 +7,6 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
 
-
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._budget import Budget
@@ -130,7 +129,14 @@ class Client:
             overrides["temperature"] = temperature
         sampling = Sampling(**overrides) if overrides else None
         question = next((m.content for m in reversed(messages) if m.role == "user"), messages[-1].content)
-        task = Task(messages=messages, question=question, endpoint=self.endpoint, seed=seed, sampling=sampling)
+        task = Task(
+            messages=messages,
+            question=question,
+            endpoint=self.endpoint,
+            seed=seed,
+            sampling=sampling,
+            price=price if price is not None else self.endpoint.price,
+        )
         return await self.controller.run(
             strat, task, budget=budget if budget is not None else self.budget, stop=rule, price=price
         )
@@ -178,5 +184,3 @@ class SyncClient(AbstractContextManager["SyncClient"]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-

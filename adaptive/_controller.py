@@ -11,6 +11,7 @@ trace with the numbers behind it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable
@@ -129,7 +130,9 @@ class Controller:
             marginal_gain=g,
         )
 
-    def next_batch(self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False) -> int:
+    def next_batch(
+        self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False
+    ) -> int:
         """How many samples to ask for next: a pure function of the state.
 
         The fewest samples that could let `rule` stop (if they all agreed with the leader);
@@ -254,6 +257,38 @@ class _CallRun:
         rule = self.rule if plan.stoppable else None
         return self.c.next_batch(state, rule, cap=cap, min_batch=plan.min_batch, first=self.round == 0)
 
+    def sample_shape(self, sample: Request, k: int) -> tuple[Request, int]:
+        """A batch of k samples as the request whose worst case bounds it, and its prompt copies."""
+        ep = self.task.endpoint
+        request = sample.model_copy(update={"n": k})
+        if self.cfg.batch_as_n and ep.supports_n:
+            return request, 1
+        return request, k  # k single requests: the prompt is billed k times
+
+    def affordable(self, plan: Plan, k: int) -> int:
+        """The largest batch up to k whose worst case fits in the budget (0: none fits)."""
+        assert plan.sample is not None
+        if self.cfg.shrink_max_tokens:
+            return k  # reserving lowers max_tokens to fit instead
+        price = self.price(self.task.endpoint)
+        while k >= max(1, plan.min_batch):
+            request, copies = self.sample_shape(plan.sample, k)
+            if self.ledger.fits(request, price, prompt_copies=copies):
+                return k
+            k -= 1
+        return 0
+
+    def with_next(self, state: State, sample: Request, k: int) -> State:
+        """`state` with the next batch's size and worst-case cost filled in."""
+        if k < 1:
+            return state.replace(next_batch=0, next_cost_usd=None, next_tokens=0)
+        request, copies = self.sample_shape(sample, k)
+        price = self.price(self.task.endpoint)
+        pico, tokens = self.ledger.worst_case(request, price, prompt_copies=copies)
+        return state.replace(
+            next_batch=k, next_cost_usd=pico / 1e12 if price is not None else None, next_tokens=tokens
+        )
+
     def reserve(self, call: Call) -> Reservation | None:
         ep = self.endpoint(call)
         try:
@@ -314,7 +349,9 @@ class _CallRun:
         except anyio.get_cancelled_exc_class():
             charge = self.ledger.cancel(r, meter.usage, samples=meter.samples)
             self.record(call, None, charge, None)
-            self.event("cancel", endpoint=ep.name, purpose=call.purpose, usd=charge.usd, estimated=charge.estimated)
+            self.event(
+                "cancel", endpoint=ep.name, purpose=call.purpose, usd=charge.usd, estimated=charge.estimated
+            )
             raise
         except Exception as exc:  # an endpoint or a user callable failed: record, charge, go on
             error = exc
@@ -325,7 +362,13 @@ class _CallRun:
             usage = partial.usage if isinstance(error, StreamError) and partial is not None else None
             charge = self.ledger.fail(r, usage)
             self.record(call, None, charge, error)
-            self.event("error", endpoint=ep.name, purpose=call.purpose, error=type(error).__name__, message=str(error)[:300])
+            self.event(
+                "error",
+                endpoint=ep.name,
+                purpose=call.purpose,
+                error=type(error).__name__,
+                message=str(error)[:300],
+            )
             return
         assert response is not None
         charge = self.ledger.settle(r, response, prompt_copies=self.copies(ep, r.request))
@@ -347,14 +390,16 @@ class _CallRun:
                 self.event("decide", action="stop", during="round", reason=check.reason(), **self.numbers())
                 scope.cancel()
 
-    def record(self, call: Call, response: Response | None, charge: Charge, error: BaseException | None) -> None:
+    def record(
+        self, call: Call, response: Response | None, charge: Charge, error: BaseException | None
+    ) -> None:
         outcome = Outcome(call=call, response=response, charge=charge, error=error, round=self.round)
         self.outcomes.append(outcome)
         assert self.run_state is not None
         self.run_state.observe(outcome)
 
-    def numbers(self) -> dict[str, Any]:
-        s = self.state()
+    def numbers(self, state: State | None = None) -> dict[str, Any]:
+        s = state if state is not None else self.state()
         return {
             "samples": s.samples,
             "votes": dict(list(s.votes.items())[:4]),
@@ -365,6 +410,8 @@ class _CallRun:
             "remaining_tokens": s.remaining_tokens,
             "remaining_samples": s.remaining_samples,
             "elapsed": round(s.elapsed, 4),
+            "next_batch": s.next_batch,
+            "next_cost_usd": s.next_cost_usd,
         }
 
     # -- the loop ------------------------------------------------------------------------
@@ -393,18 +440,19 @@ class _CallRun:
                 self.stop_reason = "strategy_done"
                 self.event("stop", reason="strategy_done", **self.numbers())
                 return
+            k = 0
+            if plan.sample is not None:
+                k = self.affordable(plan, self.batch_size(plan, state))
+                state = self.with_next(state, plan.sample, k)
             if plan.stoppable and self.rule is not None and self.round > 0:
                 check = self.rule.check(state)
                 if check.stop:
                     self.stop_reason = check.reason()
-                    self.event("decide", action="stop", reason=self.stop_reason, **self.numbers())
+                    self.event("decide", action="stop", reason=self.stop_reason, **self.numbers(state))
                     return
             sends: list[tuple[Call, Reservation]] = []
-            k = 0
-            if plan.sample is not None:
-                k = self.batch_size(plan, state)
-                if k > 0:
-                    sends.extend(self.sample_calls(plan, k))
+            if plan.sample is not None and k > 0:
+                sends.extend(self.sample_calls(plan, k))
             for call in plan.calls:
                 r = self.reserve(call)
                 if r is not None:
@@ -414,15 +462,13 @@ class _CallRun:
                 self.stop_reason = "max_samples" if capped else "budget"
                 self.event("stop", reason=self.stop_reason, **self.numbers())
                 return
-            batch = sum(c.request.n for c, _ in sends if c.purpose == "generate")
             self.event(
                 "decide",
                 action="continue",
-                batch=batch,
                 calls=len(sends),
                 reserved_usd=round(sum(r.pico for _, r in sends) / 1e12, 9),
                 note=plan.note,
-                **self.numbers(),
+                **self.numbers(state),
             )
             before = len(self.outcomes)
             async with anyio.create_task_group() as tg:
@@ -437,10 +483,8 @@ class _CallRun:
                 receipt = self.result(Final(answer=None), "error")
                 if isinstance(first, AdaptiveError):
                     raise first.with_receipt(receipt)
-                try:
+                with contextlib.suppress(AttributeError):  # exotic exception types
                     first.receipt = receipt  # type: ignore[attr-defined]
-                except AttributeError:  # pragma: no cover - exotic exception types
-                    pass
                 raise first
             if self.stop_check is not None:
                 self.stop_reason = self.stop_check.reason()

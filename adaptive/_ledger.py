@@ -134,14 +134,25 @@ class Ledger:
         known = self._known_prompt_tokens.get(request.prompt_key())
         return known if known is not None else prompt_token_bound(request)
 
-    def worst_case(
-        self, request: Request, price: Price | None, *, prompt_copies: int = 1
-    ) -> tuple[int, int]:
+    def worst_case(self, request: Request, price: Price | None, *, prompt_copies: int = 1) -> tuple[int, int]:
         """(picodollars, tokens) that `request` can cost at most."""
         prompt = self.prompt_tokens(request) * prompt_copies
         completion = request.n * request.max_tokens
         pico = price.worst_case_pico(prompt, completion) if price is not None else 0
         return pico, prompt + completion
+
+    def fits(self, request: Request, price: Price | None, *, prompt_copies: int = 1) -> bool:
+        """Whether `request` could be reserved now (nothing is reserved)."""
+        if price is None and self._limit_pico is not None:
+            return False
+        pico, tokens = self.worst_case(request, price, prompt_copies=prompt_copies)
+        if self._limit_pico is not None and self.spent_pico + self.reserved_pico + pico > self._limit_pico:
+            return False
+        limit = self.budget.tokens
+        if limit is not None and self.spent_tokens + self.reserved_tokens + tokens > limit:
+            return False
+        limit = self.budget.samples
+        return limit is None or self.spent_samples + self.reserved_samples + request.n <= limit
 
     def check_price(self, price: Price | None, endpoint: str) -> None:
         """Refuse a dollar budget on a model whose price is unknown."""
@@ -196,13 +207,19 @@ class Ledger:
                 f"${left:.6f} of the dollar budget is left: raise Budget(usd=...) or lower max_tokens",
                 dimension="usd",
             )
-        if self.budget.tokens is not None and self.spent_tokens + self.reserved_tokens + tokens > self.budget.tokens:
+        if (
+            self.budget.tokens is not None
+            and self.spent_tokens + self.reserved_tokens + tokens > self.budget.tokens
+        ):
             raise BudgetExceededError(
                 f"request to {endpoint!r} may use up to {tokens} tokens but only "
                 f"{self.remaining_tokens()} are left: raise Budget(tokens=...) or lower max_tokens",
                 dimension="tokens",
             )
-        if self.budget.samples is not None and self.spent_samples + self.reserved_samples + samples > self.budget.samples:
+        if (
+            self.budget.samples is not None
+            and self.spent_samples + self.reserved_samples + samples > self.budget.samples
+        ):
             raise BudgetExceededError(
                 f"request to {endpoint!r} asks for {samples} samples but only "
                 f"{self.remaining_samples()} are left: raise Budget(samples=...) or lower n",

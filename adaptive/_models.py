@@ -132,8 +132,11 @@ class Request(ValidatedModel):
         if self.prompt is not None:
             return "p:" + self.prompt
         assert self.messages is not None
-        return "m:" + "\x00".join(f"{m.role}\x01{m.content}" for m in self.messages) + "\x02" + (
-            self.prefill or ""
+        return (
+            "m:"
+            + "\x00".join(f"{m.role}\x01{m.content}" for m in self.messages)
+            + "\x02"
+            + (self.prefill or "")
         )
 
 

@@ -1,4 +1,4 @@
-"""How sure are we that the current leader is the answer unlimited sampling would give?
+"""How sure we are that the current leader is the answer unlimited sampling would give.
 
 The model behind the controller's confidence is the one Adaptive-Consistency uses, made
 learnable. Between the two leading answers A (the leader, v1 votes) and B (v2 votes), each new
@@ -40,7 +40,7 @@ def beta_confidence(v1: int, v2: int) -> float:
     Equals P(Binomial(v1 + v2 + 1, 1/2) <= v1).
     """
     n = v1 + v2 + 1
-    return sum(math.comb(n, k) for k in range(v1 + 1)) / 2**n
+    return float(sum(math.comb(n, k) for k in range(v1 + 1)) / 2**n)
 
 
 class ConsistencyPrior:
@@ -139,7 +139,7 @@ class ConsistencyPrior:
         if hit is not None:
             return hit
         m = self._moments(v1 + v2 + k + 1)
-        z = m[v1, v2] + m[v2, v1]
+        z = float(m[v1, v2] + m[v2, v1])
         if not z > 0:
             return 0.0
         i = np.arange(k + 1)

@@ -73,7 +73,8 @@ class Price(ValidatedModel):
     def _rates(self) -> tuple[tuple[int, int, int, int, int], ...]:
         # (min_prompt_tokens, input, output, cached, cache_write) in pico/token, highest first
         rows: list[tuple[int, int, int, int, int]] = []
-        for t in (self, *self.tiers):
+        tiers: tuple[Price | PriceTier, ...] = (self, *self.tiers)
+        for t in tiers:
             start = t.min_prompt_tokens if isinstance(t, PriceTier) else 0
             cached = t.cached_input if t.cached_input is not None else t.input
             write = t.cache_write if t.cache_write is not None else t.input
@@ -82,9 +83,8 @@ class Price(ValidatedModel):
 
     def cost_pico(self, usage: Usage) -> int:
         """Exact cost of `usage` in picodollars."""
-        for start, inp, out, cached, write in self._rates:
-            if usage.prompt_tokens >= start:
-                break
+        # Highest tier first; the base tier starts at 0, so one always matches.
+        _, inp, out, cached, write = next(r for r in self._rates if usage.prompt_tokens >= r[0])
         fresh = max(0, usage.prompt_tokens - usage.cached_prompt_tokens - usage.cache_write_tokens)
         return (
             fresh * inp
@@ -94,9 +94,11 @@ class Price(ValidatedModel):
         )
 
     def worst_case_pico(self, prompt_tokens: int, completion_tokens: int) -> int:
-        """Upper bound on the cost of a request: every prompt token billed at the highest
-        prompt rate that can apply (fresh or cache write), every completion token at the
-        output rate of the tier the prompt falls in."""
+        """Upper bound on the cost of a request.
+
+        Every prompt token is billed at the highest prompt rate that can apply (fresh or
+        cache write), every completion token at the output rate of the prompt's tier.
+        """
         for start, inp, out, _cached, write in self._rates:
             if prompt_tokens >= start:
                 return prompt_tokens * max(inp, write) + completion_tokens * out

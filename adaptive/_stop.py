@@ -138,8 +138,11 @@ class AllOf(StopRule):
 
 
 class Confident(StopRule):
-    """Stop when the controller's confidence that the leader is the answer unlimited voting
-    would give reaches `threshold` (uses the client's calibrated prior when there is one)."""
+    """Stop when the controller is `threshold` sure of the leader.
+
+    The confidence is P(the leader is the answer unlimited voting would give) under the
+    client's consistency prior (uniform, i.e. AC's Beta rule, until it is calibrated).
+    """
 
     name: ClassVar[str] = "confident"
     threshold: float = Field(default=0.95, gt=0, lt=1)
@@ -152,8 +155,11 @@ class Confident(StopRule):
 
 
 class ACBeta(StopRule):
-    """Adaptive-Consistency's Beta rule: stop when P(Binomial(v1+v2+1, 1/2) <= v1) >= threshold,
-    v1 and v2 the top two vote counts (a uniform prior; no calibration)."""
+    """Adaptive-Consistency's Beta rule.
+
+    Stop when P(Binomial(v1+v2+1, 1/2) <= v1) >= threshold, v1 and v2 the top two vote
+    counts (a uniform prior; no calibration).
+    """
 
     name: ClassVar[str] = "ac_beta"
     threshold: float = Field(default=0.95, gt=0, lt=1)
@@ -165,8 +171,11 @@ class ACBeta(StopRule):
 
 
 class Dirichlet(StopRule):
-    """Adaptive-Consistency's Dirichlet rule: P(leader has the largest probability) under
-    Dirichlet(votes + 1), estimated by seeded Monte Carlo."""
+    """Adaptive-Consistency's Dirichlet rule.
+
+    Stop when P(the leader has the largest probability) under Dirichlet(votes + 1),
+    estimated by seeded Monte Carlo, reaches `threshold`.
+    """
 
     name: ClassVar[str] = "dirichlet"
     threshold: float = Field(default=0.95, gt=0, lt=1)
@@ -186,8 +195,10 @@ class Dirichlet(StopRule):
 
 
 class ESCWindow(StopRule):
-    """Early-Stopping Self-Consistency: stop when the last `size` answers are identical
-    (abstentions never count as agreement)."""
+    """Early-Stopping Self-Consistency's window rule.
+
+    Stop when the last `size` answers are identical (abstentions never agree).
+    """
 
     name: ClassVar[str] = "esc_window"
     size: int = Field(default=5, ge=1)
@@ -325,7 +336,9 @@ def low_marginal_gain(
     return LowMarginalGain(min_gain=min_gain, value_usd=value_usd, min_votes=min_votes)
 
 
-def stop_rule_from_config(config: str | Mapping[str, Any] | StopRule, params: Mapping[str, Any] | None = None) -> StopRule:
+def stop_rule_from_config(
+    config: str | Mapping[str, Any] | StopRule, params: Mapping[str, Any] | None = None
+) -> StopRule:
     """Build a stop rule from a name and parameters, or a nested dict.
 
     Examples: `stop_rule_from_config("ac_beta", {"threshold": 0.9})`,
@@ -339,7 +352,8 @@ def stop_rule_from_config(config: str | Mapping[str, Any] | StopRule, params: Ma
     if isinstance(config, str):
         cls = _REGISTRY.get(config)
         if cls is None or cls in (AnyOf, AllOf):
-            raise ConfigError(f"unknown stop rule {config!r}; known: {sorted(k for k in _REGISTRY if k not in ('any', 'all'))}")
+            known = sorted(k for k in _REGISTRY if k not in ("any", "all"))
+            raise ConfigError(f"unknown stop rule {config!r}; known: {known}")
         return cls(**dict(params or {}))
     data = dict(config)
     for key, cls2 in (("any", AnyOf), ("all", AllOf)):

@@ -25,6 +25,7 @@ from pydantic import Field
 from ._exceptions import ConfigError
 from ._ledger import Charge
 from ._models import Message, Request, Response, ValidatedModel
+from ._prices import Price
 from ._state import State
 from ._stop import StopRule
 from .endpoints._base import Endpoint
@@ -65,6 +66,8 @@ class Task:
         endpoint: The client's generation endpoint.
         seed: Base seed for reproducible sampling (None: unseeded).
         sampling: Call-level overrides of sampling parameters (None fields: strategy's own).
+        price: The price the call is charged at for `endpoint` (the call's override, else the
+            endpoint's own), for strategies that plan around worst-case costs.
     """
 
     messages: tuple[Message, ...]
@@ -72,6 +75,7 @@ class Task:
     endpoint: Endpoint
     seed: int | None = None
     sampling: Sampling | None = None
+    price: Price | None = None
 
     def request(self, sampling: Sampling, **changes: Any) -> Request:
         """A chat request for this task with the strategy's sampling, call overrides applied."""
@@ -103,14 +107,15 @@ class Call:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Plan:
-    """What a strategy wants next: exact `calls`, or more samples of `sample` (batch sized by
-    the controller between `min_batch` and `max_batch`), or both.
+    """What a strategy wants next.
+
+    Exact `calls`, or more samples of `sample` (batch sized by the controller between
+    `min_batch` and `max_batch`), or both.
 
     Attributes:
         stoppable: Whether stop rules may end the call before / during this plan. Steps that
             must complete (scoring the candidates already paid for) set it False.
-        local: Pure-Python work with no cost (e.g. free callable verifiers), run by the
-            controller between rounds: `(tag, thunk)` pairs; results come back as outcomes.
+        note: A word for the trace.
     """
 
     calls: tuple[Call, ...] = ()
@@ -213,7 +218,9 @@ def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
     _STRATEGIES[name] = factory
 
 
-def strategy_from_config(config: str | Mapping[str, Any], params: Mapping[str, Any] | None = None) -> Strategy:
+def strategy_from_config(
+    config: str | Mapping[str, Any], params: Mapping[str, Any] | None = None
+) -> Strategy:
     """Build a registered strategy from a name and parameters, or `{"name": ..., **params}`.
 
     Raises:
@@ -246,7 +253,9 @@ class _SingleRun:
         if self.asked:
             return None
         self.asked = True
-        return Plan(calls=(Call(self.task.request(self.sampling, n=1, seed=self.task.seed)),), stoppable=False)
+        return Plan(
+            calls=(Call(self.task.request(self.sampling, n=1, seed=self.task.seed)),), stoppable=False
+        )
 
     def observe(self, outcome: Outcome) -> None:
         if outcome.response is not None:

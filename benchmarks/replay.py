@@ -34,9 +34,9 @@ import anyio
 from adaptive import (
     AnswerSpec,
     Client,
-    FunctionExtractor,
     Controller,
     ControllerConfig,
+    FunctionExtractor,
     ReplayEndpoint,
     State,
     StopRule,
@@ -125,8 +125,15 @@ def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samp
         answers = p.answers[:drawn]
         votes = _ordered(_votes(answers))
         conf, g = controller.assess(votes)
-        state = State(round=rnd, samples=drawn, votes=votes, abstentions=sum(a is None for a in answers),
-                      history=tuple(answers), confidence=conf, marginal_gain=g)
+        state = State(
+            round=rnd,
+            samples=drawn,
+            votes=votes,
+            abstentions=sum(a is None for a in answers),
+            history=tuple(answers),
+            confidence=conf,
+            marginal_gain=g,
+        )
         if drawn >= cap_total:
             break
         if rnd > 0 and rule(state):
@@ -145,7 +152,9 @@ def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samp
     return winner, drawn, sum(p.tokens[:drawn])
 
 
-def evaluate(runs: list[list[Prepared]], method: Callable[[Prepared], Outcome], fresh: Callable[[], None] | None = None) -> dict[str, float]:
+def evaluate(
+    runs: list[list[Prepared]], method: Callable[[Prepared], Outcome], fresh: Callable[[], None] | None = None
+) -> dict[str, float]:
     correct = samples = tokens = total = 0
     for prepared in runs:
         if fresh is not None:
@@ -159,7 +168,9 @@ def evaluate(runs: list[list[Prepared]], method: Callable[[Prepared], Outcome], 
     return {"accuracy": correct / total, "mean_samples": samples / total, "mean_tokens": tokens / total}
 
 
-def controller_method(confidence: float, max_samples: int) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
+def controller_method(
+    confidence: float, max_samples: int
+) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
     strategy = AdaptiveConsistency(confidence=confidence, max_samples=max_samples)
     rule = strategy.default_stop()
     assert rule is not None
@@ -174,12 +185,17 @@ def controller_method(confidence: float, max_samples: int) -> tuple[Callable[[Pr
     return run, fresh
 
 
-async def full_stack(questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int, k: int, max_samples: int) -> list[Outcome]:
+async def full_stack(
+    questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int, k: int, max_samples: int
+) -> list[Outcome]:
     ep = ReplayEndpoint(questions, seed=seed)
     out = []
     async with Client(ep, controller=ControllerConfig(max_samples=max_samples)) as client:
         for q in questions[:k]:
-            r = await client.run(ReplayEndpoint.prompt_for(q), strategy=AdaptiveConsistency(answer=spec, max_samples=max_samples))
+            r = await client.run(
+                ReplayEndpoint.prompt_for(q),
+                strategy=AdaptiveConsistency(answer=spec, max_samples=max_samples),
+            )
             out.append((r.answer, r.generated, r.usage.completion_tokens))
     return out
 
@@ -232,8 +248,13 @@ def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, ob
             methods["controller"] = r
     for m in methods.values():
         m["reduction_vs_full"] = full / m["mean_samples"]
-    result: dict[str, object] = {"methods": methods, "frontier": frontier, "questions": len(questions),
-                                 "shuffles": shuffles, "seconds": round(time.perf_counter() - t0, 1)}
+    result: dict[str, object] = {
+        "methods": methods,
+        "frontier": frontier,
+        "questions": len(questions),
+        "shuffles": shuffles,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
     if check:
         run, fresh = controller_method(default_conf, n)
         fresh()
@@ -251,10 +272,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("files", nargs="+")
     ap.add_argument("--shuffles", type=int, default=20)
     ap.add_argument("--check", type=int, default=100, help="questions to cross-check through the full stack")
-    ap.add_argument("--extract", default="answer_is",
-                    help="answer extractor for text samples: an extractor name (answer_is, boxed, last_number, ...) "
-                         "or 'letters' (letters after the last 'answer is', the last-letters reference rule); "
-                         "FILE=NAME sets it per file")
+    ap.add_argument(
+        "--extract",
+        default="answer_is",
+        help="answer extractor for text samples: an extractor name (answer_is, boxed, last_number, ...) "
+        "or 'letters' (letters after the last 'answer is', the last-letters reference rule); "
+        "FILE=NAME sets it per file",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     report: dict[str, dict[str, object]] = {}
@@ -265,7 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n{f}  ({res['questions']} questions x {args.shuffles} shuffles, {res['seconds']}s)")
         print(f"{'method':<16}{'accuracy':>10}{'samples':>10}{'tokens':>10}{'reduction':>11}")
         for name, m in res["methods"].items():  # type: ignore[union-attr]
-            print(f"{name:<16}{m['accuracy']:>10.4f}{m['mean_samples']:>10.2f}{m['mean_tokens']:>10.1f}{m['reduction_vs_full']:>10.1f}x")
+            print(
+                f"{name:<16}{m['accuracy']:>10.4f}{m['mean_samples']:>10.2f}{m['mean_tokens']:>10.1f}{m['reduction_vs_full']:>10.1f}x"
+            )
         for name, pts in res["frontier"].items():  # type: ignore[union-attr]
             print(f"  frontier {name:<11}" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a in pts))
         if "full_stack_check" in res:

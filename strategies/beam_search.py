@@ -247,8 +247,15 @@ class BeamSearch(_TreeSearch):
 
     def start(self, task: Task) -> StrategyRun:
         """Begin one call."""
-        return _TreeRun(self, task, groups=1, keep=self.width, expand=self.candidates // self.width,
-                        select=self.select, leaves=False)
+        return _TreeRun(
+            self,
+            task,
+            groups=1,
+            keep=self.width,
+            expand=self.candidates // self.width,
+            select=self.select,
+            leaves=False,
+        )
 
 
 class DVTS(_TreeSearch):
@@ -276,8 +283,9 @@ class DVTS(_TreeSearch):
 
     def start(self, task: Task) -> StrategyRun:
         """Begin one call."""
-        return _TreeRun(self, task, groups=self.subtrees, keep=1, expand=self.width, select=self.select,
-                        leaves=True)
+        return _TreeRun(
+            self, task, groups=self.subtrees, keep=1, expand=self.width, select=self.select, leaves=True
+        )
 
 
 class _TreeRun:

@@ -41,8 +41,16 @@ __all__ = ["AdaptiveConsistency", "SelfConsistency", "VoteRun"]
 class VoteRun:
     """One call of a voting strategy: collects answers, reports votes, picks the winner."""
 
-    def __init__(self, task: Task, *, target: int, sampling: Sampling, answer: AnswerSpec,
-                 weighting: str, stoppable: bool) -> None:
+    def __init__(
+        self,
+        task: Task,
+        *,
+        target: int,
+        sampling: Sampling,
+        answer: AnswerSpec,
+        weighting: str,
+        stoppable: bool,
+    ) -> None:
         self.task = task
         self.target = target
         self.sampling = sampling
@@ -113,7 +121,7 @@ class VoteRun:
 
     def finish(self, state: State) -> Final:
         """The vote's winner and the first sample that gave it."""
-        winner, votes = self._vote()
+        winner, _ = self._vote()
         text = next((t for a, t in zip(self.answers, self.texts, strict=True) if a == winner), None)
         return Final(
             answer=winner,
@@ -155,8 +163,14 @@ class SelfConsistency(ValidatedModel):
 
     def start(self, task: Task) -> VoteRun:
         """Begin one call."""
-        return VoteRun(task, target=self.n, sampling=self._sampling(), answer=self.answer,
-                       weighting=self.weighting, stoppable=False)
+        return VoteRun(
+            task,
+            target=self.n,
+            sampling=self._sampling(),
+            answer=self.answer,
+            weighting=self.weighting,
+            stoppable=False,
+        )
 
     def default_stop(self) -> StopRule | None:
         """None: all n samples are drawn (a budget still caps them)."""
@@ -188,8 +202,14 @@ class AdaptiveConsistency(SelfConsistency):
 
     def start(self, task: Task) -> VoteRun:
         """Begin one call."""
-        return VoteRun(task, target=self.max_samples, sampling=self._sampling(), answer=self.answer,
-                       weighting=self.weighting, stoppable=True)
+        return VoteRun(
+            task,
+            target=self.max_samples,
+            sampling=self._sampling(),
+            answer=self.answer,
+            weighting=self.weighting,
+            stoppable=True,
+        )
 
     def default_stop(self) -> StopRule | None:
         """confident(confidence) | low_marginal_gain(min_gain, value_usd) | budget_exhausted()."""

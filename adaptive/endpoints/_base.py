@@ -43,11 +43,15 @@ class Endpoint(Protocol):
         supports_raw: Whether a raw `prompt` (text continuation) is accepted.
     """
 
-    name: str
     price: Price | None
     supports_n: bool
     supports_prefill: bool
     supports_raw: bool
+
+    @property
+    def name(self) -> str:
+        """Display name (model and host; never credentials)."""
+        ...
 
     async def request(self, request: Request) -> Response:
         """Send `request` and return its completions with exact usage."""

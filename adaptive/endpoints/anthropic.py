@@ -94,9 +94,9 @@ class Anthropic(BaseEndpoint):
 
     """
 
-    supports_n: ClassVar[bool] = False
-    supports_prefill: ClassVar[bool] = True
-    supports_raw: ClassVar[bool] = False
+    supports_n = False
+    supports_prefill = True
+    supports_raw = False
     provider: ClassVar[str | None] = "anthropic"
 
     def __init__(

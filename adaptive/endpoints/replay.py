@@ -101,7 +101,11 @@ def load_recorded(path: str | Path) -> list[RecordedQuestion]:
                 raise ConfigError(f"{where}: each line needs an 'id' and a 'samples' list")
             samples = tuple(_sample(s, f"{where} sample {i}") for i, s in enumerate(row["samples"]))
             gold = row.get("gold")
-            out.append(RecordedQuestion(str(row["id"]), row.get("prompt"), None if gold is None else str(gold), samples))
+            out.append(
+                RecordedQuestion(
+                    str(row["id"]), row.get("prompt"), None if gold is None else str(gold), samples
+                )
+            )
     return out
 
 
@@ -200,8 +204,15 @@ class ReplayEndpoint(BaseEndpoint):
             if request.logprobs and s.logprobs is not None:
                 lps = tuple(TokenLogprob(token="", logprob=x) for x in s.logprobs)
             completions.append(
-                Completion(text=s.text, finish_reason="stop", index=i, logprobs=lps, completion_tokens=t,
-                           score=s.score, answer=s.answer)
+                Completion(
+                    text=s.text,
+                    finish_reason="stop",
+                    index=i,
+                    logprobs=lps,
+                    completion_tokens=t,
+                    score=s.score,
+                    answer=s.answer,
+                )
             )
         prompt_tokens = -(-prompt_token_bound(request) // 4)
         return Response(
