@@ -24,7 +24,7 @@ from ._answers import (
 )
 from ._budget import Budget
 from ._client import Client, SyncClient
-from ._controller import Controller, ControllerConfig
+from ._controller import Controller, ControllerConfig, uses_gain
 from ._exceptions import (
     AdaptiveError,
     BudgetExceededError,
@@ -38,10 +38,21 @@ from ._exceptions import (
     TransportError,
     UnknownPriceError,
 )
+from ._httpserver import (
+    Handler,
+    HTTPRequest,
+    HTTPResponse,
+    HTTPServer,
+    RunningServer,
+    SSEResponse,
+    run_in_thread,
+    serve,
+    serve_forever,
+)
 from ._ledger import Charge, Ledger, Reservation, prompt_token_bound
 from ._models import Completion, Message, Request, Response, TokenLogprob, Usage, ValidatedModel, as_messages
 from ._posterior import ConsistencyPrior, beta_confidence, top_two
-from ._prices import Price, PriceTier, lookup_price
+from ._prices import PICO, Price, PriceTier, lookup_price, pico_to_usd, usd_to_pico
 from ._result import ChargeRecord, Result, SampleRecord, TraceEvent
 from ._state import State
 from ._stop import (
@@ -108,6 +119,7 @@ from .endpoints import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "PICO",
     "ACBeta",
     "AdaptiveError",
     "AfterMarker",
@@ -144,7 +156,11 @@ __all__ = [
     "FirstOf",
     "FunctionEndpoint",
     "FunctionExtractor",
+    "HTTPRequest",
+    "HTTPResponse",
+    "HTTPServer",
     "HTTPStatusError",
+    "Handler",
     "JSONField",
     "LastNumber",
     "Ledger",
@@ -170,6 +186,8 @@ __all__ = [
     "ResponseError",
     "Result",
     "RetryPolicy",
+    "RunningServer",
+    "SSEResponse",
     "SampleRecord",
     "Sampling",
     "ScoreThreshold",
@@ -217,13 +235,19 @@ __all__ = [
     "max_samples",
     "merge_responses",
     "normalize_answer",
+    "pico_to_usd",
     "prompt_token_bound",
     "register_extractor",
     "register_strategy",
+    "run_in_thread",
     "score_threshold",
+    "serve",
+    "serve_forever",
     "stop_rule_from_config",
     "strategy_from_config",
     "top_two",
+    "usd_to_pico",
+    "uses_gain",
     "vote_margin",
     "weighted_vote",
 ]

@@ -145,6 +145,10 @@ class Client:
 def _strategy(s: Strategy | str | Mapping[str, Any]) -> Strategy:
     if isinstance(s, str | Mapping):
         return strategy_from_config(s)
+    if isinstance(s, type):  # the class passes the protocol check, but its methods are unbound
+        raise ConfigError(
+            f"strategy must be an instance, not the class: pass {s.__name__}(...), not {s.__name__}"
+        )
     if not isinstance(s, Strategy):
         raise ConfigError(
             f"strategy must implement the Strategy protocol (name, start(task), default_stop()); "

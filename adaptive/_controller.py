@@ -531,7 +531,10 @@ class _CallRun:
                     )
                 )
         state = self.state()
-        confidence = final.confidence if final.confidence is not None else state.confidence
+        confidence = final.confidence
+        if confidence is None and final.answer == state.leader:
+            # The vote confidence is about the count leader; a weighted vote may pick another.
+            confidence = state.confidence
         return Result(
             answer=final.answer,
             text=final.text,

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from numpy.typing import NDArray
 
+from ._exceptions import ConfigError
+
 __all__ = ["ConsistencyPrior", "beta_confidence", "top_two"]
 
 
@@ -62,9 +64,9 @@ class ConsistencyPrior:
 
     def __init__(self, grid: int = 96, pseudo_count: float = 8.0) -> None:
         if grid < 8:
-            raise ValueError("grid must be at least 8 points")
+            raise ConfigError(f"grid must be at least 8 points (got {grid})")
         if not pseudo_count > 0:
-            raise ValueError("pseudo_count must be positive")
+            raise ConfigError(f"pseudo_count must be a positive number (got {pseudo_count})")
         # Midpoints of (1/2, 1); the last point sits close to, but never at, 1.
         self.d: NDArray[np.float64] = 0.5 + (np.arange(grid) + 0.5) / (2 * grid)
         self._log_d = np.log(self.d)
@@ -88,14 +90,16 @@ class ConsistencyPrior:
             a = np.arange(n, dtype=np.float64)[:, None]
             powers_d = np.exp(a * self._log_d)  # (n, grid)
             powers_1md = np.exp(a * self._log_1md)
-            table = (powers_d * self.weights) @ powers_1md.T
+            # einsum, not `@`: a product this small is slowed down many times over by BLAS
+            # threads on a loaded machine.
+            table = np.einsum("ig,jg->ij", powers_d * self.weights, powers_1md)
             self._table = table
         return table
 
     def confidence(self, v1: int, v2: int) -> float:
         """P(the leader with v1 votes, not the runner-up with v2, wins unlimited voting)."""
         if v1 < v2:
-            raise ValueError("v1 must be the leader's count (v1 >= v2)")
+            raise ConfigError(f"v1 must be the leader's count (v1 >= v2); got v1={v1}, v2={v2}")
         key = (v1, v2)
         hit = self._cache.get(key)
         if hit is not None:

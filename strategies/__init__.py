@@ -3,6 +3,54 @@
 Importing this package registers every strategy by name (for `strategy_from_config`).
 """
 
+from .beam_search import DVTS, BeamSearch, default_finish_marker
+from .best_of_n import BestOfN
 from .self_consistency import AdaptiveConsistency, SelfConsistency, VoteRun
+from .verifiers import (
+    Aggregation,
+    ExactChecker,
+    FunctionVerifier,
+    LLMJudge,
+    ProcessRewardModel,
+    RewardModel,
+    ScoreValue,
+    Verification,
+    Verifier,
+    affordable,
+    aggregate_steps,
+    call_worst_case,
+    parse_rating,
+    parse_yes_no,
+    read_score,
+    scoring_worst_case,
+    verifier_from_config,
+    verifier_names,
+)
 
-__all__ = ["AdaptiveConsistency", "SelfConsistency", "VoteRun"]
+__all__ = [
+    "DVTS",
+    "AdaptiveConsistency",
+    "Aggregation",
+    "BeamSearch",
+    "BestOfN",
+    "ExactChecker",
+    "FunctionVerifier",
+    "LLMJudge",
+    "ProcessRewardModel",
+    "RewardModel",
+    "ScoreValue",
+    "SelfConsistency",
+    "Verification",
+    "Verifier",
+    "VoteRun",
+    "affordable",
+    "aggregate_steps",
+    "call_worst_case",
+    "default_finish_marker",
+    "parse_rating",
+    "parse_yes_no",
+    "read_score",
+    "scoring_worst_case",
+    "verifier_from_config",
+    "verifier_names",
+]

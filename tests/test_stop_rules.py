@@ -42,7 +42,7 @@ def voted(*counts: int, **changes: Any) -> State:
 
 def binomial_cdf_half(v1: int, v2: int) -> float:
     n = v1 + v2 + 1
-    return sum(comb(n, k) for k in range(v1 + 1)) / 2**n
+    return float(sum(comb(n, k) for k in range(v1 + 1)) / 2**n)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,9 @@
 """Model endpoints: one file per provider, all behind the one-method `Endpoint` contract."""
 
 from ._base import BaseEndpoint, Endpoint, RetryPolicy, UsageMeter, current_meter, merge_responses
-from ._openai_common import StreamEvent, StreamEvents
+from ._openai_common import OpenAIEndpoint, StreamEvent, StreamEvents, parse_usage
 from .anthropic import Anthropic
-from .function import FunctionEndpoint
+from .function import FunctionEndpoint, FunctionResult
 from .openai_chat import OpenAIChat
 from .openai_completions import OpenAICompletions
 from .replay import RecordedQuestion, RecordedSample, ReplayEndpoint, load_recorded
@@ -13,8 +13,10 @@ __all__ = [
     "BaseEndpoint",
     "Endpoint",
     "FunctionEndpoint",
+    "FunctionResult",
     "OpenAIChat",
     "OpenAICompletions",
+    "OpenAIEndpoint",
     "RecordedQuestion",
     "RecordedSample",
     "ReplayEndpoint",
@@ -25,4 +27,5 @@ __all__ = [
     "current_meter",
     "load_recorded",
     "merge_responses",
+    "parse_usage",
 ]

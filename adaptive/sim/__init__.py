@@ -34,6 +34,7 @@ from ._problems import (
     split_prompt,
     split_steps,
 )
+from ._server import SimServer, run_sim_server, serve_sim
 from ._solver import STEP_DELIMITER, SimModel, SimSample, tokenize, truncate
 from ._verifier import SimVerifier
 
@@ -46,12 +47,15 @@ __all__ = [
     "SimModel",
     "SimRewardEndpoint",
     "SimSample",
+    "SimServer",
     "SimVerifier",
     "count_prompt_tokens",
     "demo_problems",
     "extract_answer",
     "make_problems",
     "parse_problem",
+    "run_sim_server",
+    "serve_sim",
     "simulate_response",
     "simulate_reward_response",
     "simulate_samples",

@@ -1,0 +1,364 @@
+"""The command line: `python -m adaptive demo | serve-sim | --version`.
+
+`demo` runs five strategies on the same questions under the same per-call dollar budget and
+prints what each bought (see `adaptive._demo`); `serve-sim` serves the simulated reasoner and
+verifier as an OpenAI-compatible HTTP server (see `adaptive.sim.SimServer`).
+
+This is the one module of `adaptive` that imports the `strategies` package (for the demo's
+built-in strategies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+
+from . import __version__
+from ._demo import (
+    DEFAULT_BUDGET_USD,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_QUESTIONS,
+    STRATEGY_NAMES,
+    DemoConfig,
+    DemoReport,
+    DemoSetup,
+    RemoteSpec,
+    render_report,
+    run_demo,
+    save_plot,
+    worker_main,
+)
+from ._exceptions import AdaptiveError, ConfigError
+from ._prices import Price
+from ._strategy import Sampling, Strategy
+
+__all__ = ["build_parser", "demo_strategies", "main"]
+
+DEFAULT_PLOT = "adaptive-demo.png"
+SC_SAMPLES = 16
+BEST_OF = 16
+BEAM_WIDTH = 2
+BEAM_CANDIDATES = 4
+
+
+def demo_strategies(setup: DemoSetup) -> Mapping[str, Strategy]:
+    """The demo's five strategies on `setup`'s endpoints.
+
+    `single` is one sample (its answer read like the voters' answers); `self-consistency`
+    always draws 16 samples and votes; `adaptive` lets the controller stop when more samples
+    no longer pay; `best-of-n` scores 16 candidates with the reward model (or an LLM judge on
+    the generator, when there is no reward model) and keeps the best; `beam-search` keeps the
+    2 best of 4 partial solutions per step by process-reward score. Under the budget the last
+    four may do less than that.
+    """
+    import strategies as _  # noqa: F401 - registers the built-in strategies by name
+    from strategies import AdaptiveConsistency, SelfConsistency
+    from strategies.beam_search import BeamSearch
+    from strategies.best_of_n import BestOfN
+    from strategies.verifiers import LLMJudge, ProcessRewardModel, RewardModel, Verifier
+
+    if setup.simulated:
+        solve, step = Sampling(max_tokens=384, temperature=0.7), Sampling(max_tokens=64, temperature=0.7)
+    else:
+        solve, step = Sampling(max_tokens=640, temperature=0.7), Sampling(max_tokens=160, temperature=0.7)
+    verifier: Verifier
+    prm: Verifier
+    if setup.reward is not None:
+        verifier = RewardModel(endpoint=setup.reward)
+        prm = ProcessRewardModel(endpoint=setup.reward)
+    else:
+        verifier = prm = LLMJudge(endpoint=setup.generator, max_tokens=256)
+    return {
+        "single": SelfConsistency(n=1, sampling=solve),
+        "self-consistency": SelfConsistency(n=SC_SAMPLES, sampling=solve),
+        "adaptive": AdaptiveConsistency(sampling=solve),
+        "best-of-n": BestOfN(n=BEST_OF, verifier=verifier, sampling=solve),
+        "beam-search": BeamSearch(width=BEAM_WIDTH, candidates=BEAM_CANDIDATES, prm=prm, sampling=step),
+    }
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m adaptive`."""
+    parser = argparse.ArgumentParser(
+        prog="adaptive",
+        description="Adaptive test-time compute under per-call budgets: demo and simulated model server.",
+    )
+    parser.add_argument("--version", action="version", version=f"adaptive {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="compare five strategies under one per-call dollar budget",
+        description=(
+            "Answer a fixed, seeded set of word problems with single, self-consistency, adaptive, "
+            "best-of-n and beam-search under the same per-call dollar budget, then print accuracy, "
+            "samples, tokens, dollars and latency per strategy. Runs offline on the simulated "
+            "reasoner unless --base-url is given."
+        ),
+    )
+    demo.add_argument(
+        "--questions", type=_positive_int, default=DEFAULT_QUESTIONS, help="questions (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--budget-usd",
+        type=_positive_float,
+        default=DEFAULT_BUDGET_USD,
+        help="dollar budget per call, the same for every strategy (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seeds the questions and sampling (default: 0)"
+    )
+    demo.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULT_CONCURRENCY,
+        help="questions in flight at once, per process (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="worker processes for the simulator (default: one per CPU, at most 4; 1 runs in process)",
+    )
+    demo.add_argument("--json", action="store_true", help="end the output with one line of JSON figures")
+    demo.add_argument(
+        "--plot",
+        default=DEFAULT_PLOT,
+        metavar="PATH",
+        help="where to save the accuracy-vs-cost PNG, with matplotlib (default: %(default)s)",
+    )
+    demo.add_argument("--no-plot", action="store_true", help="do not save a plot")
+    sim = demo.add_argument_group("simulated decoding time (simulator only)")
+    sim.add_argument("--first-token-ms", type=_non_negative_float, default=0.0, metavar="MS")
+    sim.add_argument("--latency-ms-per-token", type=_non_negative_float, default=0.0, metavar="MS")
+    remote = demo.add_argument_group(
+        "a real endpoint",
+        "Run the same demo against an OpenAI-compatible chat endpoint. best-of-n and beam-search "
+        "then use an LLM judge on the same model (or --verifier-model); beam-search continues "
+        "partial answers as assistant prefills, which servers such as vLLM and SGLang support.",
+    )
+    remote.add_argument("--base-url", help="API root, e.g. http://127.0.0.1:8000/v1")
+    remote.add_argument("--model", help="model name (required with --base-url)")
+    remote.add_argument("--api-key", help="API key (default: env OPENAI_API_KEY)")
+    remote.add_argument(
+        "--price-in", type=_non_negative_float, metavar="USD", help="$ per million input tokens"
+    )
+    remote.add_argument(
+        "--price-out", type=_non_negative_float, metavar="USD", help="$ per million output tokens"
+    )
+    remote.add_argument(
+        "--verifier-model",
+        help="a reward model at the same base URL that answers with its score (serve-sim: sim-verifier)",
+    )
+    remote.add_argument("--verifier-price-in", type=_non_negative_float, metavar="USD")
+    remote.add_argument("--verifier-price-out", type=_non_negative_float, metavar="USD")
+
+    serve = sub.add_parser(
+        "serve-sim",
+        help="serve the simulated model over an OpenAI-compatible HTTP API",
+        description=(
+            "Serve the simulated reasoner (model 'sim-reasoner') and its verifier ('sim-verifier') "
+            "at /v1/chat/completions, /v1/completions, /v1/models and /v1/reward until interrupted."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--port", type=_port, default=8000, help="port, 0 for any free one (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seeds the simulated models (default: 0)"
+    )
+    serve.add_argument("--first-token-ms", type=_non_negative_float, default=0.0, metavar="MS")
+    serve.add_argument("--latency-ms-per-token", type=_non_negative_float, default=0.0, metavar="MS")
+
+    sub.add_parser("_demo-worker", help=argparse.SUPPRESS)
+    return parser
+
+
+def _price(parser: argparse.ArgumentParser, flag: str, inp: float | None, out: float | None) -> Price | None:
+    if (inp is None) != (out is None):
+        parser.error(f"give both {flag}-in and {flag}-out, or neither")
+    return None if inp is None or out is None else Price(input=inp, output=out)
+
+
+def demo_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> DemoConfig:
+    """Turn parsed `demo` arguments into a `DemoConfig` (exits with a usage error when inconsistent)."""
+    remote: RemoteSpec | None = None
+    remote_flags = ("model", "api_key", "price_in", "price_out", "verifier_model")
+    if args.base_url is None:
+        given = [f"--{f.replace('_', '-')}" for f in remote_flags if getattr(args, f) is not None]
+        if given:
+            parser.error(f"{', '.join(given)} only apply with --base-url")
+    else:
+        if not args.model:
+            parser.error("--base-url needs --model (the model name the server knows)")
+        price = _price(parser, "--price", args.price_in, args.price_out)
+        remote = RemoteSpec(
+            base_url=args.base_url,
+            model=args.model,
+            api_key=args.api_key,
+            price=price,
+            verifier_model=args.verifier_model,
+            verifier_price=_price(
+                parser, "--verifier-price", args.verifier_price_in, args.verifier_price_out
+            ),
+        )
+    return DemoConfig(
+        questions=args.questions,
+        budget_usd=args.budget_usd,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        workers=args.workers,
+        first_token_seconds=args.first_token_ms / 1000.0,
+        seconds_per_token=args.latency_ms_per_token / 1000.0,
+        remote=remote,
+    )
+
+
+def _run_with_progress(config: DemoConfig, show: bool) -> DemoReport:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description:>16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not show,
+    )
+    tasks = {name: progress.add_task(name, total=config.questions) for name in STRATEGY_NAMES}
+
+    def done(name: str) -> None:
+        progress.advance(tasks[name])
+
+    with progress:
+        return anyio.run(lambda: run_demo(config, demo_strategies, on_done=done))
+
+
+def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    config = demo_config(parser, args)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+    where = "the simulated reasoner (offline)" if config.remote is None else config.remote.base_url
+    console.print(
+        f"Running {config.questions} questions x {len(STRATEGY_NAMES)} strategies on {where}, "
+        f"budget ${config.budget_usd:g} per call ...",
+    )
+    report = _run_with_progress(config, show=True)
+    render_report(report, console)
+    if not args.no_plot:
+        saved = save_plot(report, args.plot)
+        if saved is None:
+            console.print("No plot: matplotlib is not installed (pip install 'adaptive[plot]').")
+        else:
+            console.print(f"Plot of accuracy against mean cost saved to {saved}.")
+    if args.json:
+        console.file.flush()
+        print(json.dumps(report.to_json()), flush=True)
+    return 0
+
+
+def _serve_sim(args: argparse.Namespace) -> int:
+    from .sim import SimServer, run_sim_server
+
+    def ready(server: Any, sim: SimServer) -> None:
+        model, verifier = sim.model, sim.verifier
+        print(f"{server.url}/v1", flush=True)
+        print(
+            f"adaptive sim server: models {model.name!r} (${model.price.input}/${model.price.output} per "
+            f"MTok) and {verifier.name!r} (${verifier.price.input}/${verifier.price.output}); "
+            "Ctrl-C stops it.",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    run_sim_server(
+        args.host,
+        args.port,
+        seed=args.seed,
+        first_token_seconds=args.first_token_ms / 1000.0,
+        seconds_per_token=args.latency_ms_per_token / 1000.0,
+        on_ready=ready,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _demo(parser, args)
+        if args.command == "serve-sim":
+            return _serve_sim(args)
+        if args.command == "_demo-worker":
+            worker_main(demo_strategies)
+            return 0
+    except ConfigError as exc:
+        print(f"adaptive: error: {exc}", file=sys.stderr)
+        return 2
+    except AdaptiveError as exc:
+        print(f"adaptive: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("adaptive: interrupted", file=sys.stderr)
+        return 130
+    parser.print_help()
+    return 2
