@@ -493,6 +493,8 @@ class _CallRun:
     # -- the receipt ---------------------------------------------------------------------
     def result(self, final: Final, stop_reason: str) -> Result:
         assert self.run_state is not None
+        # Optional hooks of a voting run: the answer it counted for a completion.
+        answer_of = getattr(self.run_state, "answer_of", None)
         parse = getattr(self.run_state, "parse", None)
         samples: list[SampleRecord] = []
         charges: list[ChargeRecord] = []
@@ -515,8 +517,11 @@ class _CallRun:
                 continue
             for comp in o.response.completions:
                 answer = comp.answer
-                if answer is None and o.call.purpose == "generate" and callable(parse):
-                    answer = parse(comp.text)
+                if o.call.purpose == "generate":
+                    if callable(answer_of):
+                        answer = answer_of(comp)
+                    elif answer is None and callable(parse):
+                        answer = parse(comp.text)
                 samples.append(
                     SampleRecord(
                         text=comp.text,

@@ -39,7 +39,15 @@ def prompt_token_bound(request: Request) -> int:
 
 @dataclasses.dataclass(slots=True)
 class Reservation:
-    """Worst-case cost held against the budget while a request is in flight."""
+    """Worst-case cost held against the budget while a request is in flight.
+
+    Attributes:
+        prompt_tokens: Prompt tokens of every billed copy of the prompt (exact when an
+            earlier response reported them, else the byte bound).
+        tokens: Worst-case prompt plus completion tokens.
+        pico: Worst-case cost in picodollars.
+        samples: Completions asked for.
+    """
 
     request: Request
     price: Price | None
@@ -196,7 +204,7 @@ class Ledger:
         self.reserved_pico += pico
         self.reserved_tokens += tokens
         self.reserved_samples += request.n
-        prompt = self.prompt_tokens(request)
+        prompt = self.prompt_tokens(request) * prompt_copies
         return Reservation(request, price, endpoint, prompt, tokens, pico, request.n)
 
     def _check(self, pico: int, tokens: int, samples: int, endpoint: str) -> None:
@@ -298,6 +306,10 @@ class Ledger:
             self.spent_samples += r.samples
             self.charges.append(charge)
             return charge
+        if partial.prompt_tokens > r.prompt_tokens:
+            # A stream cut before the server reported usage counts the prompt by its byte bound;
+            # the reservation holds the exact count when an earlier response reported it.
+            partial = partial.model_copy(update={"prompt_tokens": r.prompt_tokens})
         return self._record(r, partial, samples, "cancelled", True)
 
     def fail(self, r: Reservation, usage: Usage | None = None) -> Charge:

@@ -12,6 +12,9 @@ asks `finish` for the answer::
 
 `Plan.sample` asks for "more samples of this request" and lets the controller size the batch;
 `Plan.calls` asks for exactly these calls (beam expansions, verifier calls).
+
+A run may also define `answer_of(completion) -> str | None` (or `parse(text)`): the receipt
+then shows, for every generated sample, the answer the run counted.
 """
 
 from __future__ import annotations

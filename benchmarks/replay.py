@@ -23,6 +23,7 @@ Usage: python benchmarks/replay.py FILE.jsonl [FILE.jsonl ...] [--shuffles 20] [
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
@@ -49,7 +50,10 @@ from strategies import AdaptiveConsistency
 
 AC_SWEEP = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ESC_SWEEP = (2, 3, 4, 5, 6, 8)
-CONTROLLER_SWEEP = (0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
+# The controller's two knobs: the confidence to stop at, and the smallest worthwhile gain per
+# extra sample (the one that moves it most). Swept one at a time around the default.
+CONTROLLER_GAIN_SWEEP = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008)
+CONTROLLER_CONF_SWEEP = (0.9, 0.95, 0.98, 0.995)
 
 
 @dataclass
@@ -169,9 +173,8 @@ def evaluate(
 
 
 def controller_method(
-    confidence: float, max_samples: int
+    strategy: AdaptiveConsistency, max_samples: int
 ) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
-    strategy = AdaptiveConsistency(confidence=confidence, max_samples=max_samples)
     rule = strategy.default_stop()
     assert rule is not None
     holder: dict[str, Controller] = {}
@@ -216,6 +219,20 @@ def spec_for(extract: str) -> AnswerSpec:
     return AnswerSpec(extractor=extract)
 
 
+def _interpolate(curve: list[list[float]], x: float) -> float:
+    """Accuracy of a (mean_samples, accuracy) curve at x, linearly between swept points.
+
+    Outside the swept range the curve is extended flat (its nearest point's accuracy).
+    """
+    pts = sorted(curve)
+    if x <= pts[0][0]:
+        return pts[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        if x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return pts[-1][1]
+
+
 def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, object]:
     questions = load_recorded(path)
     spec = spec_for(extract)
@@ -238,25 +255,35 @@ def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, ob
         frontier["ESC"].append([r["mean_samples"], r["accuracy"]])
         if w == 5:
             methods["ESC-5"] = r
-    default_conf = AdaptiveConsistency().confidence
-    frontier["controller"] = []
-    for c in sorted(set(CONTROLLER_SWEEP) | {default_conf}):
-        run, fresh = controller_method(c, n)
+    default = AdaptiveConsistency(max_samples=n)
+    settings = [default.model_copy(update={"min_gain": g}) for g in CONTROLLER_GAIN_SWEEP]
+    settings += [default.model_copy(update={"confidence": c, "min_gain": 0.0}) for c in CONTROLLER_CONF_SWEEP]
+    points = []
+    for setting in settings:
+        run, fresh = controller_method(setting, n)
         r = evaluate(runs, run, fresh)
-        frontier["controller"].append([r["mean_samples"], r["accuracy"]])
-        if c == default_conf:
+        points.append([r["mean_samples"], r["accuracy"]])
+        if setting == default:
             methods["controller"] = r
+    frontier["controller"] = sorted(points)
     for m in methods.values():
         m["reduction_vs_full"] = full / m["mean_samples"]
+    gaps = {
+        rival: [round(a - _interpolate(frontier[rival], s), 5) for s, a in frontier["controller"]]
+        for rival in ("AC-Beta", "ESC")
+    }
     result: dict[str, object] = {
         "methods": methods,
         "frontier": frontier,
+        # controller accuracy minus the rival's (interpolated) at each controller point's
+        # mean samples (the rival extended flat outside its swept range)
+        "frontier_gap": gaps,
         "questions": len(questions),
         "shuffles": shuffles,
         "seconds": round(time.perf_counter() - t0, 1),
     }
     if check:
-        run, fresh = controller_method(default_conf, n)
+        run, fresh = controller_method(default, n)
         fresh()
         fast = [run(p) for p in runs[0][:check]]
         slow = anyio.run(full_stack, questions, spec, 0, check, n)
@@ -294,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         for name, pts in res["frontier"].items():  # type: ignore[union-attr]
             print(f"  frontier {name:<11}" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a in pts))
+        for rival, gap in res["frontier_gap"].items():  # type: ignore[union-attr]
+            print(f"  controller minus {rival:<8}" + "  ".join(f"{g:+.4f}" for g in gap))
         if "full_stack_check" in res:
             print(f"  full-stack check: {res['full_stack_check']}")
     if args.json:

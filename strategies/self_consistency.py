@@ -65,7 +65,8 @@ class VoteRun:
         """The normalized answer of a sample's text (None: abstains)."""
         return self.spec.parse(text)
 
-    def _answer(self, c: Completion) -> str | None:
+    def answer_of(self, c: Completion) -> str | None:
+        """The normalized answer this run counts for `c` (pre-extracted ones normalized)."""
         if c.answer is not None:  # pre-extracted (recorded samples): normalize only
             return self.spec.normalizer(c.answer) or None
         return self.spec.parse(c.text)
@@ -90,7 +91,7 @@ class VoteRun:
         if outcome.response is None or outcome.call.purpose != "generate":
             return
         for c in outcome.response.completions:
-            self.answers.append(self._answer(c))
+            self.answers.append(self.answer_of(c))
             self.weights.append(self._weight(c))
             self.texts.append(c.text)
 
