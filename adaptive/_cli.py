@@ -41,6 +41,7 @@ from ._strategy import Sampling, Strategy
 __all__ = ["build_parser", "demo_strategies", "main"]
 
 DEFAULT_PLOT = "adaptive-demo.png"
+WORKER_COMMAND = "_demo-worker"
 SC_SAMPLES = 16
 BEST_OF = 16
 BEAM_WIDTH = 2
@@ -223,8 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--first-token-ms", type=_non_negative_float, default=0.0, metavar="MS")
     serve.add_argument("--latency-ms-per-token", type=_non_negative_float, default=0.0, metavar="MS")
-
-    sub.add_parser("_demo-worker", help=argparse.SUPPRESS)
     return parser
 
 
@@ -341,6 +340,10 @@ def _serve_sim(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == [WORKER_COMMAND]:  # internal: a worker process of the demo (not in --help)
+        worker_main(demo_strategies)
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -348,9 +351,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(parser, args)
         if args.command == "serve-sim":
             return _serve_sim(args)
-        if args.command == "_demo-worker":
-            worker_main(demo_strategies)
-            return 0
     except ConfigError as exc:
         print(f"adaptive: error: {exc}", file=sys.stderr)
         return 2

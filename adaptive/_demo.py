@@ -461,11 +461,14 @@ async def _run_strategy(
                         _messages(problem), strategy=strategy, budget=budget, seed=_question_seed(config, i)
                     )
                 except AdaptiveError as exc:
-                    if config.remote is None:
-                        raise  # the simulator never fails: an error here is a bug to surface
-                    receipt = exc.receipt if isinstance(exc.receipt, Result) else None
-                    usd = receipt.cost_usd if receipt is not None else 0.0
-                    records[i] = CallRecord(i, False, 0, 0, usd, 0.0, "error")
+                    # Bad configuration is fatal; the simulator never fails, so an error there
+                    # is a bug to surface. A remote call that failed counts as a wrong answer.
+                    if config.remote is None or isinstance(exc, ConfigError):
+                        raise
+                    receipt = exc.receipt if isinstance(exc.receipt, Result) else Result(answer=None)
+                    records[i] = dataclasses.replace(
+                        CallRecord.of(i, problem, receipt), correct=False, stop_reason="error"
+                    )
                 else:
                     records[i] = CallRecord.of(i, problem, result)
             on_done(name)
@@ -531,9 +534,14 @@ async def run_demo(
             records[unit.name] = await _run_strategy(config, factory, unit.name, indices, problems, notify)
     else:
         queue = _units(config, workers)
+        errors: list[AdaptiveError] = []
         async with anyio.create_task_group() as tg:
             for _ in range(min(workers, len(queue))):
-                tg.start_soon(_drive_worker, config, queue, records, notify)
+                tg.start_soon(_drive_worker, config, queue, records, notify, errors, tg.cancel_scope)
+        if errors:
+            raise errors[0]
+        if queue:  # pragma: no cover - a worker that exits 0 early is a bug
+            raise AdaptiveError("the demo workers stopped before doing all the work")
     seconds = time.perf_counter() - t0
     summaries = {}
     for name in STRATEGY_NAMES:
@@ -582,10 +590,41 @@ async def _drive_worker(
     queue: list[_Unit],
     records: dict[str, list[CallRecord]],
     notify: Callable[[str], None],
+    errors: list[AdaptiveError],
+    scope: anyio.CancelScope,
 ) -> None:
-    """Feed units to one worker process until the queue is empty; collect its records."""
-    command = [sys.executable, "-m", "adaptive", "_demo-worker"]
+    """Feed units to one worker process until the queue is empty; collect its records.
+
+    A failure is added to `errors` and cancels `scope` (the other workers): the caller raises
+    one error rather than a group.
+    """
     stderr = bytearray()
+    cause: Exception | None = None
+    try:
+        code = await _worker_session(config, queue, records, notify, stderr)
+    except Exception as exc:  # a broken pipe, a malformed line: the exit code tells more
+        code, cause = -1, exc
+    if code != 0:
+        tail = bytes(stderr).decode(errors="replace").strip()[-2000:]
+        detail = tail or (f"{type(cause).__name__}: {cause}" if cause is not None else "")
+        errors.append(
+            AdaptiveError(
+                f"a demo worker process failed (exit code {code}); --workers 1 runs the demo in one "
+                f"process instead:\n{detail}"
+            )
+        )
+        scope.cancel()
+
+
+async def _worker_session(
+    config: DemoConfig,
+    queue: list[_Unit],
+    records: dict[str, list[CallRecord]],
+    notify: Callable[[str], None],
+    stderr: bytearray,
+) -> int:
+    """Run one worker process to the end and return its exit code."""
+    command = [sys.executable, "-m", "adaptive", "_demo-worker"]
     process = await anyio.open_process(command, env=_worker_env())
     async with process:
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
@@ -608,24 +647,24 @@ async def _drive_worker(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(drain_stderr)
-            await send(_config_json(config))
-            await next_unit()
-            reader = BufferedByteReceiveStream(process.stdout)
-            while True:
-                try:
-                    line = (await reader.receive_until(b"\n", 1 << 24)).decode()
-                except (anyio.EndOfStream, anyio.IncompleteRead):
-                    break
-                if line.startswith("P "):
-                    notify(line[2:])
-                elif line.startswith("R "):
-                    data = json.loads(line[2:])
-                    records[data["name"]].extend(CallRecord(**r) for r in data["records"])
-                    await next_unit()
-        code = await process.wait()
-    if code != 0:
-        tail = bytes(stderr).decode(errors="replace").strip()[-2000:]
-        raise AdaptiveError(f"a demo worker process failed (exit code {code}):\n{tail}")
+            try:
+                await send(_config_json(config))
+                await next_unit()
+                reader = BufferedByteReceiveStream(process.stdout)
+                while True:
+                    try:
+                        line = (await reader.receive_until(b"\n", 1 << 24)).decode()
+                    except (anyio.EndOfStream, anyio.IncompleteRead):
+                        break
+                    if line.startswith("P "):
+                        notify(line[2:])
+                    elif line.startswith("R "):
+                        data = json.loads(line[2:])
+                        records[data["name"]].extend(CallRecord(**r) for r in data["records"])
+                        await next_unit()
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the worker went away: its exit code and stderr say why
+        return await process.wait()
 
 
 def worker_main(factory: StrategyFactory) -> None:
@@ -733,6 +772,7 @@ def save_plot(report: DemoReport, path: str | Path) -> Path | None:
         f"{report.model}: {report.questions} questions, ${report.budget_usd:g} budget per call", fontsize=10
     )
     ax.grid(alpha=0.3)
+    ax.margins(x=0.2, y=0.12)  # room for the labels
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=120)

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
+from ._answers import AnswerSpec
 from ._exceptions import ConfigError
 from ._ledger import Charge
 from ._models import Message, Request, Response, ValidatedModel
@@ -246,9 +247,10 @@ def strategy_from_config(
 
 
 class _SingleRun:
-    def __init__(self, task: Task, sampling: Sampling) -> None:
+    def __init__(self, task: Task, sampling: Sampling, answer: AnswerSpec) -> None:
         self.task = task
         self.sampling = sampling
+        self.parse = answer.parse
         self.response: Response | None = None
         self.asked = False
 
@@ -271,14 +273,21 @@ class _SingleRun:
         if self.response is None or not self.response.completions:
             return Final(answer=None)
         text = self.response.completions[0].text
-        return Final(answer=text.strip() or None, text=text)
+        return Final(answer=self.parse(text), text=text)
 
 
 class SingleSample(ValidatedModel):
-    """One sample, answered as is: the baseline every strategy is compared with."""
+    """One sample: the baseline every strategy is compared with.
+
+    Args:
+        sampling: Sampling parameters.
+        answer: How the answer is read from the text (default: `\\boxed{}`, `####`,
+            "the answer is", then the last number).
+    """
 
     kind: ClassVar[str] = "single"
     sampling: Sampling = Field(default_factory=Sampling)
+    answer: AnswerSpec = Field(default_factory=AnswerSpec)
 
     @property
     def name(self) -> str:
@@ -287,7 +296,7 @@ class SingleSample(ValidatedModel):
 
     def start(self, task: Task) -> StrategyRun:
         """Begin one call."""
-        return _SingleRun(task, self.sampling)
+        return _SingleRun(task, self.sampling, self.answer)
 
     def default_stop(self) -> StopRule | None:
         """No stop rule: one sample is the whole plan."""

@@ -89,7 +89,8 @@ async def test_default_strategy_is_one_sample() -> None:
     ep, body = fn_endpoint()
     result = await Client(ep).run("2 + 2?")
     assert result.strategy == "single"
-    assert result.answer == "The answer is 4."
+    assert result.answer == "4"  # read with the default answer spec
+    assert result.text == "The answer is 4."
     assert body.calls == 1 and result.generated == 1
 
 
@@ -194,7 +195,7 @@ async def test_dollar_budget_needs_a_price_and_a_call_price_supplies_it() -> Non
         await client.run("2 + 2?", budget=Budget(usd=0.01))
     assert ep.calls == 0  # refused before anything was sent
     result = await client.run("2 + 2?", budget=Budget(usd=0.01), price=PRICE)
-    assert result.answer == "The answer is 12."
+    assert result.answer == "12"
     assert result.cost_usd == pytest.approx(PRICE.cost_usd(Usage(prompt_tokens=10, completion_tokens=5)))
     # No dollar limit: an unknown price is fine and costs are zero.
     free = await client.run("2 + 2?", budget=Budget(samples=1))

@@ -25,10 +25,10 @@ from adaptive._demo import (
     _run_strategy,
     check_budget,
     render_report,
+    run_demo,
     save_plot,
     stopped_early,
     summarize,
-    worker_main,
 )
 from adaptive.sim import demo_problems
 
@@ -44,8 +44,7 @@ def record(
 
 
 def test_demo_json_line_on_twelve_questions(capsys: pytest.CaptureFixture[str]) -> None:
-    # Two worker processes: the demo's multi-process path, end to end.
-    code = main(["demo", "--questions", "12", "--json", "--no-plot", "--workers", "2"])
+    code = main(["demo", "--questions", "12", "--json", "--no-plot", "--workers", "1"])
     out = capsys.readouterr().out
     assert code == 0
     lines = out.strip().splitlines()
@@ -80,7 +79,7 @@ def test_worker_protocol_gives_the_in_process_records(
     units = [{"name": "adaptive", "start": 0, "stop": 3}, {"name": "best-of-n", "start": 1, "stop": 3}]
     lines = [json.dumps(_config_json(config)), *(json.dumps(u) for u in units), ""]
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines)))
-    worker_main(demo_strategies)
+    assert main(["_demo-worker"]) == 0  # what `python -m adaptive _demo-worker` runs
     out = capsys.readouterr().out.splitlines()
     progress = [line[2:] for line in out if line.startswith("P ")]
     assert sorted(progress) == ["adaptive"] * 3 + ["best-of-n"] * 2
@@ -167,3 +166,48 @@ def test_plot_with_and_without_matplotlib(tmp_path: Path, monkeypatch: pytest.Mo
     path = save_plot(report, tmp_path / "plot.png")
     assert path is not None
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_failing_worker_raises_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'worker exploded' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(AdaptiveError, match="exit code 3") as exc:
+        anyio.run(lambda: run_demo(DemoConfig(questions=4, workers=2), demo_strategies))
+    assert "worker exploded" in str(exc.value)
+    assert "--workers 1" in str(exc.value)
+
+
+FAKE_WORKER = """#!{python}
+import json, sys
+config = json.loads(sys.stdin.readline())
+assert config["questions"] == 8, config
+for line in sys.stdin:
+    unit = json.loads(line)
+    rows = []
+    for i in range(unit["start"], unit["stop"]):
+        print("P " + unit["name"], flush=True)
+        rows.append({{"index": i, "correct": i % 2 == 0, "samples": 2, "tokens": 10 * i, "usd": 0.0001 * i,
+                     "seconds": 0.5, "stop_reason": "confident" if i < 2 else "strategy_done"}})
+    print("R " + json.dumps({{"name": unit["name"], "records": rows}}), flush=True)
+"""
+
+
+def test_workers_share_the_units_and_the_records_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in worker speaking the protocol (no adaptive import): the driver side, quickly.
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_WORKER.format(python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    seen: list[str] = []
+    report = anyio.run(
+        lambda: run_demo(DemoConfig(questions=8, workers=3), demo_strategies, on_done=seen.append)
+    )
+    assert report.workers == 3
+    assert sorted(seen) == sorted(name for name in STRATEGY_NAMES for _ in range(8))
+    for s in report.strategies.values():
+        assert s.accuracy == 0.5 and s.mean_samples == 2 and s.mean_tokens == 35
+        assert s.max_usd == pytest.approx(0.0007) and s.stopped_early == 0.25 and s.p50_s == 0.5
