@@ -277,11 +277,11 @@ class _SingleRun:
 
 
 class SingleSample(ValidatedModel):
-    """One sample: the baseline every strategy is compared with.
+    r"""One sample: the baseline every strategy is compared with.
 
     Args:
         sampling: Sampling parameters.
-        answer: How the answer is read from the text (default: `\\boxed{}`, `####`,
+        answer: How the answer is read from the text (default: `\boxed{}`, `####`,
             "the answer is", then the last number).
     """
 
