@@ -18,6 +18,7 @@ from adaptive import (
     Request,
     Response,
     Sampling,
+    SingleSample,
 )
 from adaptive._httpserver import RunningServer
 from adaptive.sim import (
@@ -32,8 +33,8 @@ from adaptive.sim import (
     simulate_response,
     split_steps,
 )
-from strategies import AdaptiveConsistency
-from strategies.beam_search import BeamSearch
+from strategies import AdaptiveConsistency, SelfConsistency
+from strategies.beam_search import DVTS, BeamSearch
 from strategies.best_of_n import BestOfN
 from strategies.verifiers import ProcessRewardModel, RewardModel
 
@@ -413,3 +414,44 @@ async def test_simulated_latency_still_answers_exactly() -> None:
         for stream in (False, True):
             async with chat(running, stream=stream) as endpoint:
                 same(await endpoint.request(request), simulate_response(MODEL, request))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("which", ["single", "self-consistency", "dvts-prefill"])
+async def test_more_strategies_over_http_match_in_process(which: str) -> None:
+    """The remaining strategies give the same answers and costs over HTTP as in process."""
+    budget = Budget(usd=0.003)
+    async with serve_sim() as server:
+        results = []
+        for gen, prm in ((chat(server), chat(server, "sim-verifier")), (SimEndpoint(), SimRewardEndpoint())):
+            strategy: Any
+            if which == "single":
+                strategy = SingleSample(sampling=Sampling(max_tokens=384, temperature=0.7))
+            elif which == "self-consistency":
+                strategy = SelfConsistency(n=4, sampling=Sampling(max_tokens=384, temperature=0.7))
+            else:
+                strategy = DVTS(
+                    mode="prefill",
+                    subtrees=2,
+                    width=2,
+                    prm=ProcessRewardModel(endpoint=prm),
+                    sampling=Sampling(max_tokens=64),
+                )
+            async with Client(gen) as client:
+                results.append(
+                    [
+                        await client.run(p.question, strategy=strategy, budget=budget, seed=3)
+                        for p in PROBLEMS[:2]
+                    ]
+                )
+            if hasattr(prm, "aclose"):
+                await prm.aclose()
+        for a, b in zip(*results, strict=True):
+            assert a.answer is not None
+            assert (a.answer, a.generated, a.usage, a.cost_usd) == (
+                b.answer,
+                b.generated,
+                b.usage,
+                b.cost_usd,
+            )
+            assert a.cost_usd <= 0.003
