@@ -304,7 +304,9 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if not args.no_plot:
         saved = save_plot(report, args.plot)
         if saved is None:
-            console.print("No plot: matplotlib is not installed (pip install 'adaptive[plot]').", markup=False)
+            console.print(
+                "No plot: matplotlib is not installed (pip install 'adaptive[plot]').", markup=False
+            )
         else:
             console.print(f"Plot of accuracy against mean cost saved to {saved}.")
     if args.json:

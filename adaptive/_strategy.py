@@ -20,7 +20,7 @@ then shows, for every generated sample, the answer the run counted.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
@@ -156,6 +156,41 @@ class Evidence:
     weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
     scores: tuple[float, ...] = ()
     samples: int = 0
+
+    @classmethod
+    def tally(
+        cls,
+        answers: Sequence[str | None],
+        weights: Sequence[float | None] | None = None,
+        *,
+        scores: Sequence[float] = (),
+        samples: int | None = None,
+    ) -> Evidence:
+        """Evidence from answers in arrival order (None abstains).
+
+        Args:
+            answers: One answer per sample or candidate.
+            weights: Optional weight per answer (None: that answer adds no weight).
+            scores: Verifier scores so far.
+            samples: Completions generated (default: one per answer).
+        """
+        votes: dict[str, int] = {}
+        summed: dict[str, float] = {}
+        for i, a in enumerate(answers):
+            if a is None:
+                continue
+            votes[a] = votes.get(a, 0) + 1
+            w = weights[i] if weights is not None else None
+            if w is not None:
+                summed[a] = summed.get(a, 0.0) + w
+        return cls(
+            votes=votes,
+            abstentions=sum(a is None for a in answers),
+            history=tuple(answers),
+            weights=summed,
+            scores=tuple(scores),
+            samples=len(answers) if samples is None else samples,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -366,19 +366,10 @@ class _TreeRun:
 
     def evidence(self) -> Evidence:
         finals = self._finals()
-        votes: dict[str, int] = {}
-        weights: dict[str, float] = {}
-        for node in finals:
-            if node.answer is None:
-                continue
-            votes[node.answer] = votes.get(node.answer, 0) + 1
-            weights[node.answer] = weights.get(node.answer, 0.0) + weight_of(node.score or 0.0)
-        return Evidence(
-            votes=votes,
-            abstentions=sum(1 for n in finals if n.answer is None),
-            history=tuple(n.answer for n in finals),
-            weights=weights,
-            scores=tuple(n.score for n in finals if n.score is not None),
+        return Evidence.tally(
+            [n.answer for n in finals],
+            [weight_of(n.score or 0.0) for n in finals],
+            scores=[n.score for n in finals if n.score is not None],
             samples=self.generated,
         )
 

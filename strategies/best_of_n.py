@@ -212,21 +212,10 @@ class _BestOfNRun:
 
     def evidence(self) -> Evidence:
         ordered = self._ordered()
-        votes: dict[str, int] = {}
-        weights: dict[str, float] = {}
-        for c in ordered:
-            if c.answer is None:
-                continue
-            votes[c.answer] = votes.get(c.answer, 0) + 1
-            if c.score is not None:
-                weights[c.answer] = weights.get(c.answer, 0.0) + weight_of(c.score)
-        return Evidence(
-            votes=votes,
-            abstentions=sum(1 for c in ordered if c.answer is None),
-            history=tuple(c.answer for c in ordered),
-            weights=weights,
-            scores=tuple(c.score for c in ordered if c.score is not None),
-            samples=len(ordered),
+        return Evidence.tally(
+            [c.answer for c in ordered],
+            [weight_of(c.score) if c.score is not None else None for c in ordered],
+            scores=[c.score for c in ordered if c.score is not None],
         )
 
     def finish(self, state: State) -> Final:

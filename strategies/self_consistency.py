@@ -106,19 +106,7 @@ class VoteRun:
 
     def evidence(self) -> Evidence:
         """Votes (first-seen order), abstentions and arrival history."""
-        _, votes = self._vote()
-        weights: dict[str, float] = {}
-        if self.weighting != "none":
-            for a, w in zip(self.answers, self.weights, strict=True):
-                if a is not None:
-                    weights[a] = weights.get(a, 0.0) + w
-        return Evidence(
-            votes=votes,
-            abstentions=sum(a is None for a in self.answers),
-            history=tuple(self.answers),
-            weights=weights,
-            samples=len(self.answers),
-        )
+        return Evidence.tally(self.answers, self.weights if self.weighting != "none" else None)
 
     def finish(self, state: State) -> Final:
         """The vote's winner and the first sample that gave it."""
