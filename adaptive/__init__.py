@@ -114,6 +114,7 @@ from .endpoints import (
     current_meter,
     load_recorded,
     merge_responses,
+    retry_after,
 )
 
 __version__ = "0.1.0"
@@ -239,6 +240,7 @@ __all__ = [
     "prompt_token_bound",
     "register_extractor",
     "register_strategy",
+    "retry_after",
     "run_in_thread",
     "score_threshold",
     "serve",

@@ -1,6 +1,14 @@
 """Model endpoints: one file per provider, all behind the one-method `Endpoint` contract."""
 
-from ._base import BaseEndpoint, Endpoint, RetryPolicy, UsageMeter, current_meter, merge_responses
+from ._base import (
+    BaseEndpoint,
+    Endpoint,
+    RetryPolicy,
+    UsageMeter,
+    current_meter,
+    merge_responses,
+    retry_after,
+)
 from ._openai_common import OpenAIEndpoint, StreamEvent, StreamEvents, parse_usage
 from .anthropic import Anthropic
 from .function import FunctionEndpoint, FunctionResult
@@ -28,4 +36,5 @@ __all__ = [
     "load_recorded",
     "merge_responses",
     "parse_usage",
+    "retry_after",
 ]

@@ -8,9 +8,14 @@ cannot do `n` in one call.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dataclasses
+import email.utils
+import math
 import random
+import time
+from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import anyio
@@ -28,6 +33,7 @@ __all__ = [
     "UsageMeter",
     "current_meter",
     "merge_responses",
+    "retry_after",
 ]
 
 
@@ -115,6 +121,26 @@ class RetryPolicy(ValidatedModel):
             return min(max(exc.retry_after, 0.0), self.max_wait)
         ceiling = min(self.max_wait, self.initial_wait * 2 ** (attempt_number - 1))
         return random.uniform(0, ceiling)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (delta-seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        with contextlib.suppress(ValueError):
+            return max(float(ms) / 1000.0, 0.0)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def merge_responses(responses: list[Response]) -> Response:

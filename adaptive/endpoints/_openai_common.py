@@ -19,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import email.utils
 import json
 import math
 import os
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar, Literal
@@ -45,7 +43,7 @@ from .._exceptions import (
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, TokenLogprob, Usage
 from .._prices import Price
-from ._base import BaseEndpoint, RetryPolicy, current_meter
+from ._base import BaseEndpoint, RetryPolicy, current_meter, retry_after
 
 __all__ = ["OpenAIEndpoint", "StreamEvent", "StreamEvents", "parse_usage"]
 
@@ -102,25 +100,6 @@ def parse_usage(raw: Any) -> Usage | None:
 def _token_estimate(text: str, max_tokens: int) -> int:
     # About 4 bytes per token for typical text; never more than the request allowed.
     return min(-(-len(text.encode()) // 4), max_tokens)
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        with contextlib.suppress(ValueError):
-            return max(float(ms) / 1000.0, 0.0)
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _server_message(data: Any) -> str | None:
@@ -433,7 +412,7 @@ class OpenAIEndpoint(BaseEndpoint):
             status_code=status,
             body=body,
             endpoint=self.name,
-            retry_after=_retry_after(resp.headers),
+            retry_after=retry_after(resp.headers),
         )
 
     # -- streaming -----------------------------------------------------------------------

@@ -8,11 +8,9 @@ top-level `system` field; consecutive messages of the same role are merged into 
 
 from __future__ import annotations
 
-import email.utils
 import json
 import math
 import os
-import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, ClassVar
@@ -30,7 +28,7 @@ from .._exceptions import (
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, Usage
 from .._prices import Price
-from ._base import BaseEndpoint, RetryPolicy
+from ._base import BaseEndpoint, RetryPolicy, retry_after
 
 __all__ = ["Anthropic"]
 
@@ -45,21 +43,6 @@ _FINISH = {
     "model_context_window_exceeded": "length",
 }
 _THINKING = ("thinking", "redacted_thinking")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _count(usage: Mapping[str, Any], key: str) -> int:
@@ -280,7 +263,7 @@ class Anthropic(BaseEndpoint):
                 status_code=status,
                 body=text,
                 endpoint=self.name,
-                retry_after=_retry_after(reply.headers.get("retry-after")),
+                retry_after=retry_after(reply.headers),
             )
         # 529 is Anthropic's "overloaded": transient, like any 5xx.
         cls = ServerError if status >= 500 else HTTPStatusError
@@ -289,7 +272,7 @@ class Anthropic(BaseEndpoint):
             status_code=status,
             body=text,
             endpoint=self.name,
-            retry_after=_retry_after(reply.headers.get("retry-after")),
+            retry_after=retry_after(reply.headers),
         )
 
     def _bad(self, what: str) -> ResponseError:
