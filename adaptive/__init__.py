@@ -114,6 +114,7 @@ from .endpoints import (
     current_meter,
     load_recorded,
     merge_responses,
+    prompt_copies,
     retry_after,
 )
 
@@ -237,6 +238,7 @@ __all__ = [
     "merge_responses",
     "normalize_answer",
     "pico_to_usd",
+    "prompt_copies",
     "prompt_token_bound",
     "register_extractor",
     "register_strategy",

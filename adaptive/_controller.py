@@ -30,7 +30,7 @@ from ._result import ChargeRecord, Result, SampleRecord, TraceEvent
 from ._state import State
 from ._stop import AllOf, AnyOf, Check, LowMarginalGain, StopRule
 from ._strategy import Call, Final, Outcome, Plan, Strategy, StrategyRun, Task
-from .endpoints._base import Endpoint, UsageMeter, set_meter
+from .endpoints._base import Endpoint, UsageMeter, prompt_copies, set_meter
 
 __all__ = ["Controller", "ControllerConfig", "uses_gain"]
 
@@ -211,13 +211,6 @@ class _CallRun:
             return self.price_override
         return endpoint.price
 
-    @staticmethod
-    def copies(endpoint: Endpoint, request: Request) -> int:
-        fn = getattr(endpoint, "prompt_copies", None)
-        if callable(fn):
-            return int(fn(request))
-        return 1 if endpoint.supports_n else request.n
-
     def state(self, next_batch: int = 1, next_cost: float | None = None, next_tokens: int = 0) -> State:
         assert self.run_state is not None
         ev = self.run_state.evidence()
@@ -296,7 +289,7 @@ class _CallRun:
                 call.request,
                 self.price(ep),
                 endpoint=ep.name,
-                prompt_copies=self.copies(ep, call.request),
+                prompt_copies=prompt_copies(ep, call.request),
                 shrink=self.cfg.shrink_max_tokens,
                 min_max_tokens=self.cfg.min_max_tokens,
             )
@@ -371,7 +364,7 @@ class _CallRun:
             )
             return
         assert response is not None
-        charge = self.ledger.settle(r, response, prompt_copies=self.copies(ep, r.request))
+        charge = self.ledger.settle(r, response, prompt_copies=prompt_copies(ep, r.request))
         if call.purpose == "generate":
             self.generated += len(response.completions)
         self.record(call, response, charge, None)

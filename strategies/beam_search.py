@@ -444,10 +444,10 @@ class _TreeRun:
         for position, beam in enumerate(beams):
             call = Call(request=self._request(beam), purpose="generate", tag=("expand", position, position))
             if self.cfg.reserve_for_scoring:
-                pico, tokens = call_worst_case(call, self.task.endpoint)
+                pico, tokens = call_worst_case(call, self.task.endpoint, default_price=self.task.price)
                 size = len(self._partial(beam.steps).encode()) + _BYTES_PER_TOKEN * call.request.max_tokens
                 v_pico, v_tokens, v_samples = scoring_worst_case(
-                    self.cfg.prm, self.task.question, size, self.task.endpoint
+                    self.cfg.prm, self.task.question, size, self.task.endpoint, default_price=self.task.price
                 )
                 n = call.request.n
                 total[0] += pico + n * v_pico

@@ -287,11 +287,13 @@ class _BestOfNRun:
         c.done = True
 
     def _fits(self, state: State, request: Request) -> int | None:
-        gen_pico, gen_tokens = call_worst_case(Call(request=request), self.task.endpoint)
+        gen_pico, gen_tokens = call_worst_case(
+            Call(request=request), self.task.endpoint, default_price=self.task.price
+        )
         if self._scoring_cost is None:
             size = _BYTES_PER_TOKEN * request.max_tokens
             self._scoring_cost = scoring_worst_case(
-                self.cfg.verifier, self.task.question, size, self.task.endpoint
+                self.cfg.verifier, self.task.question, size, self.task.endpoint, default_price=self.task.price
             )
         v_pico, v_tokens, v_samples = self._scoring_cost
         return affordable(state, gen_pico + v_pico, gen_tokens + v_tokens, 1 + v_samples)

@@ -43,7 +43,9 @@ from adaptive import (
     ConfigError,
     Endpoint,
     FunctionEndpoint,
+    Ledger,
     Message,
+    Price,
     Request,
     Response,
     State,
@@ -51,7 +53,7 @@ from adaptive import (
     ValidatedModel,
     as_answer_spec,
     normalize_answer,
-    prompt_token_bound,
+    prompt_copies,
 )
 
 __all__ = [
@@ -185,21 +187,25 @@ def read_score(value: ScoreValue, aggregation: Aggregation = "last") -> float | 
     return value
 
 
-def call_worst_case(call: Call, default_endpoint: Endpoint) -> tuple[int, int]:
+def call_worst_case(
+    call: Call, default_endpoint: Endpoint, *, default_price: Price | None = None
+) -> tuple[int, int]:
     """(picodollars, tokens) a call may cost at most, by the ledger's own bound.
 
-    Used by strategies to size work so that what they generate can also be scored. The
-    endpoint's own price is used (a per-call price override is not visible to strategies).
+    Used by strategies to size work so that what they generate can also be scored.
+
+    Args:
+        call: The call to bound.
+        default_endpoint: Where a call without an endpoint goes (the task's endpoint).
+        default_price: The price that endpoint is charged at in this call (`Task.price`,
+            which carries a per-call override); None: the endpoint's own price.
     """
     endpoint = call.endpoint if call.endpoint is not None else default_endpoint
-    request = call.request
-    copies_fn = getattr(endpoint, "prompt_copies", None)
-    copies = int(copies_fn(request)) if callable(copies_fn) else (1 if endpoint.supports_n else request.n)
-    prompt = prompt_token_bound(request) * copies
-    completion = request.n * request.max_tokens
     price = endpoint.price
-    pico = price.worst_case_pico(prompt, completion) if price is not None else 0
-    return pico, prompt + completion
+    if endpoint is default_endpoint and default_price is not None:
+        price = default_price
+    request = call.request
+    return Ledger().worst_case(request, price, prompt_copies=prompt_copies(endpoint, request))
 
 
 def _pair(question: str, solution: str) -> tuple[Message, ...]:
@@ -760,7 +766,12 @@ def affordable(state: State, pico: int, tokens: int, samples: int) -> int | None
 
 
 def scoring_worst_case(
-    verifier: Verifier, question: str, solution_bytes: int, default_endpoint: Endpoint
+    verifier: Verifier,
+    question: str,
+    solution_bytes: int,
+    default_endpoint: Endpoint,
+    *,
+    default_price: Price | None = None,
 ) -> tuple[int, int, int]:
     """Estimate (picodollars, tokens, samples) that scoring one candidate may cost.
 
@@ -773,6 +784,6 @@ def scoring_worst_case(
     v = verifier.verification(question, "x" * max(1, solution_bytes), steps=None, seed=None)
     pico = tokens = samples = 0
     for call in v.calls:
-        p, t = call_worst_case(call, default_endpoint)
+        p, t = call_worst_case(call, default_endpoint, default_price=default_price)
         pico, tokens, samples = pico + p, tokens + t, samples + call.request.n
     return pico, tokens, samples

@@ -353,6 +353,25 @@ def test_call_worst_case_matches_the_ledger() -> None:
         )
 
 
+def test_call_worst_case_uses_the_calls_price_for_the_task_endpoint() -> None:
+    own, override = Price(input=1.0, output=1.0), Price(input=3.0, output=5.0)
+    gen, judge = endpoint("gen", own), endpoint("judge", own)
+    request = RewardModel(endpoint=gen).verification("q", "s" * 40).calls[0].request
+    bound = Ledger(Budget()).worst_case
+    # a call to the task's endpoint is charged at the call's price (`Task.price`)
+    assert call_worst_case(Call(request=request), gen, default_price=override) == bound(request, override)
+    assert call_worst_case(Call(request=request), gen) == bound(request, own)
+    # another endpoint keeps its own price
+    assert call_worst_case(Call(request=request, endpoint=judge), gen, default_price=override) == bound(
+        request, own
+    )
+    # scoring through a judge on the task's endpoint sees the override too
+    on_task = LLMJudge(endpoint=gen)
+    cheap = scoring_worst_case(on_task, "q", 100, gen)
+    dear = scoring_worst_case(on_task, "q", 100, gen, default_price=override)
+    assert dear[0] > cheap[0] and dear[1:] == cheap[1:]
+
+
 def test_scoring_worst_case_and_affordable() -> None:
     price = Price(input=1.0, output=1.0)
     rm = RewardModel(endpoint=endpoint("rm", price))

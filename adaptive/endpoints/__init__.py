@@ -7,6 +7,7 @@ from ._base import (
     UsageMeter,
     current_meter,
     merge_responses,
+    prompt_copies,
     retry_after,
 )
 from ._openai_common import OpenAIEndpoint, StreamEvent, StreamEvents, parse_usage
@@ -36,5 +37,6 @@ __all__ = [
     "load_recorded",
     "merge_responses",
     "parse_usage",
+    "prompt_copies",
     "retry_after",
 ]

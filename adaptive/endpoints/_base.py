@@ -33,6 +33,7 @@ __all__ = [
     "UsageMeter",
     "current_meter",
     "merge_responses",
+    "prompt_copies",
     "retry_after",
 ]
 
@@ -141,6 +142,18 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
             return None
         seconds = when.timestamp() - time.time()
     return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
+def prompt_copies(endpoint: Endpoint, request: Request) -> int:
+    """How many times `endpoint` bills the prompt of `request`.
+
+    Once when the server does `n` in one request; `n` times when the endpoint fans out
+    parallel single requests. An endpoint may say otherwise with a `prompt_copies` method.
+    """
+    fn = getattr(endpoint, "prompt_copies", None)
+    if callable(fn):
+        return int(fn(request))
+    return 1 if endpoint.supports_n else request.n
 
 
 def merge_responses(responses: list[Response]) -> Response:
