@@ -154,13 +154,7 @@ class Ledger:
         if price is None and self._limit_pico is not None:
             return False
         pico, tokens = self.worst_case(request, price, prompt_copies=prompt_copies)
-        if self._limit_pico is not None and self.spent_pico + self.reserved_pico + pico > self._limit_pico:
-            return False
-        limit = self.budget.tokens
-        if limit is not None and self.spent_tokens + self.reserved_tokens + tokens > limit:
-            return False
-        limit = self.budget.samples
-        return limit is None or self.spent_samples + self.reserved_samples + request.n <= limit
+        return self._over(pico, tokens, request.n) is None
 
     def check_price(self, price: Price | None, endpoint: str) -> None:
         """Refuse a dollar budget on a model whose price is unknown."""
@@ -207,32 +201,40 @@ class Ledger:
         prompt = self.prompt_tokens(request) * prompt_copies
         return Reservation(request, price, endpoint, prompt, tokens, pico, request.n)
 
-    def _check(self, pico: int, tokens: int, samples: int, endpoint: str) -> None:
+    def _over(self, pico: int, tokens: int, samples: int) -> str | None:
+        """The first limit that this much more would pass ("usd", "tokens", "samples"), or None."""
         if self._limit_pico is not None and self.spent_pico + self.reserved_pico + pico > self._limit_pico:
+            return "usd"
+        limit = self.budget.tokens
+        if limit is not None and self.spent_tokens + self.reserved_tokens + tokens > limit:
+            return "tokens"
+        limit = self.budget.samples
+        if limit is not None and self.spent_samples + self.reserved_samples + samples > limit:
+            return "samples"
+        return None
+
+    def _check(self, pico: int, tokens: int, samples: int, endpoint: str) -> None:
+        dimension = self._over(pico, tokens, samples)
+        if dimension == "usd":
+            assert self._limit_pico is not None
             left = pico_to_usd(self._limit_pico - self.spent_pico - self.reserved_pico)
-            raise BudgetExceededError(
+            message = (
                 f"request to {endpoint!r} may cost up to ${pico_to_usd(pico):.6f} but only "
-                f"${left:.6f} of the dollar budget is left: raise Budget(usd=...) or lower max_tokens",
-                dimension="usd",
+                f"${left:.6f} of the dollar budget is left: raise Budget(usd=...) or lower max_tokens"
             )
-        if (
-            self.budget.tokens is not None
-            and self.spent_tokens + self.reserved_tokens + tokens > self.budget.tokens
-        ):
-            raise BudgetExceededError(
+        elif dimension == "tokens":
+            message = (
                 f"request to {endpoint!r} may use up to {tokens} tokens but only "
-                f"{self.remaining_tokens()} are left: raise Budget(tokens=...) or lower max_tokens",
-                dimension="tokens",
+                f"{self.remaining_tokens()} are left: raise Budget(tokens=...) or lower max_tokens"
             )
-        if (
-            self.budget.samples is not None
-            and self.spent_samples + self.reserved_samples + samples > self.budget.samples
-        ):
-            raise BudgetExceededError(
+        elif dimension == "samples":
+            message = (
                 f"request to {endpoint!r} asks for {samples} samples but only "
-                f"{self.remaining_samples()} are left: raise Budget(samples=...) or lower n",
-                dimension="samples",
+                f"{self.remaining_samples()} are left: raise Budget(samples=...) or lower n"
             )
+        else:
+            return
+        raise BudgetExceededError(message, dimension=dimension)
 
     def _shrunk(
         self, request: Request, price: Price | None, copies: int, floor: int, endpoint: str
