@@ -195,6 +195,8 @@ class _CallRun:
         self.stop_reason = ""
         self.stop_check: Check | None = None
         self.run_state: StrategyRun | None = None
+        # The gain is worth computing for the trace only when a rule reads it.
+        self.reads_gain = stop is not None and uses_gain(stop)
 
     # -- helpers -----------------------------------------------------------------------
     def now(self) -> float:
@@ -377,10 +379,12 @@ class _CallRun:
             usd=charge.usd,
         )
         if stoppable and self.cfg.early_cancel and self.rule is not None and not scope.cancel_called:
-            check = self.rule.check(self.state())
+            now = self.state()
+            check = self.rule.check(now)
             if check.stop:
                 self.stop_check = check
-                self.event("decide", action="stop", during="round", reason=check.reason(), **self.numbers())
+                reason = check.reason()
+                self.event("decide", action="stop", during="round", reason=reason, **self.numbers(now))
                 scope.cancel()
 
     def record(
@@ -397,7 +401,7 @@ class _CallRun:
             "samples": s.samples,
             "votes": dict(list(s.votes.items())[:4]),
             "confidence": None if s.confidence is None else round(s.confidence, 6),
-            "marginal_gain": _round(s.gain()) if self.rule is not None and uses_gain(self.rule) else None,
+            "marginal_gain": _round(s.gain()) if self.reads_gain else None,
             "spent_usd": round(s.spent_usd, 9),
             "remaining_usd": s.remaining_usd,
             "remaining_tokens": s.remaining_tokens,
