@@ -125,8 +125,7 @@ class ConsistencyPrior:
         """P(i of the next k two-way votes go to the leader), i = 0..k."""
         m = self._moments(v1 + v2 + k + 1)
         i = np.arange(k + 1)
-        binom = np.array([math.comb(k, j) for j in range(k + 1)], dtype=np.float64)
-        joint = binom * (m[v1 + i, v2 + k - i] + m[v2 + k - i, v1 + i])
+        joint = self._binom(k) * (m[v1 + i, v2 + k - i] + m[v2 + k - i, v1 + i])
         z = m[v1, v2] + m[v2, v1]
         return np.asarray(joint / z, dtype=np.float64)
 
