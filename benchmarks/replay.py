@@ -12,6 +12,11 @@ For every file, over R seeded shuffles of each question's recorded samples, it c
 plus each method's threshold sweep (accuracy against mean samples). Mean tokens count the
 completion tokens of the samples drawn: hard questions have longer samples.
 
+As a yardstick it also prints the best any vote-count stopping rule could do on the same
+shuffles, found in hindsight by dynamic programming (`_bound.py`): once maximising accuracy
+with the gold labels, once maximising agreement with the full majority (label-free, what a
+rule could learn from unlabelled logs). No rule that reads only votes can beat the first.
+
 The controller is driven through its own pure decision functions (`Controller.assess`,
 `Controller.next_batch`, the stop rules) for speed; `--check K` also runs the first K questions
 of the first shuffle through the real stack (`Client` + `ReplayEndpoint`) and verifies that
@@ -31,6 +36,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
+import numpy as np
+from _bound import count_paths, hull_at, vote_count_bound  # the script's folder is on sys.path
 
 from adaptive import (
     AnswerSpec,
@@ -54,6 +61,8 @@ ESC_SWEEP = (2, 3, 4, 5, 6, 8)
 # extra sample (the one that moves it most). Swept one at a time around the default.
 CONTROLLER_GAIN_SWEEP = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008)
 CONTROLLER_CONF_SWEEP = (0.9, 0.95, 0.98, 0.995)
+# Per-sample costs for the hindsight bound's policies (from "sample to the end" to "stop early").
+BOUND_COSTS = tuple(float(c) for c in np.geomspace(1e-4, 5e-2, 19))
 
 
 @dataclass
@@ -272,12 +281,29 @@ def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, ob
         rival: [round(a - _interpolate(frontier[rival], s), 5) for s, a in frontier["controller"]]
         for rival in ("AC-Beta", "ESC")
     }
+    paths = count_paths([(p.answers, p.tokens, p.gold) for prepared in runs for p in prepared])
+    bound: dict[str, list[list[float]]] = {}
+    room: dict[str, dict[str, float]] = {}
+    for reward in ("gold", "majority"):
+        pts = vote_count_bound(paths, reward, BOUND_COSTS)
+        bound[reward] = [[p.mean_samples, p.accuracy, p.mean_tokens] for p in pts]
+        curve = [(p.mean_samples, p.accuracy) for p in pts]
+        # How far the bound lies above each method at that method's mean samples, and where
+        # it stands at a twelfth of the full samples.
+        room[reward] = {
+            name: round(hull_at(curve, m["mean_samples"]) - m["accuracy"], 5) for name, m in methods.items()
+        }
+        room[reward][f"at {full / 12:.2f} samples"] = round(hull_at(curve, full / 12), 5)
     result: dict[str, object] = {
         "methods": methods,
         "frontier": frontier,
         # controller accuracy minus the rival's (interpolated) at each controller point's
         # mean samples (the rival extended flat outside its swept range)
         "frontier_gap": gaps,
+        # the hindsight bound: [mean_samples, accuracy, mean_tokens] per per-sample cost
+        "bound": bound,
+        # bound accuracy minus each method's at its mean samples (and the bound at N/12)
+        "bound_room": room,
         "questions": len(questions),
         "shuffles": shuffles,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -323,6 +349,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  frontier {name:<11}" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a in pts))
         for rival, gap in res["frontier_gap"].items():  # type: ignore[union-attr]
             print(f"  controller minus {rival:<8}" + "  ".join(f"{g:+.4f}" for g in gap))
+        for reward, pts in res["bound"].items():  # type: ignore[union-attr]
+            label = "gold labels" if reward == "gold" else "label-free"
+            print(f"  bound ({label:<11})" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a, _ in pts))
+        for reward, gaps_ in res["bound_room"].items():  # type: ignore[union-attr]
+            label = "gold labels" if reward == "gold" else "label-free"
+            print(
+                f"  bound ({label}) above method at its samples: "
+                + ", ".join(
+                    f"{k} {v:.4f}" if k.startswith("at ") else f"{k} {v:+.4f}" for k, v in gaps_.items()
+                )
+            )
         if "full_stack_check" in res:
             print(f"  full-stack check: {res['full_stack_check']}")
     if args.json:

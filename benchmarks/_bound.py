@@ -1,0 +1,206 @@
+"""The best any vote-count stopping rule could do on a set of recorded samples, found in hindsight.
+
+A stopping rule that reads only the votes (the sorted answer counts and the number of samples
+without an answer) sees, after k samples, one of a small set of *count states*. Under random
+order (each shuffle of a question's samples equally likely) the count state is a sufficient
+statistic: every rule built on votes, whether AC's Beta rule, ESC's windows or our controller,
+is a function of it. So the Bayes-optimal rule for the population of questions in a file is a
+dynamic programme over count states, with the file's own shuffles as the transition model:
+
+    V(s) = max(R(s), -cost + sum_s' P(s' | s) V(s'))
+
+where R(s) is the reward of stopping in s. Two rewards are offered:
+
+- ``"gold"``: the leader is the gold answer. Uses the labels, so no live system could learn it;
+  it bounds what any vote-count rule can reach in accuracy.
+- ``"majority"``: the leader is the majority of all of the question's samples. Label-free:
+  the best a rule could learn from logs without gold answers.
+
+Both are fitted in-sample on the very shuffles they are scored on, so they are optimistic
+(rare states are over-fitted). They are a yardstick, never a method: a rule that beats the
+``"gold"`` curve on the same shuffles has a bug. Sweeping the per-sample cost traces the
+accuracy-against-mean-samples frontier; mixing two neighbouring policies at random reaches
+any point on the straight line between them, so the curve is read through its upper hull.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["BoundPoint", "CountPaths", "best_rule", "count_paths", "hull_at", "vote_count_bound"]
+
+Reward = Literal["gold", "majority"]
+
+
+@dataclass
+class CountPaths:
+    """Every shuffle of every question, as a path through count states.
+
+    Attributes:
+        states: (paths, steps) state id after each sample; -1 past a path's end.
+        gold: (paths, steps) 1.0 where the leader after that sample is the gold answer.
+        majority: (paths, steps) 1.0 where it is the majority of all the question's samples.
+        tokens: (paths, steps) completion tokens drawn up to and including that sample.
+        final: (states,) True for states that end a path (no sample is left to draw).
+    """
+
+    states: NDArray[np.int64]
+    gold: NDArray[np.float64]
+    majority: NDArray[np.float64]
+    tokens: NDArray[np.float64]
+    final: NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class BoundPoint:
+    """One policy of the sweep: its per-sample cost and how it scores on the paths."""
+
+    cost: float
+    mean_samples: float
+    accuracy: float
+    mean_tokens: float
+
+
+def _leaders(answers: Sequence[str | None]) -> list[str | None]:
+    """The majority-vote leader after each sample: most votes, ties to the first seen."""
+    counts: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    leader: str | None = None
+    out: list[str | None] = []
+    for i, a in enumerate(answers):
+        if a is not None:
+            counts[a] = counts.get(a, 0) + 1
+            seen.setdefault(a, i)
+            if leader is None:
+                leader = a
+            elif a != leader:
+                c, lc = counts[a], counts[leader]
+                if c > lc or (c == lc and seen[a] < seen[leader]):
+                    leader = a
+        out.append(leader)
+    return out
+
+
+def count_paths(paths: Sequence[tuple[Sequence[str | None], Sequence[int], str | None]]) -> CountPaths:
+    """Turn (answers in drawn order, their tokens, gold) per shuffled question into count paths."""
+    steps = max(len(a) for a, _, _ in paths)
+    ids: dict[tuple[tuple[int, ...], int, bool], int] = {}
+    states = np.full((len(paths), steps), -1, dtype=np.int64)
+    gold = np.zeros((len(paths), steps))
+    majority = np.zeros((len(paths), steps))
+    tokens = np.zeros((len(paths), steps))
+    for row, (answers, toks, g) in enumerate(paths):
+        leaders = _leaders(answers)
+        last = leaders[-1]
+        counts: dict[str, int] = {}
+        blank = 0
+        for k, a in enumerate(answers):
+            if a is None:
+                blank += 1
+            else:
+                counts[a] = counts.get(a, 0) + 1
+            key = (tuple(sorted(counts.values(), reverse=True)), blank, k == len(answers) - 1)
+            states[row, k] = ids.setdefault(key, len(ids))
+            lead = leaders[k]
+            gold[row, k] = lead is not None and lead == g
+            majority[row, k] = lead is not None and lead == last
+        tokens[row, : len(answers)] = np.cumsum(np.asarray(toks, dtype=np.float64))
+    final = np.zeros(len(ids), dtype=np.bool_)
+    for (_, _, is_final), i in ids.items():
+        final[i] = is_final
+    return CountPaths(states, gold, majority, tokens, final)
+
+
+def best_rule(cp: CountPaths, reward: Reward, cost: float) -> NDArray[np.bool_]:
+    """Stop (True) or go on in each state: backward induction over the empirical transitions."""
+    return _policy(cp, cp.gold if reward == "gold" else cp.majority, cost)
+
+
+def _policy(cp: CountPaths, reward: NDArray[np.float64], cost: float) -> NDArray[np.bool_]:
+    n_states = len(cp.final)
+    valid = cp.states >= 0
+    visits = np.bincount(cp.states[valid], minlength=n_states).astype(np.float64)
+    r = np.bincount(cp.states[valid], weights=reward[valid], minlength=n_states) / np.maximum(visits, 1)
+    # Every transition s -> s' seen on a path, with how often.
+    has_next = valid[:, :-1] & valid[:, 1:]
+    src = cp.states[:, :-1][has_next]
+    dst = cp.states[:, 1:][has_next]
+    out = np.bincount(src, minlength=n_states).astype(np.float64)
+    depth = np.zeros(n_states, dtype=np.int64)
+    depth[cp.states[valid]] = np.nonzero(valid)[1]
+    value = r.copy()
+    stop = np.ones(n_states, dtype=np.bool_)
+    # States one sample deeper are settled first: a transition always adds one sample.
+    order = np.argsort(-depth[src], kind="stable")
+    src, dst = src[order], dst[order]
+    bounds = np.append(np.searchsorted(-depth[src], np.arange(-depth.max(), 1)), len(src))
+    for lo, hi in itertools.pairwise(bounds):
+        if lo == hi:
+            continue
+        s, d = src[lo:hi], dst[lo:hi]
+        cont = np.bincount(s, weights=value[d], minlength=n_states)
+        touched = np.unique(s)
+        go_on = cont[touched] / out[touched] - cost
+        better = go_on > r[touched]
+        value[touched] = np.where(better, go_on, r[touched])
+        stop[touched] = ~better
+    stop[cp.final] = True
+    return stop
+
+
+def vote_count_bound(cp: CountPaths, reward: Reward, costs: Sequence[float]) -> list[BoundPoint]:
+    """The optimal vote-count rule for each per-sample cost, scored on the same paths.
+
+    Accuracy is always against gold; `reward` only chooses what the rule maximises.
+    """
+    target = cp.gold if reward == "gold" else cp.majority
+    rows = np.arange(cp.states.shape[0])
+    points = []
+    for cost in costs:
+        stop = _policy(cp, target, cost)
+        halt = np.where(cp.states >= 0, stop[np.maximum(cp.states, 0)], False)
+        at = np.argmax(halt, axis=1)  # the first state the rule stops in (final states always do)
+        points.append(
+            BoundPoint(
+                cost=cost,
+                mean_samples=float((at + 1).mean()),
+                accuracy=float(cp.gold[rows, at].mean()),
+                mean_tokens=float(cp.tokens[rows, at].mean()),
+            )
+        )
+    return points
+
+
+def hull_at(points: Sequence[tuple[float, float]], x: float) -> float:
+    """Accuracy at mean samples x on the upper concave hull of (mean_samples, accuracy) points.
+
+    Mixing two policies at random reaches every point between them, so the hull is reachable;
+    a policy that spends less than x is allowed at x, so the hull never falls. Below the
+    cheapest point the cheapest point's accuracy is returned (an upper bound there).
+    """
+    pts: list[tuple[float, float]] = []
+    for p in sorted(set(points)):
+        if not pts or p[1] > pts[-1][1]:
+            pts.append(p)
+    hull: list[tuple[float, float]] = []
+    for p in pts:
+        while len(hull) >= 2:
+            (x0, y0), (x1, y1) = hull[-2], hull[-1]
+            # drop the middle point when it lies on or under the chord from hull[-2] to p
+            if (y1 - y0) * (p[0] - x0) <= (p[1] - y0) * (x1 - x0):
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    if x <= hull[0][0]:
+        return hull[0][1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(hull):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return hull[-1][1]
