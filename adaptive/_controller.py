@@ -42,7 +42,8 @@ class ControllerConfig(ValidatedModel):
         first_batch: Samples in the first batch; None sizes it like every other batch (the
             fewest samples that could let the stop rules stop).
         max_batch: Largest batch of samples in one round.
-        max_samples: Hard cap on generated samples per call, whatever the rules say.
+        max_samples: Hard cap on generated samples per call, whatever the rules say: batches
+            and a strategy's own generating calls (e.g. beam expansions) count against it.
         batch_as_n: Send a batch as one request with `n` (prompt billed once) where the
             endpoint supports it; False sends parallel single requests, which lets a stop
             part-way through a batch cancel the rest.
@@ -450,12 +451,27 @@ class _CallRun:
             sends: list[tuple[Call, Reservation]] = []
             if plan.sample is not None and k > 0:
                 sends.extend(self.sample_calls(plan, k))
+            # Generating calls of the strategy's own count against max_samples like batches do.
+            room = self.cfg.max_samples - self.generated - sum(r.request.n for _, r in sends)
+            capped = False
             for call in plan.calls:
+                if call.purpose == "generate":
+                    if call.request.n > room:
+                        capped = True
+                        self.event(
+                            "refuse",
+                            endpoint=self.endpoint(call).name,
+                            purpose=call.purpose,
+                            limit="max_samples",
+                            why=f"max_samples={self.cfg.max_samples} reached",
+                        )
+                        continue
+                    room -= call.request.n
                 r = self.reserve(call)
                 if r is not None:
                     sends.append((dataclasses.replace(call, request=r.request), r))
             if not sends:
-                capped = plan.sample is not None and self.generated >= self.cfg.max_samples
+                capped = capped or (plan.sample is not None and self.generated >= self.cfg.max_samples)
                 self.stop_reason = "max_samples" if capped else "budget"
                 self.event("stop", reason=self.stop_reason, **self.numbers())
                 return

@@ -16,6 +16,7 @@ from adaptive import (
     Client,
     Completion,
     ConfigError,
+    ControllerConfig,
     FunctionEndpoint,
     Price,
     Request,
@@ -265,6 +266,19 @@ async def test_stopped_before_anything_finished_answers_the_best_partial() -> No
 
 
 # -- request shapes and modes --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_controller_max_samples_caps_the_beams_own_expansions() -> None:
+    tree = Tree()
+    async with Client(tree.endpoint, controller=ControllerConfig(max_samples=6)) as client:
+        result = await client.run(QUESTION, strategy=beam(), seed=0)
+    # Four step samples in the first round (one request per kept beam after it, n=2 each):
+    # the second round fits one beam's two, the other's would pass the cap of 6 and is refused.
+    assert result.generated == 6
+    assert result.stop_reason == "max_samples"
+    refusals = [e.data for e in result.trace if e.kind == "refuse"]
+    assert refusals and all(r["limit"] == "max_samples" for r in refusals)
 
 
 @pytest.mark.asyncio
