@@ -289,11 +289,12 @@ def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, ob
         bound[reward] = [[p.mean_samples, p.accuracy, p.mean_tokens] for p in pts]
         curve = [(p.mean_samples, p.accuracy) for p in pts]
         # How far the bound lies above each method at that method's mean samples, and where
-        # it stands at a twelfth of the full samples.
+        # it stands at a twelfth of the full samples and at AC-Beta-0.95's samples / 1.5.
         room[reward] = {
             name: round(hull_at(curve, m["mean_samples"]) - m["accuracy"], 5) for name, m in methods.items()
         }
-        room[reward][f"at {full / 12:.2f} samples"] = round(hull_at(curve, full / 12), 5)
+        for x in (full / 12, methods["AC-Beta-0.95"]["mean_samples"] / 1.5):
+            room[reward][f"at {x:.2f} samples"] = round(hull_at(curve, x), 5)
     result: dict[str, object] = {
         "methods": methods,
         "frontier": frontier,
