@@ -763,16 +763,20 @@ def save_plot(report: DemoReport, path: str | Path) -> Path | None:
         return None
     fig = Figure(figsize=(6.4, 4.4))
     ax = fig.add_subplot()
-    for name, s in report.strategies.items():
-        ax.scatter([s.mean_usd * 1000], [s.accuracy * 100], s=40)
-        ax.annotate(name, (s.mean_usd * 1000, s.accuracy * 100), textcoords="offset points", xytext=(6, 4))
+    markers = "osD^vP*X"
+    for i, (name, s) in enumerate(report.strategies.items()):
+        ax.scatter(
+            [s.mean_usd * 1000], [s.accuracy * 100], s=50, marker=markers[i % len(markers)], label=name
+        )
+    # A legend, not labels beside the points: strategies of similar cost and accuracy overlap.
+    ax.legend(loc="best", fontsize=9)
     ax.set_xlabel("mean cost per question (thousandths of a dollar)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(
         f"{report.model}: {report.questions} questions, ${report.budget_usd:g} budget per call", fontsize=10
     )
     ax.grid(alpha=0.3)
-    ax.margins(x=0.2, y=0.12)  # room for the labels
+    ax.margins(x=0.15, y=0.12)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=120)
