@@ -82,13 +82,13 @@ from .verifiers import (
     affordable,
     aggregate_steps,
     call_worst_case,
+    candidate_bytes,
     scoring_worst_case,
     verifier_from_config,
 )
 
 __all__ = ["DVTS", "BeamSearch", "default_finish_marker"]
 
-_BYTES_PER_TOKEN = 4  # placeholder size per token when estimating what scoring will cost
 Key = tuple[int, int, int]
 
 
@@ -445,7 +445,7 @@ class _TreeRun:
             call = Call(request=self._request(beam), purpose="generate", tag=("expand", position, position))
             if self.cfg.reserve_for_scoring:
                 pico, tokens = call_worst_case(call, self.task.endpoint, default_price=self.task.price)
-                size = len(self._partial(beam.steps).encode()) + _BYTES_PER_TOKEN * call.request.max_tokens
+                size = candidate_bytes(call.request.max_tokens, self._partial(beam.steps))
                 v_pico, v_tokens, v_samples = scoring_worst_case(
                     self.cfg.prm, self.task.question, size, self.task.endpoint, default_price=self.task.price
                 )

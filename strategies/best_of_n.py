@@ -49,16 +49,13 @@ from .verifiers import (
     Verifier,
     affordable,
     call_worst_case,
+    candidate_bytes,
     read_score,
     scoring_worst_case,
     verifier_from_config,
 )
 
 __all__ = ["BestOfN"]
-
-# A placeholder candidate of max_tokens tokens is taken to be this many bytes per token when
-# estimating what scoring it will cost (about right for English text).
-_BYTES_PER_TOKEN = 4
 
 
 def weight_of(score: float) -> float:
@@ -291,7 +288,7 @@ class _BestOfNRun:
             Call(request=request), self.task.endpoint, default_price=self.task.price
         )
         if self._scoring_cost is None:
-            size = _BYTES_PER_TOKEN * request.max_tokens
+            size = candidate_bytes(request.max_tokens)
             self._scoring_cost = scoring_worst_case(
                 self.cfg.verifier, self.task.question, size, self.task.endpoint, default_price=self.task.price
             )

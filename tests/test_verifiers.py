@@ -384,3 +384,10 @@ def test_scoring_worst_case_and_affordable() -> None:
     assert affordable(state, 4 * 10**8, 1, 1) == 2  # dollars bind
     assert affordable(State(), 10**8, 10, 1) is None
     assert affordable(State(remaining_usd=0.0), 1, 0, 0) == 0
+
+
+def test_candidate_bytes_counts_the_prefix_in_utf8_and_four_per_token() -> None:
+    from strategies import candidate_bytes
+
+    assert candidate_bytes(10) == 40
+    assert candidate_bytes(10, "é step") == len("é step".encode()) + 40 == 47
