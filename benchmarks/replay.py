@@ -351,8 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rival, gap in res["frontier_gap"].items():  # type: ignore[union-attr]
             print(f"  controller minus {rival:<8}" + "  ".join(f"{g:+.4f}" for g in gap))
         for reward, pts in res["bound"].items():  # type: ignore[union-attr]
-            label = "gold labels" if reward == "gold" else "label-free"
-            print(f"  bound ({label:<11})" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a, _ in pts))
+            label = "bound (gold labels)" if reward == "gold" else "bound (label-free)"
+            print(f"  {label:<21}" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a, _ in pts))
         for reward, gaps_ in res["bound_room"].items():  # type: ignore[union-attr]
             label = "gold labels" if reward == "gold" else "label-free"
             print(
