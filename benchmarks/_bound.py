@@ -33,7 +33,15 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["BoundPoint", "CountPaths", "best_rule", "count_paths", "hull_at", "vote_count_bound"]
+__all__ = [
+    "BoundPoint",
+    "CountPaths",
+    "best_rule",
+    "count_paths",
+    "fewest_samples",
+    "hull_at",
+    "vote_count_bound",
+]
 
 Reward = Literal["gold", "majority"]
 
@@ -204,3 +212,16 @@ def hull_at(points: Sequence[tuple[float, float]], x: float) -> float:
         if x <= x1:
             return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return hull[-1][1]
+
+
+def fewest_samples(points: Sequence[tuple[float, float]], accuracy: float) -> float | None:
+    """The fewest mean samples at which the upper hull of `points` reaches `accuracy` (None: never)."""
+    lo, hi = min(x for x, _ in points), max(x for x, _ in points)
+    if hull_at(points, hi) < accuracy:
+        return None
+    if hull_at(points, lo) >= accuracy:
+        return lo
+    for _ in range(60):  # the hull rises with x: bisect
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if hull_at(points, mid) >= accuracy else (mid, hi)
+    return hi

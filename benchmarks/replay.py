@@ -37,7 +37,12 @@ from dataclasses import dataclass
 
 import anyio
 import numpy as np
-from _bound import count_paths, hull_at, vote_count_bound  # the script's folder is on sys.path
+from _bound import (
+    count_paths,
+    fewest_samples,
+    hull_at,
+    vote_count_bound,
+)  # the script's folder is on sys.path
 
 from adaptive import (
     AnswerSpec,
@@ -295,6 +300,11 @@ def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, ob
         }
         for x in (full / 12, methods["AC-Beta-0.95"]["mean_samples"] / 1.5):
             room[reward][f"at {x:.2f} samples"] = round(hull_at(curve, x), 5)
+    # Fewest mean samples within 0.2 points of the full vote, on each curve's upper hull.
+    target = methods[f"SC@{n}"]["accuracy"] - 0.002
+    curves = {name: [(x, y) for x, y in pts] for name, pts in frontier.items()}
+    curves |= {f"bound-{reward}": [(x, y) for x, y, _ in pts] for reward, pts in bound.items()}
+    within = {name: fewest_samples(pts, target) for name, pts in curves.items()}
     result: dict[str, object] = {
         "methods": methods,
         "frontier": frontier,
@@ -305,6 +315,8 @@ def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, ob
         "bound": bound,
         # bound accuracy minus each method's at its mean samples (and the bound at N/12)
         "bound_room": room,
+        # fewest mean samples within 0.2 points of SC@N on each frontier and bound (None: never)
+        "within_0.2pt": within,
         "questions": len(questions),
         "shuffles": shuffles,
         "seconds": round(time.perf_counter() - t0, 1),
@@ -340,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f, _, extract = arg.partition("=")
         report[f] = run_file(f, args.shuffles, args.check, extract or args.extract)
         res = report[f]
+        full_n = next(m["mean_samples"] for k, m in res["methods"].items() if k.startswith("SC@"))  # type: ignore[union-attr]
         print(f"\n{f}  ({res['questions']} questions x {args.shuffles} shuffles, {res['seconds']}s)")
         print(f"{'method':<16}{'accuracy':>10}{'samples':>10}{'tokens':>10}{'reduction':>11}")
         for name, m in res["methods"].items():  # type: ignore[union-attr]
@@ -361,6 +374,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{k} {v:.4f}" if k.startswith("at ") else f"{k} {v:+.4f}" for k, v in gaps_.items()
                 )
             )
+        print(
+            "  fewest samples within 0.2 pt of the full vote: "
+            + ", ".join(
+                f"{k} " + ("never" if v is None else f"{v:.2f} ({full_n / v:.1f}x)")
+                for k, v in res["within_0.2pt"].items()  # type: ignore[union-attr]
+            )
+        )
         if "full_stack_check" in res:
             print(f"  full-stack check: {res['full_stack_check']}")
     if args.json:

@@ -14,7 +14,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 
 import replay
-from _bound import BoundPoint, CountPaths, best_rule, count_paths, hull_at, vote_count_bound
+from _bound import (
+    BoundPoint,
+    CountPaths,
+    best_rule,
+    count_paths,
+    fewest_samples,
+    hull_at,
+    vote_count_bound,
+)
 
 # Three questions, four samples each: an easy one, a split one whose majority is wrong, one
 # with an abstention.
@@ -85,6 +93,13 @@ def test_hull_reads_the_upper_concave_envelope() -> None:
     assert hull_at(pts, 9.0) == 0.95
 
 
+def test_fewest_samples_reads_the_hull() -> None:
+    pts = [(1.0, 0.5), (2.0, 0.6), (3.0, 0.9), (5.0, 0.95)]
+    assert fewest_samples(pts, 0.7) == pytest.approx(2.0)  # on the chord (1, 0.5)-(3, 0.9)
+    assert fewest_samples(pts, 0.4) == 1.0
+    assert fewest_samples(pts, 0.96) is None
+
+
 def test_replay_benchmark_reports_methods_frontiers_and_bound(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -116,3 +131,7 @@ def test_replay_benchmark_reports_methods_frontiers_and_bound(
     assert max(a for _, a in gold_bound) >= res["methods"]["SC@12"]["accuracy"]
     assert min(s for s, _ in gold_bound) < 12
     assert res["bound_room"]["gold"]["SC@12"] >= 0
+    within = res["within_0.2pt"]
+    assert set(within) == {"AC-Beta", "ESC", "controller", "bound-gold", "bound-majority"}
+    # The gold bound reaches the full vote's accuracy, so it is within 0.2 points somewhere.
+    assert within["bound-gold"] is not None and within["bound-gold"] <= 12
