@@ -115,6 +115,7 @@ from .endpoints import (
     load_recorded,
     merge_responses,
     prompt_copies,
+    recorded_question,
     retry_after,
 )
 
@@ -240,6 +241,7 @@ __all__ = [
     "pico_to_usd",
     "prompt_copies",
     "prompt_token_bound",
+    "recorded_question",
     "register_extractor",
     "register_strategy",
     "retry_after",

@@ -252,3 +252,9 @@ async def test_adaptive_consistency_on_shared_recorded_data(tmp_path: Path) -> N
         agree += result.answer == _majority(q)
     assert drawn < 20 * 40 / 2  # stopping early saves most of the samples
     assert agree >= 17  # and nearly always lands on the 40-sample majority
+
+
+def test_a_malformed_sample_field_is_a_config_error_naming_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, [{"id": "q", "samples": [{"text": "x", "completion_tokens": "many"}]}])
+    with pytest.raises(ConfigError, match=r"samples.jsonl:1 sample 0: a malformed field"):
+        load_recorded(path)

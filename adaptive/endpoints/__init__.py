@@ -15,7 +15,7 @@ from .anthropic import Anthropic
 from .function import FunctionEndpoint, FunctionResult
 from .openai_chat import OpenAIChat
 from .openai_completions import OpenAICompletions
-from .replay import RecordedQuestion, RecordedSample, ReplayEndpoint, load_recorded
+from .replay import RecordedQuestion, RecordedSample, ReplayEndpoint, load_recorded, recorded_question
 
 __all__ = [
     "Anthropic",
@@ -38,5 +38,6 @@ __all__ = [
     "merge_responses",
     "parse_usage",
     "prompt_copies",
+    "recorded_question",
     "retry_after",
 ]

@@ -30,7 +30,7 @@ from .._models import Completion, Request, Response, TokenLogprob, Usage
 from .._prices import Price
 from ._base import BaseEndpoint
 
-__all__ = ["RecordedQuestion", "RecordedSample", "ReplayEndpoint", "load_recorded"]
+__all__ = ["RecordedQuestion", "RecordedSample", "ReplayEndpoint", "load_recorded", "recorded_question"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,21 +71,37 @@ def _sample(raw: Any, where: str) -> RecordedSample:
         raise ConfigError(f"{where}: a sample object needs 'text' or 'answer'")
     answer = raw.get("answer")
     lps = raw.get("logprobs")
-    return RecordedSample(
-        text=str(raw.get("text") or ""),
-        answer=None if answer is None else str(answer),
-        completion_tokens=None if raw.get("completion_tokens") is None else int(raw["completion_tokens"]),
-        logprobs=None if lps is None else tuple(float(x) for x in lps),
-        score=None if raw.get("score") is None else float(raw["score"]),
-    )
+    try:
+        return RecordedSample(
+            text=str(raw.get("text") or ""),
+            answer=None if answer is None else str(answer),
+            completion_tokens=None if raw.get("completion_tokens") is None else int(raw["completion_tokens"]),
+            logprobs=None if lps is None else tuple(float(x) for x in lps),
+            score=None if raw.get("score") is None else float(raw["score"]),
+        )
+    except (TypeError, ValueError) as exc:  # e.g. completion_tokens that is not a number
+        raise ConfigError(f"{where}: a malformed field ({exc})") from None
+
+
+def recorded_question(row: Any, where: str) -> RecordedQuestion:
+    """One recorded question from a parsed JSONL line; `where` names the line in errors.
+
+    Raises:
+        ConfigError: The line lacks `id` / `samples`, or a sample is malformed.
+    """
+    if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("samples"), list):
+        raise ConfigError(f"{where}: each line needs an 'id' and a 'samples' list")
+    samples = tuple(_sample(s, f"{where} sample {i}") for i, s in enumerate(row["samples"]))
+    gold = row.get("gold")
+    return RecordedQuestion(str(row["id"]), row.get("prompt"), None if gold is None else str(gold), samples)
 
 
 def load_recorded(path: str | Path) -> list[RecordedQuestion]:
     """Read a recorded-samples JSONL file.
 
     Raises:
-        ConfigError: A line is not valid JSON or lacks `id` / `samples` (the message names
-            the line).
+        ConfigError: A line is not valid JSON, lacks `id` / `samples`, or has a malformed
+            sample (the message names the line).
     """
     out: list[RecordedQuestion] = []
     with Path(path).open(encoding="utf-8") as fh:
@@ -97,15 +113,7 @@ def load_recorded(path: str | Path) -> list[RecordedQuestion]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("samples"), list):
-                raise ConfigError(f"{where}: each line needs an 'id' and a 'samples' list")
-            samples = tuple(_sample(s, f"{where} sample {i}") for i, s in enumerate(row["samples"]))
-            gold = row.get("gold")
-            out.append(
-                RecordedQuestion(
-                    str(row["id"]), row.get("prompt"), None if gold is None else str(gold), samples
-                )
-            )
+            out.append(recorded_question(row, where))
     return out
 
 
