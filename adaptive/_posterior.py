@@ -12,13 +12,21 @@ grid, fitted by EM (nonparametric maximum likelihood) from logged vote counts: a
 or the calls a client has already made. Early stopping is ignorable for this likelihood (the
 decision to stop depends only on votes already seen), so logs of early-stopped calls are fine
 to fit on. With no data the prior is uniform and the confidence is AC's.
+
+A fitted prior is saved with `ConsistencyPrior.save` (JSON: grid, weights and the logged vote
+counts) and read back with `ConsistencyPrior.load`, so it is fitted once (for instance by
+`python -m adaptive calibrate`) and a loaded prior keeps learning from where it stopped.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,6 +34,9 @@ from numpy.typing import NDArray
 from ._exceptions import ConfigError
 
 __all__ = ["ConsistencyPrior", "beta_confidence", "top_two"]
+
+_FORMAT = "adaptive.consistency_prior"
+_VERSION = 1
 
 
 def top_two(votes: Mapping[str, int] | Iterable[int]) -> tuple[int, int]:
@@ -59,6 +70,8 @@ class ConsistencyPrior:
         0.969
         >>> prior.fit([(10, 0)] * 50 + [(6, 4)] * 5)
         >>> prior.confidence(2, 0) > 0.95
+        True
+        >>> ConsistencyPrior.from_dict(prior.to_dict()).confidence(2, 0) == prior.confidence(2, 0)
         True
     """
 
@@ -206,6 +219,196 @@ class ConsistencyPrior:
         other.counts = Counter(self.counts)
         return other
 
+    # -- saving and loading --------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The prior as a JSON-ready dict: grid, pseudo count, weights and the logged counts.
+
+        The logged vote counts (`counts`, as `[v1, v2, questions]` rows) travel with the
+        weights, so a prior rebuilt by `from_dict` keeps learning from where this one is.
+
+        Returns:
+            `{"format": "adaptive.consistency_prior", "version": 1, "grid": int,
+            "pseudo_count": float, "weights": [float, ...], "counts": [[v1, v2, n], ...]}`.
+        """
+        return {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "grid": len(self.d),
+            "pseudo_count": float(self.pseudo_count),
+            # float() of a float64 and JSON's shortest repr are both exact: loading gives
+            # back the very same weights, hence the very same confidences.
+            "weights": [float(w) for w in self.weights],
+            # In logging order: refitting sums over them in this order, so a loaded prior
+            # refits to exactly what this one would.
+            "counts": [[int(v1), int(v2), int(n)] for (v1, v2), n in self.counts.items()],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ConsistencyPrior:
+        """Rebuild a prior from `to_dict`'s output, checking every field.
+
+        Weights are rescaled to sum to 1 when they do not already.
+
+        Args:
+            data: A dict as written by `to_dict` (or read back from `save`'s JSON).
+
+        Returns:
+            The prior, with the same weights and logged counts.
+
+        Raises:
+            ConfigError: A field is missing or invalid (the message names it and the fix).
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"a saved prior must be a JSON object (dict) as written by ConsistencyPrior.to_dict; "
+                f"got {type(data).__name__}"
+            )
+
+        def field(name: str) -> Any:
+            if name not in data:
+                raise ConfigError(
+                    f"the saved prior has no {name!r} field; save it again with ConsistencyPrior.save"
+                )
+            return data[name]
+
+        fmt = field("format")
+        if fmt != _FORMAT:
+            raise ConfigError(
+                f"format must be {_FORMAT!r} (got {fmt!r}): this is not a prior saved by "
+                "ConsistencyPrior.save"
+            )
+        version = field("version")
+        if _whole(version) != _VERSION:
+            raise ConfigError(
+                f"version {version!r} is not supported (this adaptive reads version {_VERSION}); "
+                "fit and save the prior again with this version of adaptive"
+            )
+        grid_raw = field("grid")
+        grid = _whole(grid_raw)
+        if grid is None or grid < 8:
+            raise ConfigError(f"grid must be a whole number >= 8 (got {grid_raw!r})")
+        pseudo = field("pseudo_count")
+        if not (_is_number(pseudo) and math.isfinite(pseudo) and pseudo > 0):
+            raise ConfigError(f"pseudo_count must be a finite number > 0 (got {pseudo!r})")
+        weights = _weights(field("weights"), grid)
+        counts = _counts(field("counts"))
+        prior = cls(grid, float(pseudo))
+        prior.weights = weights
+        prior.counts = counts
+        prior._invalidate()
+        return prior
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the prior to `path` as JSON (UTF-8); read it back with `load`.
+
+        Raises:
+            ConfigError: The file cannot be written (the message names the path).
+        """
+        text = json.dumps(self.to_dict()) + "\n"
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot save the prior to {os.fspath(path)}: {exc.strerror or exc}; "
+                "check that the folder exists and is writable"
+            ) from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ConsistencyPrior:
+        """Read a prior written by `save`.
+
+        Example:
+            `Client(endpoint, prior=ConsistencyPrior.load("prior.json"))`
+
+        Raises:
+            ConfigError: The file is missing or unreadable, is not valid JSON, or holds an
+                invalid prior (the message names the path and the problem).
+        """
+        where = os.fspath(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(
+                f"{where}: no such file; fit and save a prior first (ConsistencyPrior.save, "
+                "or python -m adaptive calibrate LOGS.jsonl --out PATH)"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"{where}: cannot read the prior ({exc.strerror or exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: not UTF-8 text; a saved prior is a JSON file") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                "save the prior again with ConsistencyPrior.save"
+            ) from None
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
     def __repr__(self) -> str:
         mean_d = float(self.weights @ self.d)
         return f"ConsistencyPrior(questions={sum(self.counts.values())}, mean_dominance={mean_d:.3f})"
+
+
+# -- validation of saved priors -------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole(value: Any) -> int | None:
+    """`value` as an int if it is a whole number (3 or 3.0), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _weights(raw: Any, grid: int) -> NDArray[np.float64]:
+    if not isinstance(raw, list | tuple) or len(raw) != grid:
+        got = f"{len(raw)} items" if isinstance(raw, list | tuple) else type(raw).__name__
+        raise ConfigError(f"weights must be a list of grid={grid} numbers, one per grid point (got {got})")
+    for i, w in enumerate(raw):
+        if not (_is_number(w) and math.isfinite(w) and w >= 0):
+            raise ConfigError(f"weights[{i}] must be a finite number >= 0 (got {w!r})")
+    weights = np.array(raw, dtype=np.float64)
+    total = sum(float(w) for w in raw)  # plain floats: an overflow gives inf, not a warning
+    if not (math.isfinite(total) and total > 0):
+        raise ConfigError(
+            f"weights must have a positive, finite sum (got {total}); give at least one weight > 0"
+        )
+    # Rescale only weights that are really off: dividing weights that already sum to 1 up
+    # to rounding would change their last bits, and a round trip must be exact.
+    if abs(total - 1.0) > 1e-9:
+        weights = weights / total
+    return weights
+
+
+def _counts(raw: Any) -> Counter[tuple[int, int]]:
+    if not isinstance(raw, list | tuple):
+        raise ConfigError(
+            f"counts must be a list of [v1, v2, n] rows (got {type(raw).__name__}); give [] for no logs"
+        )
+    counts: Counter[tuple[int, int]] = Counter()
+    for i, row in enumerate(raw):
+        values = [_whole(x) for x in row] if isinstance(row, list | tuple) and len(row) == 3 else []
+        v1, v2, n = values if len(values) == 3 else (None, None, None)
+        if v1 is None or v2 is None or n is None or not (v1 >= v2 >= 0) or n < 1:
+            raise ConfigError(
+                f"counts[{i}] must be three whole numbers [v1, v2, n]: the leader's and the "
+                f"runner-up's votes with v1 >= v2 >= 0, and n >= 1 questions (got {row!r})"
+            )
+        if v1 + v2 < 2:
+            raise ConfigError(
+                f"counts[{i}] has fewer than two votes (got {row!r}); such questions carry no "
+                "information, drop the row"
+            )
+        counts[(v1, v2)] += n
+    return counts

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import runpy
 import sys
+from pathlib import Path
 
 import pytest
 
-from adaptive import Price, __version__
+from adaptive import ConsistencyPrior, Price, __version__, beta_confidence
 from adaptive._cli import build_parser, demo_config, main
 from adaptive._demo import DEFAULT_BUDGET_USD, DEFAULT_CONCURRENCY, DEFAULT_QUESTIONS, STRATEGY_NAMES
 from adaptive._httpserver import HTTPRequest, HTTPResponse, HTTPServer, run_in_thread
@@ -176,3 +178,195 @@ def test_remote_calls_that_fail_count_as_errors(capsys: pytest.CaptureFixture[st
     for figures in data["strategies"].values():
         assert figures["accuracy"] == 0.0 and figures["max_usd"] == 0.0 and figures["stopped_early"] == 0.0
     assert "errors" in out
+
+
+# -- calibrate -------------------------------------------------------------------------------
+
+
+def write_recorded(path: Path, questions: int = 24, samples: int = 10, seed: int = 0) -> list[list[str]]:
+    """A synthetic recorded-samples file; returns each question's answers in recorded order.
+
+    Samples alternate between texts ("... the answer is 7.") and pre-extracted answers padded
+    with spaces, so both ways of reading an answer are exercised.
+    """
+    rng = random.Random(seed)
+    answers: list[list[str]] = []
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(questions):
+            agree = 0.95 if i % 4 else 0.6  # mostly consistent, a few split questions
+            drawn = [("7" if rng.random() < agree else str(rng.randint(1, 3))) for _ in range(samples)]
+            recorded: list[object] = [
+                f"Some work. So the answer is {a}." if j % 2 else {"answer": f" {a} ", "completion_tokens": 9}
+                for j, a in enumerate(drawn)
+            ]
+            fh.write(json.dumps({"id": f"q/{i}", "prompt": None, "gold": "7", "samples": recorded}) + "\n")
+            answers.append(drawn)
+    return answers
+
+
+def vote_map(answers: list[str]) -> dict[str, int]:
+    votes: dict[str, int] = {}
+    for a in answers:
+        votes[a] = votes.get(a, 0) + 1
+    return votes
+
+
+def calibrate_json(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, object]:
+    assert main(["calibrate", *argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "Use it: Client(endpoint, prior=ConsistencyPrior.load(" in out
+    data: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return data
+
+
+def check_against(data: dict[str, object], expected: ConsistencyPrior, questions: int, out: Path) -> None:
+    assert data["questions"] == questions
+    assert data["out"] == str(out)
+    assert data["mean_dominance"] == pytest.approx(float(expected.weights @ expected.d), abs=1e-12)
+    confidence = data["confidence"]
+    assert isinstance(confidence, dict)
+    assert list(confidence) == ["2-0", "3-0", "3-1", "4-1", "5-2"]
+    for key, row in confidence.items():
+        v1, v2 = (int(x) for x in key.split("-"))
+        assert row["fitted"] == pytest.approx(expected.confidence(v1, v2), abs=1e-12)
+        assert row["uniform"] == beta_confidence(v1, v2)
+    saved = ConsistencyPrior.load(out)
+    assert saved.counts == expected.counts
+    assert saved.confidence(3, 1) == pytest.approx(expected.confidence(3, 1), abs=1e-12)
+
+
+def test_calibrate_on_recorded_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    answers = write_recorded(tmp_path / "logs.jsonl")
+    out = tmp_path / "prior.json"
+    data = calibrate_json(capsys, str(tmp_path / "logs.jsonl"), "--out", str(out))
+    expected = ConsistencyPrior()
+    expected.fit(vote_map(a) for a in answers)
+    check_against(data, expected, len(answers), out)
+    # Consistent logs: two agreeing votes are worth more than under the uniform prior.
+    confidence = data["confidence"]
+    assert isinstance(confidence, dict)
+    assert confidence["2-0"]["fitted"] > confidence["2-0"]["uniform"]
+
+
+def test_calibrate_first_k_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    answers = write_recorded(tmp_path / "logs.jsonl", seed=1)
+    out = tmp_path / "early.json"
+    data = calibrate_json(capsys, str(tmp_path / "logs.jsonl"), "--first", "3", "--out", str(out))
+    expected = ConsistencyPrior()
+    expected.fit(vote_map(a[:3]) for a in answers)
+    check_against(data, expected, len(answers), out)
+    assert sum(expected.counts.values()) == len(answers)
+    assert max(v1 + v2 for v1, v2 in expected.counts) == 3
+
+
+def test_calibrate_on_vote_logs_skips_questions_with_one_vote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = [{"A": 5}, {"A": 3, "B": 1, "C": 1}, {"x": 1}, {"7": 4, "8": 4}, {}, {"A": 6, "B": 0}]
+    path = tmp_path / "votes.jsonl"
+    path.write_text("\n".join(json.dumps({"votes": v}) for v in logs) + "\n\n", encoding="utf-8")
+    out = tmp_path / "votes-prior.json"
+    data = calibrate_json(capsys, str(path), "--out", str(out))
+    expected = ConsistencyPrior()
+    expected.fit(logs)
+    check_against(data, expected, 4, out)
+
+
+def test_calibrate_lines_are_split_at_newlines_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A raw U+2028 inside a JSON string (ensure_ascii=False) does not end a line; nor does \r\n split twice.
+    logs = [{"a\u2028b": 3, "c\x0cd": 1}, {"x": 2}]
+    path = tmp_path / "votes.jsonl"
+    path.write_text("\r\n".join(json.dumps({"votes": v}, ensure_ascii=False) for v in logs), encoding="utf-8")
+    out = tmp_path / "p.json"
+    data = calibrate_json(capsys, str(path), "--out", str(out))
+    expected = ConsistencyPrior()
+    expected.fit(logs)
+    check_against(data, expected, 2, out)
+
+
+def test_calibrate_on_a_mixed_file_with_the_default_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = write_recorded(tmp_path / "logs.jsonl", questions=6, seed=2)
+    with (tmp_path / "logs.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"votes": {"a": 2, "b": 2}}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["calibrate", "logs.jsonl"]) == 0
+    out = capsys.readouterr().out
+    assert "ConsistencyPrior.load('adaptive-prior.json')" in out and "{" not in out.splitlines()[-1]
+    expected = ConsistencyPrior()
+    expected.fit([*(vote_map(a) for a in answers), {"a": 2, "b": 2}])
+    assert ConsistencyPrior.load(tmp_path / "adaptive-prior.json").counts == expected.counts
+
+
+def test_calibrate_reads_text_samples_with_the_chosen_extractor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "boxed.jsonl"
+    rows = [
+        {"id": "a", "samples": [r"so \boxed{4}", r"\boxed{4.0}", "The answer is 5.", r"\boxed{ 5 }"]},
+        {"id": "b", "samples": [r"\boxed{1}", r"\boxed{2}"]},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "p.json"
+    data = calibrate_json(capsys, str(path), "--extract", "boxed", "--out", str(out))
+    expected = ConsistencyPrior()
+    expected.fit([(2, 1), (1, 1)])  # "4" == "4.0" after normalising; "The answer is 5." has no box
+    check_against(data, expected, 2, out)
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"votes": {"a": 3}}', '{"answer": "7"}'], "bad.jsonl:2: each line must be a recorded question"),
+        (['{"votes": {"a": 3}}', "", "[1, 2]"], "bad.jsonl:3: each line must be"),
+        (["{not json"], "bad.jsonl:1: not valid JSON"),
+        (['{"votes": {"a": -1}}'], "bad.jsonl:1: the count of answer 'a' must be a whole number"),
+        (['{"votes": {"a": 2.5}}'], "bad.jsonl:1: the count of answer 'a'"),
+        (['{"votes": [3, 1]}'], "bad.jsonl:1: 'votes' must be an object"),
+        (['{"samples": ["x"]}'], "bad.jsonl:1: each line needs an 'id' and a 'samples' list"),
+        (['{"id": "q", "samples": "x"}'], "bad.jsonl:1: each line needs an 'id'"),
+        (['{"id": "q", "samples": [7]}'], "bad.jsonl:1 sample 0: a sample must be a string or an object"),
+        (['{"id": "q", "samples": [{"score": 1}]}'], "needs 'text' or 'answer'"),
+        (['{"id": "q", "samples": [{"text": "x", "completion_tokens": "many"}]}'], "malformed field"),
+        (['{"votes": {"a": 1}}', '{"id": "q", "samples": ["no answer here"]}'], "nothing to fit"),
+        ([], "nothing to fit"),
+    ],
+)
+def test_calibrate_bad_logs_exit_2(
+    lines: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    assert main(["calibrate", str(path), "--out", str(tmp_path / "p.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("adaptive: error: ") and message in err
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_calibrate_missing_file_bad_extractor_and_bad_output_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["calibrate", str(tmp_path / "nope.jsonl")]) == 2
+    assert "nope.jsonl: no such file" in capsys.readouterr().err
+    write_recorded(tmp_path / "logs.jsonl", questions=3)
+    assert main(["calibrate", str(tmp_path / "logs.jsonl"), "--extract", "no-such-extractor"]) == 2
+    assert "--extract: unknown extractor 'no-such-extractor'" in capsys.readouterr().err
+    out = tmp_path / "missing-folder" / "p.json"
+    assert main(["calibrate", str(tmp_path / "logs.jsonl"), "--out", str(out)]) == 2
+    assert "cannot save the prior" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["calibrate"], ["calibrate", "x.jsonl", "--first", "0"]])
+def test_calibrate_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_help_lists_calibrate(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "calibrate" in capsys.readouterr().out

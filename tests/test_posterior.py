@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -181,3 +185,165 @@ def test_repr_summarizes() -> None:
     prior = ConsistencyPrior()
     prior.fit([(4, 0)] * 3)
     assert repr(prior).startswith("ConsistencyPrior(questions=3, mean_dominance=")
+
+
+# -- saving and loading ----------------------------------------------------------------------
+
+
+def _saved(prior: ConsistencyPrior) -> dict[str, Any]:
+    """`to_dict` through an actual JSON text, as `save` and `load` see it."""
+    data: dict[str, Any] = json.loads(json.dumps(prior.to_dict()))
+    return data
+
+
+def test_to_dict_holds_the_format_grid_weights_and_counts() -> None:
+    prior = ConsistencyPrior(grid=16, pseudo_count=3.0)
+    prior.fit([(6, 0), (6, 0), (4, 2)])
+    data = _saved(prior)
+    assert data["format"] == "adaptive.consistency_prior" and data["version"] == 1
+    assert data["grid"] == 16 and data["pseudo_count"] == 3.0
+    assert data["weights"] == prior.weights.tolist()
+    assert data["counts"] == [[6, 0, 2], [4, 2, 1]]  # in logging order
+
+
+@pytest.mark.parametrize(("grid", "pseudo"), [(96, 8.0), (8, 0.5), (33, 20.0)])
+def test_round_trip_is_exact(grid: int, pseudo: float) -> None:
+    prior = ConsistencyPrior(grid=grid, pseudo_count=pseudo)
+    prior.fit([(10, 0)] * 40 + [(6, 4)] * 7 + [(3, 1)] * 5)
+    loaded = ConsistencyPrior.from_dict(_saved(prior))
+    assert len(loaded.d) == grid and loaded.pseudo_count == pseudo
+    np.testing.assert_array_equal(loaded.weights, prior.weights)
+    assert loaded.counts == prior.counts
+    for v1 in range(12):
+        for v2 in range(v1 + 1):
+            assert loaded.confidence(v1, v2) == prior.confidence(v1, v2)
+            assert loaded.expected_gain(v1, v2, 3) == prior.expected_gain(v1, v2, 3)
+
+
+def test_save_and_load_round_trip_through_a_file(tmp_path: Path) -> None:
+    prior = _fitted()
+    path = tmp_path / "prior.json"
+    prior.save(path)
+    assert json.loads(path.read_text(encoding="utf-8")) == _saved(prior)
+    loaded = ConsistencyPrior.load(str(path))
+    assert [loaded.confidence(*v) for v in [(2, 0), (3, 1), (5, 2)]] == [
+        prior.confidence(*v) for v in [(2, 0), (3, 1), (5, 2)]
+    ]
+    assert repr(loaded) == repr(prior)
+
+
+def test_a_loaded_prior_keeps_learning_from_where_it_was(tmp_path: Path) -> None:
+    first, more = [(9, 0)] * 20 + [(5, 4)] * 6, [(4, 4)] * 30 + [(7, 1)] * 10
+    kept = ConsistencyPrior()
+    kept.fit(first)
+    kept.save(tmp_path / "prior.json")
+    loaded = ConsistencyPrior.load(tmp_path / "prior.json")
+    kept.fit(more)
+    loaded.fit(more)
+    # The same weights and logs to start from: the same fit, to the last bit.
+    assert loaded.counts == kept.counts and sum(loaded.counts.values()) == len(first) + len(more)
+    np.testing.assert_array_equal(loaded.weights, kept.weights)
+    fresh = ConsistencyPrior()
+    fresh.fit(more)
+    assert loaded.confidence(2, 0) != pytest.approx(fresh.confidence(2, 0), abs=1e-3)
+
+
+def test_weights_that_do_not_sum_to_one_are_normalised() -> None:
+    prior = _fitted()
+    data = _saved(prior)
+    data["weights"] = [3 * w for w in data["weights"]]
+    loaded = ConsistencyPrior.from_dict(data)
+    assert float(loaded.weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(loaded.weights, prior.weights, rtol=1e-12)
+    assert loaded.confidence(3, 1) == pytest.approx(prior.confidence(3, 1), abs=1e-12)
+
+
+def test_whole_numbers_written_as_floats_are_accepted() -> None:
+    data = _saved(_fitted())
+    data["grid"], data["version"] = float(data["grid"]), 1.0
+    data["counts"] = [[float(x) for x in row] for row in data["counts"]]
+    assert ConsistencyPrior.from_dict(data).counts == _fitted().counts
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    data = _saved(_fitted())
+    for key, value in changes.items():
+        if value is _DROP:
+            del data[key]
+        else:
+            data[key] = value
+    return data
+
+
+_DROP = object()
+_W = [1.0] * 16
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (["not", "a", "dict"], "JSON object"),
+        (_with(format=_DROP), "no 'format' field"),
+        (_with(format="something.else"), "format must be 'adaptive.consistency_prior'"),
+        (_with(version=_DROP), "no 'version' field"),
+        (_with(version=2), "version 2 is not supported"),
+        (_with(version="1"), "version '1' is not supported"),
+        (_with(grid=_DROP), "no 'grid' field"),
+        (_with(grid=4, weights=[1.0] * 4), "grid must be a whole number >= 8"),
+        (_with(grid=9.5), "grid must be a whole number >= 8"),
+        (_with(grid=True), "grid must be a whole number >= 8"),
+        (_with(pseudo_count=_DROP), "no 'pseudo_count' field"),
+        (_with(pseudo_count=0), "pseudo_count must be a finite number > 0"),
+        (_with(pseudo_count=-2.0), "pseudo_count must be a finite number > 0"),
+        (_with(pseudo_count=float("nan")), "pseudo_count must be a finite number > 0"),
+        (_with(pseudo_count="8"), "pseudo_count must be a finite number > 0"),
+        (_with(weights=_DROP), "no 'weights' field"),
+        (_with(weights={"0": 1.0}), "weights must be a list of grid=96 numbers"),
+        (_with(weights=[1.0] * 95), r"weights must be a list of grid=96 numbers.*95 items"),
+        (_with(grid=16, weights=[*_W[:3], -0.1, *_W[4:]]), r"weights\[3\] must be a finite number >= 0"),
+        (_with(grid=16, weights=[*_W[:5], float("inf"), *_W[6:]]), r"weights\[5\] must be a finite"),
+        (_with(grid=16, weights=[*_W[:2], "x", *_W[3:]]), r"weights\[2\] must be a finite number"),
+        (_with(grid=16, weights=[*_W[:2], None, *_W[3:]]), r"weights\[2\] must be a finite number"),
+        (_with(grid=16, weights=[0.0] * 16), "weights must have a positive, finite sum"),
+        (_with(grid=16, weights=[1e308] * 16), "weights must have a positive, finite sum"),
+        (_with(counts=_DROP), "no 'counts' field"),
+        (_with(counts={"a": 1}), r"counts must be a list of \[v1, v2, n\] rows"),
+        (_with(counts=[[3, 1, 2], [3, 1]]), r"counts\[1\] must be three whole numbers"),
+        (_with(counts=[[3, 1, 2, 4]]), r"counts\[0\] must be three whole numbers"),
+        (_with(counts=[[1, 3, 2]]), r"counts\[0\] must be three whole numbers.*v1 >= v2 >= 0"),
+        (_with(counts=[[3, -1, 2]]), r"counts\[0\] must be three whole numbers"),
+        (_with(counts=[[3, 1, 0]]), r"counts\[0\].*n >= 1"),
+        (_with(counts=[[3, 1.5, 2]]), r"counts\[0\] must be three whole numbers"),
+        (_with(counts=[[3, 1, "2"]]), r"counts\[0\] must be three whole numbers"),
+        (_with(counts=["3,1,2"]), r"counts\[0\] must be three whole numbers"),
+        (_with(counts=[[1, 0, 4]]), r"counts\[0\] has fewer than two votes"),
+    ],
+)
+def test_from_dict_rejects_bad_fields_by_name(data: Any, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        ConsistencyPrior.from_dict(data)
+
+
+def test_load_names_the_path_and_the_problem(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.json"
+    with pytest.raises(ConfigError, match=r"missing\.json: no such file"):
+        ConsistencyPrior.load(missing)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "adaptive.consistency_prior",', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"broken\.json: not valid JSON"):
+        ConsistencyPrior.load(broken)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"binary\.json: not UTF-8"):
+        ConsistencyPrior.load(binary)
+    with pytest.raises(ConfigError, match="cannot read the prior"):
+        ConsistencyPrior.load(tmp_path)  # a folder, not a file
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text(json.dumps(_with(pseudo_count=-1)), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"invalid\.json: pseudo_count must be"):
+        ConsistencyPrior.load(invalid)
+
+
+def test_save_to_a_missing_folder_raises_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot save the prior to .*nowhere"):
+        _fitted().save(tmp_path / "nowhere" / "prior.json")
