@@ -18,7 +18,6 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -43,7 +42,7 @@ from ._exceptions import AdaptiveError, ConfigError
 from ._posterior import ConsistencyPrior, beta_confidence, top_two
 from ._prices import Price
 from ._strategy import Sampling, Strategy
-from .endpoints.replay import recorded_question
+from .endpoints.replay import jsonl_rows, recorded_question
 
 __all__ = ["build_parser", "demo_strategies", "main", "read_vote_logs"]
 
@@ -422,24 +421,8 @@ def read_vote_logs(path: str, spec: AnswerSpec, first: int | None = None) -> lis
     Raises:
         ConfigError: The file cannot be read, or a line is neither kind (the message names it).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text; the log must be JSONL") from None
     out: list[dict[str, int]] = []
-    # split("\n"), not splitlines(): a JSON string may hold a raw U+2028, which is no line end.
-    for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
+    for where, row in jsonl_rows(path):
         if isinstance(row, dict) and "samples" in row:
             out.append(_recorded_votes(row, where, spec, first))
         elif isinstance(row, dict) and "votes" in row:

@@ -258,3 +258,8 @@ def test_a_malformed_sample_field_is_a_config_error_naming_the_line(tmp_path: Pa
     path = write(tmp_path, [{"id": "q", "samples": [{"text": "x", "completion_tokens": "many"}]}])
     with pytest.raises(ConfigError, match=r"samples.jsonl:1 sample 0: a malformed field"):
         load_recorded(path)
+
+
+def test_a_missing_recorded_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope.jsonl: no such file"):
+        load_recorded(tmp_path / "nope.jsonl")

@@ -15,7 +15,14 @@ from .anthropic import Anthropic
 from .function import FunctionEndpoint, FunctionResult
 from .openai_chat import OpenAIChat
 from .openai_completions import OpenAICompletions
-from .replay import RecordedQuestion, RecordedSample, ReplayEndpoint, load_recorded, recorded_question
+from .replay import (
+    RecordedQuestion,
+    RecordedSample,
+    ReplayEndpoint,
+    jsonl_rows,
+    load_recorded,
+    recorded_question,
+)
 
 __all__ = [
     "Anthropic",
@@ -34,6 +41,7 @@ __all__ = [
     "StreamEvents",
     "UsageMeter",
     "current_meter",
+    "jsonl_rows",
     "load_recorded",
     "merge_responses",
     "parse_usage",

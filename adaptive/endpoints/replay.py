@@ -20,7 +20,7 @@ import dataclasses
 import json
 import random
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,14 @@ from .._models import Completion, Request, Response, TokenLogprob, Usage
 from .._prices import Price
 from ._base import BaseEndpoint
 
-__all__ = ["RecordedQuestion", "RecordedSample", "ReplayEndpoint", "load_recorded", "recorded_question"]
+__all__ = [
+    "RecordedQuestion",
+    "RecordedSample",
+    "ReplayEndpoint",
+    "jsonl_rows",
+    "load_recorded",
+    "recorded_question",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,25 +103,41 @@ def recorded_question(row: Any, where: str) -> RecordedQuestion:
     return RecordedQuestion(str(row["id"]), row.get("prompt"), None if gold is None else str(gold), samples)
 
 
+def jsonl_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
+    """Each non-blank line of a JSONL file, parsed, with `path:line` to name it in errors.
+
+    Raises:
+        ConfigError: The file is missing or unreadable, is not UTF-8, or a line is not valid
+            JSON (the message names the line).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; the file must be JSONL") from None
+    # split("\n"), not splitlines(): a JSON string may hold a raw U+2028, which is no line end.
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
+        yield where, row
+
+
 def load_recorded(path: str | Path) -> list[RecordedQuestion]:
     """Read a recorded-samples JSONL file.
 
     Raises:
-        ConfigError: A line is not valid JSON, lacks `id` / `samples`, or has a malformed
-            sample (the message names the line).
+        ConfigError: The file cannot be read, or a line is not valid JSON, lacks `id` /
+            `samples`, or has a malformed sample (the message names the line).
     """
-    out: list[RecordedQuestion] = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
-            out.append(recorded_question(row, where))
-    return out
+    return [recorded_question(row, where) for where, row in jsonl_rows(path)]
 
 
 class ReplayEndpoint(BaseEndpoint):
