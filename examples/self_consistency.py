@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import anyio
 
@@ -108,6 +110,13 @@ async def main(args: argparse.Namespace) -> None:
     prior = ConsistencyPrior()
     prior.fit(logs)
     print(f"fitted {prior}")
+    # Fit once, keep it: save it and load it in your service (`python -m adaptive calibrate
+    # LOGS.jsonl` does the same from a log file). A loaded prior keeps learning from there.
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "prior.json"
+        prior.save(path)
+        prior = ConsistencyPrior.load(path)
+    print(f"saved and loaded {prior}")
     uniform = ConsistencyPrior()
     print(
         f"confidence after 3 votes to 0: uniform {uniform.confidence(3, 0):.3f}, "

@@ -92,7 +92,9 @@ def test_quickstart(started: dict[str, subprocess.Popen[str]]) -> None:
 def test_self_consistency(started: dict[str, subprocess.Popen[str]]) -> None:
     out = run_example(started, "self_consistency.py")
     assert "ac_beta" in out and "esc_window" in out and "budget_exhausted" in out
-    assert re.search(r"fitted ConsistencyPrior\(questions=\d+", out)
+    fitted_repr = re.search(r"fitted (ConsistencyPrior\(questions=\d+.*\))", out)
+    assert fitted_repr is not None
+    assert f"saved and loaded {fitted_repr.group(1)}" in out  # the round trip keeps the prior
     uniform, fitted = map(float, re.findall(r"uniform ([0-9.]+), fitted ([0-9.]+)", out)[0])
     assert uniform != fitted
     rows = {
