@@ -37,12 +37,9 @@ from dataclasses import dataclass
 
 import anyio
 import numpy as np
-from _bound import (
-    count_paths,
-    fewest_samples,
-    hull_at,
-    vote_count_bound,
-)  # the script's folder is on sys.path
+
+# A sibling module: run as a script, the script's folder is on sys.path.
+from _bound import count_paths, fewest_samples, hull_at, vote_count_bound
 
 from adaptive import (
     AnswerSpec,
@@ -313,7 +310,8 @@ def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, ob
         "frontier_gap": gaps,
         # the hindsight bound: [mean_samples, accuracy, mean_tokens] per per-sample cost
         "bound": bound,
-        # bound accuracy minus each method's at its mean samples (and the bound at N/12)
+        # bound accuracy minus each method's at its mean samples, and the bound's accuracy at
+        # N/12 samples and at AC-Beta-0.95's samples / 1.5
         "bound_room": room,
         # fewest mean samples within 0.2 points of SC@N on each frontier and bound (None: never)
         "within_0.2pt": within,
