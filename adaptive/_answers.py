@@ -965,6 +965,16 @@ class AnswerSpec(ValidatedModel):
             return None
         return self.normalizer(raw) or None
 
+    def read(self, text: str, answer: str | None = None) -> str | None:
+        """The normalized answer of a sample, or None (it abstains).
+
+        A pre-extracted `answer` (e.g. a recorded one) is only normalized; without one, `text`
+        is parsed.
+        """
+        if answer is not None:
+            return self.normalizer(answer) or None
+        return self.parse(text)
+
     def __call__(self, text: str) -> str | None:
         """Parse `text` (same as `parse`)."""
         return self.parse(text)

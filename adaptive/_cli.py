@@ -391,8 +391,7 @@ def _recorded_votes(row: dict[str, Any], where: str, spec: AnswerSpec, first: in
     question = recorded_question(row, where)
     votes: Counter[str] = Counter()
     for s in question.samples[:first]:
-        # A pre-extracted answer is only normalized; a text is extracted, then normalized.
-        answer = (spec.normalizer(s.answer) or None) if s.answer is not None else spec.parse(s.text)
+        answer = spec.read(s.text, s.answer)
         if answer is not None:
             votes[answer] += 1
     return dict(votes)

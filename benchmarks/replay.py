@@ -82,10 +82,7 @@ def prepare(questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int) 
     out = []
     for q in questions:
         if q.id not in parsed:
-            parsed[q.id] = [
-                (spec.normalizer(s.answer) or None) if s.answer is not None else spec.parse(s.text)
-                for s in q.samples
-            ]
+            parsed[q.id] = [spec.read(s.text, s.answer) for s in q.samples]
         order = ep.order(q.id)
         gold = spec.normalizer(q.gold) if q.gold is not None else None
         out.append(Prepared([parsed[q.id][i] for i in order], [q.samples[i].tokens() for i in order], gold))

@@ -67,9 +67,7 @@ class VoteRun:
 
     def answer_of(self, c: Completion) -> str | None:
         """The normalized answer this run counts for `c` (pre-extracted ones normalized)."""
-        if c.answer is not None:  # pre-extracted (recorded samples): normalize only
-            return self.spec.normalizer(c.answer) or None
-        return self.spec.parse(c.text)
+        return self.spec.read(c.text, c.answer)
 
     def _weight(self, c: Completion) -> float:
         if self.weighting == "logprob":

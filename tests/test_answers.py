@@ -482,6 +482,15 @@ def test_answer_spec_parse() -> None:
     assert AnswerSpec(extractor=lambda t: "**").parse("x") is None  # empty after normalization
 
 
+def test_answer_spec_read_normalizes_a_pre_extracted_answer_and_parses_otherwise() -> None:
+    spec = AnswerSpec()
+    # A recorded answer is normalized, never re-extracted from (its text is ignored).
+    assert spec.read("The answer is 5.", answer="18.0") == "18"
+    assert spec.read("ignored", answer="**") is None  # empty after normalization: abstains
+    assert spec.read("The answer is 0.75.") == "0.75"
+    assert spec.read("no answer here") is None
+
+
 def test_answer_spec_coercion() -> None:
     assert AnswerSpec(extractor="boxed").extractor == Boxed()
     assert AnswerSpec(extractor={"name": "json", "field": "a"}).extractor == JSONField(field="a")
