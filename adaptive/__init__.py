@@ -38,17 +38,6 @@ from ._exceptions import (
     TransportError,
     UnknownPriceError,
 )
-from ._httpserver import (
-    Handler,
-    HTTPRequest,
-    HTTPResponse,
-    HTTPServer,
-    RunningServer,
-    SSEResponse,
-    run_in_thread,
-    serve,
-    serve_forever,
-)
 from ._ledger import Charge, Ledger, Reservation, prompt_token_bound
 from ._models import Completion, Message, Request, Response, TokenLogprob, Usage, ValidatedModel, as_messages
 from ._posterior import ConsistencyPrior, beta_confidence, top_two
@@ -96,6 +85,7 @@ from ._strategy import (
     register_strategy,
     strategy_from_config,
 )
+from ._tokens import candidate_bytes
 from ._voting import Tally, Vote, logprob_weight, majority_vote, weighted_vote
 from .endpoints import (
     Anthropic,
@@ -160,11 +150,7 @@ __all__ = [
     "FirstOf",
     "FunctionEndpoint",
     "FunctionExtractor",
-    "HTTPRequest",
-    "HTTPResponse",
-    "HTTPServer",
     "HTTPStatusError",
-    "Handler",
     "JSONField",
     "LastNumber",
     "Ledger",
@@ -190,8 +176,6 @@ __all__ = [
     "ResponseError",
     "Result",
     "RetryPolicy",
-    "RunningServer",
-    "SSEResponse",
     "SampleRecord",
     "Sampling",
     "ScoreThreshold",
@@ -223,6 +207,7 @@ __all__ = [
     "as_messages",
     "beta_confidence",
     "budget_exhausted",
+    "candidate_bytes",
     "confident",
     "current_meter",
     "deadline",
@@ -247,10 +232,7 @@ __all__ = [
     "register_extractor",
     "register_strategy",
     "retry_after",
-    "run_in_thread",
     "score_threshold",
-    "serve",
-    "serve_forever",
     "stop_rule_from_config",
     "strategy_from_config",
     "top_two",

@@ -1,4 +1,4 @@
-"""`python -m adaptive`: the command line (see `adaptive._cli`)."""
+"""`python -m adaptive`: the command line (see `adaptive.cli`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ __all__ = ["main"]
 
 def main() -> None:
     """Entry point of `python -m adaptive` and the `adaptive` script."""
-    from ._cli import main as run
+    from .cli import main as run
 
     raise SystemExit(run())
 

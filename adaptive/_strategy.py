@@ -276,7 +276,7 @@ def strategy_from_config(
     if factory is None:
         raise ConfigError(
             f"unknown strategy {name!r}; registered: {sorted(_STRATEGIES)} "
-            "(import strategies to register the built-in ones)"
+            "(import adaptive_strategies to register the built-in ones)"
         )
     return factory(**data)
 

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from adaptive._httpserver import HTTPRequest, HTTPResponse, HTTPServer, RunningServer, serve_forever
+from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, RunningServer, serve_forever
 
 _cache: dict[int, bytes] = {}
 

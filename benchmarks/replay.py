@@ -40,6 +40,7 @@ import numpy as np
 
 # A sibling module: run as a script, the script's folder is on sys.path.
 from _bound import count_paths, fewest_samples, hull_at, vote_count_bound
+from adaptive_strategies import AdaptiveConsistency
 
 from adaptive import (
     AnswerSpec,
@@ -55,7 +56,6 @@ from adaptive import (
     majority_vote,
 )
 from adaptive.endpoints.replay import RecordedQuestion
-from strategies import AdaptiveConsistency
 
 AC_SWEEP = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 ESC_SWEEP = (2, 3, 4, 5, 6, 8)

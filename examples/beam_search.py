@@ -23,11 +23,11 @@ that continues prefills, such as vLLM) or a completions endpoint (`OpenAIComplet
 from __future__ import annotations
 
 import anyio
+from adaptive_strategies.beam_search import DVTS, BeamSearch
+from adaptive_strategies.verifiers import ProcessRewardModel
 
 from adaptive import Budget, Client, Result, Sampling, Strategy
 from adaptive.sim import SimEndpoint, SimRewardEndpoint, demo_problems
-from strategies.beam_search import DVTS, BeamSearch
-from strategies.verifiers import ProcessRewardModel
 
 BUDGET = Budget(usd=0.02)  # per call: expansions and PRM calls together
 PROBLEMS = demo_problems(5)

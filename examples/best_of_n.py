@@ -23,11 +23,11 @@ from __future__ import annotations
 import re
 
 import anyio
+from adaptive_strategies.best_of_n import BestOfN
+from adaptive_strategies.verifiers import FunctionVerifier, LLMJudge, RewardModel
 
 from adaptive import Budget, Client, FunctionEndpoint, Price, Request, StopRule, Strategy, score_threshold
 from adaptive.sim import SimEndpoint, SimRewardEndpoint, SimVerifier, demo_problems
-from strategies.best_of_n import BestOfN
-from strategies.verifiers import FunctionVerifier, LLMJudge, RewardModel
 
 BUDGET = Budget(usd=0.02)  # per call, verifier calls included
 PROBLEMS = demo_problems(6)

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections import Counter
 
 import anyio
+from adaptive_strategies import SelfConsistency
 
 from adaptive import (
     AnswerSpec,
@@ -45,7 +46,6 @@ from adaptive import (
     Task,
 )
 from adaptive.sim import SimEndpoint, SimModel, demo_problems
-from strategies import SelfConsistency
 
 
 class AgreeOrEscalate:

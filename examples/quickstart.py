@@ -21,10 +21,10 @@ from __future__ import annotations
 import argparse
 
 import anyio
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
 from adaptive import Budget, Client, Endpoint, OpenAIChat, Price, Result, Sampling, Strategy
 from adaptive.sim import SimEndpoint, demo_problems
-from strategies import AdaptiveConsistency, SelfConsistency
 
 
 def make_endpoint(args: argparse.Namespace) -> Endpoint:

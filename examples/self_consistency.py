@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import anyio
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
 from adaptive import (
     Budget,
@@ -41,7 +42,6 @@ from adaptive import (
     esc_window,
 )
 from adaptive.sim import Problem, SimEndpoint, demo_problems
-from strategies import AdaptiveConsistency, SelfConsistency
 
 BUDGET = Budget(usd=0.01)  # per call
 MAX_TOKENS = 512

@@ -15,10 +15,10 @@ length of the script, with a simulated decoding speed. The same server runs stan
 from __future__ import annotations
 
 import anyio
+from adaptive_strategies import AdaptiveConsistency
 
 from adaptive import Budget, Client, ControllerConfig, OpenAIChat, Request
 from adaptive.sim import SimModel, demo_problems, serve_sim
-from strategies import AdaptiveConsistency
 
 
 async def main() -> None:

@@ -8,6 +8,9 @@ from typing import Any
 
 import anyio
 import pytest
+from adaptive_strategies.beam_search import DVTS, BeamSearch
+from adaptive_strategies.best_of_n import BestOfN
+from adaptive_strategies.verifiers import ProcessRewardModel, RewardModel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,9 +31,6 @@ from adaptive import (
 )
 from adaptive._prices import usd_to_pico
 from adaptive.sim import SimEndpoint, SimRewardEndpoint, demo_problems
-from strategies.beam_search import DVTS, BeamSearch
-from strategies.best_of_n import BestOfN
-from strategies.verifiers import ProcessRewardModel, RewardModel
 
 GEN_PRICE = Price(input=1.0, output=4.0)
 PRM_PRICE = Price(input=0.5, output=0.5)

@@ -5,6 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from adaptive_strategies.best_of_n import BestOfN
+from adaptive_strategies.verifiers import (
+    ExactChecker,
+    FunctionVerifier,
+    LLMJudge,
+    ProcessRewardModel,
+    RewardModel,
+)
 
 from adaptive import (
     Budget,
@@ -20,8 +28,6 @@ from adaptive import (
     strategy_from_config,
 )
 from adaptive.sim import SimEndpoint, SimRewardEndpoint, demo_problems
-from strategies.best_of_n import BestOfN
-from strategies.verifiers import ExactChecker, FunctionVerifier, LLMJudge, ProcessRewardModel, RewardModel
 
 GEN_PRICE = Price(input=1.0, output=4.0)
 RM_PRICE = Price(input=0.5, output=0.5)

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 
 import anyio
+from adaptive_strategies import AdaptiveConsistency
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +41,6 @@ from adaptive import (
     low_marginal_gain,
     prompt_token_bound,
 )
-from strategies import AdaptiveConsistency
 
 PROMPT = "What is six times seven?"
 BOUND = prompt_token_bound(Request(messages=(Message(role="user", content=PROMPT),)))

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from adaptive import ConsistencyPrior, Price, __version__, beta_confidence
-from adaptive._cli import build_parser, demo_config, main
-from adaptive._demo import DEFAULT_BUDGET_USD, DEFAULT_CONCURRENCY, DEFAULT_QUESTIONS, STRATEGY_NAMES
-from adaptive._httpserver import HTTPRequest, HTTPResponse, HTTPServer, run_in_thread
+from adaptive.cli._demo import DEFAULT_BUDGET_USD, DEFAULT_CONCURRENCY, DEFAULT_QUESTIONS, STRATEGY_NAMES
+from adaptive.cli._main import build_parser, demo_config, main
 from adaptive.sim import SimServer
+from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, run_in_thread
 
 
 def parse_demo(*argv: str) -> object:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
 from adaptive import (
     AdaptiveError,
@@ -31,7 +32,6 @@ from adaptive import (
     Usage,
     ac_beta,
 )
-from strategies import AdaptiveConsistency, SelfConsistency
 
 PRICE = Price(input=1.0, output=2.0)
 SECRET = "sk-secret-DO-NOT-LEAK-0123456789abcdef"

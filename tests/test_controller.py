@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
 from adaptive import (
     Budget,
@@ -32,7 +33,6 @@ from adaptive import (
     max_samples,
     vote_margin,
 )
-from strategies import AdaptiveConsistency, SelfConsistency
 
 PRICE = Price(input=1.0, output=2.0)
 SAFETY = 10  # seconds; only so that a broken cancellation fails instead of hanging

@@ -12,8 +12,7 @@ import pytest
 from rich.console import Console
 
 from adaptive import AdaptiveError, ConfigError
-from adaptive._cli import demo_strategies, main
-from adaptive._demo import (
+from adaptive.cli._demo import (
     DEFAULT_BUDGET_USD,
     STRATEGY_NAMES,
     CallRecord,
@@ -30,6 +29,7 @@ from adaptive._demo import (
     stopped_early,
     summarize,
 )
+from adaptive.cli._main import demo_strategies, main
 from adaptive.sim import demo_problems
 
 KEYS = {"accuracy", "mean_samples", "mean_tokens", "mean_usd", "p50_s", "p95_s", "max_usd", "stopped_early"}

@@ -6,22 +6,24 @@ import ast
 import importlib
 from pathlib import Path
 
+import adaptive_strategies
 import pytest
 
 import adaptive
 import adaptive.endpoints
-import strategies
 
 ROOT = Path(__file__).resolve().parents[1]
 # Entry points that may wire the built-in strategies in: the library never imports them, so
-# their names are not re-exported from `adaptive` (that would make adaptive import strategies).
-MAY_IMPORT_STRATEGIES = {"_cli.py", "_demo.py", "__main__.py"}
+# their names are not re-exported from `adaptive` (that would make adaptive import adaptive_strategies).
+MAY_IMPORT_STRATEGIES = {"_main.py", "_demo.py", "__main__.py"}
 ALL_PRIVATE = sorted(
     p for p in (ROOT / "adaptive").glob("_*.py") if p.name not in ("__init__.py", "__main__.py")
 )
 PRIVATE = [p for p in ALL_PRIVATE if p.name not in MAY_IMPORT_STRATEGIES]
 ENDPOINTS = sorted(p for p in (ROOT / "adaptive" / "endpoints").glob("*.py") if p.name != "__init__.py")
-STRATEGIES = sorted(p for p in (ROOT / "strategies").glob("*.py") if p.name != "__init__.py")
+STRATEGIES = sorted(
+    p for p in (ROOT / "strategies" / "adaptive_strategies").glob("*.py") if p.name != "__init__.py"
+)
 
 
 def module_all(module_name: str) -> list[str]:
@@ -65,7 +67,9 @@ def test_endpoint_module_names_are_exported_from_adaptive_endpoints(path: Path) 
     assert not missing, f"adaptive/endpoints/{path.name} exports {missing} but endpoints/__init__.py does not"
 
 
-@pytest.mark.parametrize("package", [adaptive, adaptive.endpoints, strategies], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "package", [adaptive, adaptive.endpoints, adaptive_strategies], ids=lambda m: m.__name__
+)
 def test_all_has_no_duplicates_and_every_entry_resolves(package: object) -> None:
     names = list(package.__all__)  # type: ignore[attr-defined]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -76,8 +80,8 @@ def test_all_has_no_duplicates_and_every_entry_resolves(package: object) -> None
 
 @pytest.mark.parametrize("path", STRATEGIES, ids=lambda p: p.name)
 def test_strategy_module_names_are_exported_from_strategies(path: Path) -> None:
-    names = module_all(f"strategies.{path.stem}")
-    missing = sorted(set(names) - set(strategies.__all__))
+    names = module_all(f"adaptive_strategies.{path.stem}")
+    missing = sorted(set(names) - set(adaptive_strategies.__all__))
     assert not missing, f"strategies/{path.name} exports {missing} but strategies/__init__.py does not"
 
 
@@ -121,7 +125,7 @@ def test_adaptive_never_imports_strategies(path: Path) -> None:
     for module, _, level in imports(path):
         if level:
             continue
-        assert module != "strategies" and not module.startswith("strategies."), (
+        assert module != "adaptive_strategies" and not module.startswith("adaptive_strategies."), (
             f"{path.relative_to(ROOT)} imports {module}: adaptive must not depend on strategies"
         )
 

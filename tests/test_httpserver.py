@@ -9,7 +9,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
-from adaptive._httpserver import (
+from adaptive.sim._httpserver import (
     HTTPRequest,
     HTTPResponse,
     HTTPServer,

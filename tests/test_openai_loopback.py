@@ -20,8 +20,8 @@ from adaptive import (
     StreamError,
     UsageMeter,
 )
-from adaptive._httpserver import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 from adaptive.endpoints._base import set_meter
+from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 
 KEY = "sk-loopback-key"
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
 from adaptive import (
     Client,
@@ -24,7 +25,6 @@ from adaptive import (
     normalize_answer,
     prompt_token_bound,
 )
-from strategies import AdaptiveConsistency, SelfConsistency
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 

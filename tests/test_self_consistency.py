@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
 from adaptive import (
     Budget,
@@ -21,7 +22,6 @@ from adaptive import (
     logprob_weight,
     strategy_from_config,
 )
-from strategies import AdaptiveConsistency, SelfConsistency
 
 
 def endpoint(answer: Callable[[Request], str | Completion], *, supports_n: bool = False) -> FunctionEndpoint:

@@ -7,6 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
+from adaptive_strategies.beam_search import DVTS, BeamSearch
+from adaptive_strategies.best_of_n import BestOfN
+from adaptive_strategies.verifiers import ProcessRewardModel, RewardModel
 
 from adaptive import (
     Budget,
@@ -20,7 +24,6 @@ from adaptive import (
     Sampling,
     SingleSample,
 )
-from adaptive._httpserver import RunningServer
 from adaptive.sim import (
     STEP_DELIMITER,
     SimEndpoint,
@@ -33,10 +36,7 @@ from adaptive.sim import (
     simulate_response,
     split_steps,
 )
-from strategies import AdaptiveConsistency, SelfConsistency
-from strategies.beam_search import DVTS, BeamSearch
-from strategies.best_of_n import BestOfN
-from strategies.verifiers import ProcessRewardModel, RewardModel
+from adaptive.sim._httpserver import RunningServer
 
 PROBLEMS = demo_problems(6, seed=5)
 QUESTION = PROBLEMS[0].question

@@ -6,22 +6,7 @@ import math
 from typing import Any
 
 import pytest
-
-from adaptive import (
-    Budget,
-    Call,
-    Completion,
-    ConfigError,
-    FunctionEndpoint,
-    Ledger,
-    Price,
-    Request,
-    Response,
-    State,
-    TokenLogprob,
-    Usage,
-)
-from strategies.verifiers import (
+from adaptive_strategies.verifiers import (
     ExactChecker,
     FunctionVerifier,
     LLMJudge,
@@ -38,6 +23,21 @@ from strategies.verifiers import (
     scoring_worst_case,
     verifier_from_config,
     verifier_names,
+)
+
+from adaptive import (
+    Budget,
+    Call,
+    Completion,
+    ConfigError,
+    FunctionEndpoint,
+    Ledger,
+    Price,
+    Request,
+    Response,
+    State,
+    TokenLogprob,
+    Usage,
 )
 
 
@@ -384,10 +384,3 @@ def test_scoring_worst_case_and_affordable() -> None:
     assert affordable(state, 4 * 10**8, 1, 1) == 2  # dollars bind
     assert affordable(State(), 10**8, 10, 1) is None
     assert affordable(State(remaining_usd=0.0), 1, 0, 0) == 0
-
-
-def test_candidate_bytes_counts_the_prefix_in_utf8_and_four_per_token() -> None:
-    from strategies import candidate_bytes
-
-    assert candidate_bytes(10) == 40
-    assert candidate_bytes(10, "é step") == len("é step".encode()) + 40 == 47

@@ -43,6 +43,7 @@ from .._exceptions import (
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, TokenLogprob, Usage
 from .._prices import Price
+from .._tokens import estimate_tokens
 from ._base import BaseEndpoint, RetryPolicy, current_meter, retry_after
 
 __all__ = ["OpenAIEndpoint", "StreamEvent", "StreamEvents", "parse_usage"]
@@ -95,11 +96,6 @@ def parse_usage(raw: Any) -> Usage | None:
         reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
         cached_prompt_tokens=cached if isinstance(cached, int) else 0,
     )
-
-
-def _token_estimate(text: str, max_tokens: int) -> int:
-    # About 4 bytes per token for typical text; never more than the request allowed.
-    return min(-(-len(text.encode()) // 4), max_tokens)
 
 
 def _server_message(data: Any) -> str | None:
@@ -367,7 +363,9 @@ class OpenAIEndpoint(BaseEndpoint):
             usage = Usage(
                 prompt_tokens=prompt_token_bound(request),
                 completion_tokens=sum(
-                    len(c.logprobs) if c.logprobs else _token_estimate(c.text, request.max_tokens)
+                    len(c.logprobs)
+                    if c.logprobs
+                    else estimate_tokens(len(c.text.encode()), request.max_tokens)
                     for c in completions
                 ),
             )
@@ -525,11 +523,11 @@ class _Choice:
     def tokens(self, max_tokens: int) -> tuple[int, int]:
         """(completion tokens, of which reasoning) counted so far."""
         # A chunk is at least one token; bytes/4 covers servers that batch tokens per chunk.
-        reasoning = max(self.reasoning_chunks, min(-(-self.reasoning_bytes // 4), max_tokens))
+        reasoning = max(self.reasoning_chunks, estimate_tokens(self.reasoning_bytes, max_tokens))
         if self.logprobs is not None:
             text = len(self.logprobs)
         else:
-            text = max(self.chunks, min(-(-self.nbytes // 4), max_tokens))
+            text = max(self.chunks, estimate_tokens(self.nbytes, max_tokens))
         return text + reasoning, reasoning
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -18,6 +17,7 @@ from .._exceptions import ConfigError, EndpointError, ResponseError
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, Usage
 from .._prices import Price
+from .._tokens import estimate_tokens
 from ._base import BaseEndpoint, RetryPolicy
 
 __all__ = ["FunctionEndpoint", "FunctionResult"]
@@ -35,11 +35,6 @@ def _is_async(fn: Callable[..., Any]) -> bool:
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004 - async __call__ on a callable object
     return call is not None and inspect.iscoroutinefunction(call)
-
-
-def _estimate_tokens(text: str, max_tokens: int) -> int:
-    # About four bytes per token for typical BPE text; a server would stop at max_tokens.
-    return min(max_tokens, math.ceil(len(text.encode()) / 4))
 
 
 class FunctionEndpoint(BaseEndpoint):
@@ -161,7 +156,7 @@ class FunctionEndpoint(BaseEndpoint):
                 )
             reported = True
         else:
-            completion = sum(_estimate_tokens(c.text, request.max_tokens) for c in completions)
+            completion = sum(estimate_tokens(len(c.text.encode()), request.max_tokens) for c in completions)
             usage = Usage(prompt_tokens=prompt_token_bound(request), completion_tokens=completion)
             reported = False
         return Response(

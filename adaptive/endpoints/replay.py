@@ -28,6 +28,7 @@ from .._exceptions import ConfigError, ResponseError
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, TokenLogprob, Usage
 from .._prices import Price
+from .._tokens import estimate_tokens
 from ._base import BaseEndpoint
 
 __all__ = [
@@ -56,7 +57,7 @@ class RecordedSample:
             return self.completion_tokens
         if self.logprobs:
             return len(self.logprobs)
-        return max(1, -(-len(self.text.encode()) // 4))
+        return max(1, estimate_tokens(len(self.text.encode())))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -245,7 +246,7 @@ class ReplayEndpoint(BaseEndpoint):
                     answer=s.answer,
                 )
             )
-        prompt_tokens = -(-prompt_token_bound(request) // 4)
+        prompt_tokens = estimate_tokens(prompt_token_bound(request))
         return Response(
             completions=tuple(completions),
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=tokens),

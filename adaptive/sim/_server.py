@@ -50,7 +50,9 @@ from typing import Any, Literal
 import anyio
 
 from .._exceptions import ConfigError
-from .._httpserver import (
+from .._models import Completion, Message, Request, Response, TokenLogprob, Usage
+from ._endpoint import simulate_response, simulate_reward_response, simulated_timing
+from ._httpserver import (
     HTTPRequest,
     HTTPResponse,
     HTTPServer,
@@ -59,8 +61,6 @@ from .._httpserver import (
     serve,
     serve_forever,
 )
-from .._models import Completion, Message, Request, Response, TokenLogprob, Usage
-from ._endpoint import simulate_response, simulate_reward_response, simulated_timing
 from ._solver import SimModel, tokenize
 from ._verifier import SimVerifier
 

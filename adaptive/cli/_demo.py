@@ -35,16 +35,16 @@ import anyio.to_thread
 import numpy as np
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from ._answers import answers_equivalent
-from ._budget import Budget
-from ._client import Client
-from ._exceptions import AdaptiveError, ConfigError
-from ._prices import Price, usd_to_pico
-from ._result import Result
-from ._strategy import Strategy
-from .endpoints._base import Endpoint
-from .endpoints.openai_chat import OpenAIChat
-from .sim import Problem, SimEndpoint, SimRewardEndpoint, demo_problems
+from .._answers import answers_equivalent
+from .._budget import Budget
+from .._client import Client
+from .._exceptions import AdaptiveError, ConfigError
+from .._prices import Price, usd_to_pico
+from .._result import Result
+from .._strategy import Strategy
+from ..endpoints._base import Endpoint
+from ..endpoints.openai_chat import OpenAIChat
+from ..sim import Problem, SimEndpoint, SimRewardEndpoint, demo_problems
 
 if TYPE_CHECKING:
     from rich.console import Console

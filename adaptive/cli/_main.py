@@ -1,12 +1,12 @@
 """The command line: `python -m adaptive demo | serve-sim | calibrate | --version`.
 
 `demo` runs five strategies on the same questions under the same per-call dollar budget and
-prints what each bought (see `adaptive._demo`); `serve-sim` serves the simulated reasoner and
+prints what each bought (see `adaptive.cli._demo`); `serve-sim` serves the simulated reasoner and
 verifier as an OpenAI-compatible HTTP server (see `adaptive.sim.SimServer`); `calibrate` fits
 the controller's `ConsistencyPrior` on a log of votes or recorded samples and saves it, for
 `Client(endpoint, prior=ConsistencyPrior.load(path))`.
 
-This is the one module of `adaptive` that imports the `strategies` package (for the demo's
+This is the one module of `adaptive` that imports the `adaptive_strategies` package (for the demo's
 built-in strategies).
 """
 
@@ -16,14 +16,16 @@ import argparse
 import json
 import math
 import sys
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 
-from . import __version__
-from ._answers import AnswerSpec, extractor_from_config
+from .. import __version__
+from .._exceptions import AdaptiveError, ConfigError
+from .._prices import Price
+from .._strategy import Sampling, Strategy
+from ._calibrate import DEFAULT_EXTRACTOR, DEFAULT_PRIOR, calibrate
 from ._demo import (
     DEFAULT_BUDGET_USD,
     DEFAULT_CONCURRENCY,
@@ -38,19 +40,11 @@ from ._demo import (
     save_plot,
     worker_main,
 )
-from ._exceptions import AdaptiveError, ConfigError
-from ._posterior import ConsistencyPrior, beta_confidence, top_two
-from ._prices import Price
-from ._strategy import Sampling, Strategy
-from .endpoints.replay import jsonl_rows, recorded_question
 
-__all__ = ["build_parser", "demo_strategies", "main", "read_vote_logs"]
+__all__ = ["build_parser", "demo_strategies", "main"]
 
 DEFAULT_PLOT = "adaptive-demo.png"
-DEFAULT_PRIOR = "adaptive-prior.json"
-DEFAULT_EXTRACTOR = "answer_is"
 # Vote counts (leader, runner-up) at which `calibrate` compares fitted and uniform confidence.
-CALIBRATE_TABLE = ((2, 0), (3, 0), (3, 1), (4, 1), (5, 2))
 WORKER_COMMAND = "_demo-worker"
 SC_SAMPLES = 16
 BEST_OF = 16
@@ -68,11 +62,11 @@ def demo_strategies(setup: DemoSetup) -> Mapping[str, Strategy]:
     2 best of 4 partial solutions per step by process-reward score. Under the budget the last
     four may do less than that.
     """
-    import strategies as _  # noqa: F401 - registers the built-in strategies by name
-    from strategies import AdaptiveConsistency, SelfConsistency
-    from strategies.beam_search import BeamSearch
-    from strategies.best_of_n import BestOfN
-    from strategies.verifiers import LLMJudge, ProcessRewardModel, RewardModel, Verifier
+    import adaptive_strategies as _  # noqa: F401 - registers the built-in strategies by name
+    from adaptive_strategies import AdaptiveConsistency, SelfConsistency
+    from adaptive_strategies.beam_search import BeamSearch
+    from adaptive_strategies.best_of_n import BestOfN
+    from adaptive_strategies.verifiers import LLMJudge, ProcessRewardModel, RewardModel, Verifier
 
     if setup.simulated:
         solve, step = Sampling(max_tokens=384, temperature=0.7), Sampling(max_tokens=64, temperature=0.7)
@@ -359,7 +353,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _serve_sim(args: argparse.Namespace) -> int:
-    from .sim import SimServer, run_sim_server
+    from ..sim import SimServer, run_sim_server
 
     def ready(server: Any, sim: SimServer) -> None:
         model, verifier = sim.model, sim.verifier
@@ -383,113 +377,6 @@ def _serve_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- calibrate -----------------------------------------------------------------------------
-
-
-def _recorded_votes(row: dict[str, Any], where: str, spec: AnswerSpec, first: int | None) -> dict[str, int]:
-    """The votes of a recorded question's (first `first`) samples, read like the replay benchmark."""
-    question = recorded_question(row, where)
-    votes: Counter[str] = Counter()
-    for s in question.samples[:first]:
-        answer = spec.read(s.text, s.answer)
-        if answer is not None:
-            votes[answer] += 1
-    return dict(votes)
-
-
-def _logged_votes(raw: Any, where: str) -> dict[str, int]:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: 'votes' must be an object mapping each answer to its count")
-    for answer, count in raw.items():
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ConfigError(
-                f"{where}: the count of answer {answer!r} must be a whole number >= 0 (got {count!r})"
-            )
-    return dict(raw)
-
-
-def read_vote_logs(path: str, spec: AnswerSpec, first: int | None = None) -> list[dict[str, int]]:
-    """Per-question vote maps from a JSONL log of recorded questions and/or vote logs.
-
-    Args:
-        path: The JSONL file; each non-blank line is a recorded question (the replay format,
-            see `adaptive.endpoints.replay`) or `{"votes": {answer: count, ...}}`.
-        spec: How a recorded sample's answer is read (pre-extracted answers are normalized).
-        first: Use only each recorded question's first `first` samples (None: all).
-
-    Raises:
-        ConfigError: The file cannot be read, or a line is neither kind (the message names it).
-    """
-    out: list[dict[str, int]] = []
-    for where, row in jsonl_rows(path):
-        if isinstance(row, dict) and "samples" in row:
-            out.append(_recorded_votes(row, where, spec, first))
-        elif isinstance(row, dict) and "votes" in row:
-            out.append(_logged_votes(row["votes"], where))
-        else:
-            raise ConfigError(
-                f'{where}: each line must be a recorded question ({{"id": ..., "samples": [...]}}) '
-                f'or a vote log ({{"votes": {{"answer": count}}}})'
-            )
-    return out
-
-
-def _calibrate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    try:
-        spec = AnswerSpec(extractor=extractor_from_config(args.extract))
-    except ConfigError as exc:
-        raise ConfigError(f"--extract: {exc}") from None
-    logs = read_vote_logs(args.logs, spec, args.first)
-    # Questions with fewer than two answered samples say nothing about consistency.
-    used = [votes for votes in logs if sum(top_two(votes)) >= 2]
-    if not used:
-        raise ConfigError(
-            f"{args.logs}: no question has two or more answered samples, so there is nothing to fit "
-            f"({len(logs)} lines read; check --extract {args.extract!r} matches how the samples state "
-            "their answer)"
-        )
-    prior = ConsistencyPrior()
-    prior.fit(used)
-    prior.save(args.out)
-    mean_dominance = float(prior.weights @ prior.d)
-    rows = {
-        f"{v1}-{v2}": {"fitted": prior.confidence(v1, v2), "uniform": beta_confidence(v1, v2)}
-        for v1, v2 in CALIBRATE_TABLE
-    }
-
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    skipped = len(logs) - len(used)
-    note = f" ({skipped} skipped: fewer than two answered samples)" if skipped else ""
-    console.print(
-        f"Fitted on {len(used)} questions from {args.logs}{note}; mean dominance {mean_dominance:.3f}.",
-        markup=False,
-    )
-    table = Table(title="P(the leader wins unlimited voting)", title_justify="left")
-    table.add_column("votes (leader-runner-up)")
-    table.add_column("fitted prior", justify="right")
-    table.add_column("uniform prior (AC's Beta rule)", justify="right")
-    for key, row in rows.items():
-        table.add_row(key, f"{row['fitted']:.3f}", f"{row['uniform']:.3f}")
-    console.print(table)
-    console.print(f"Saved to {args.out}.", markup=False, soft_wrap=True)
-    console.print(
-        f"Use it: Client(endpoint, prior=ConsistencyPrior.load({args.out!r}))", markup=False, soft_wrap=True
-    )
-    if args.json:
-        console.file.flush()
-        report = {
-            "questions": len(used),
-            "mean_dominance": mean_dominance,
-            "out": args.out,
-            "confidence": rows,
-        }
-        print(json.dumps(report), flush=True)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -504,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve-sim":
             return _serve_sim(args)
         if args.command == "calibrate":
-            return _calibrate(args)
+            return calibrate(args)
     except ConfigError as exc:
         print(f"adaptive: error: {exc}", file=sys.stderr)
         return 2

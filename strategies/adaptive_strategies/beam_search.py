@@ -68,6 +68,7 @@ from adaptive import (
     ValidatedModel,
     as_answer_spec,
     budget_exhausted,
+    candidate_bytes,
     extractor_from_config,
     register_strategy,
     weighted_vote,
@@ -82,7 +83,6 @@ from .verifiers import (
     affordable,
     aggregate_steps,
     call_worst_case,
-    candidate_bytes,
     scoring_worst_case,
     verifier_from_config,
 )

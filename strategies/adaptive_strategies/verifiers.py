@@ -69,7 +69,6 @@ __all__ = [
     "affordable",
     "aggregate_steps",
     "call_worst_case",
-    "candidate_bytes",
     "parse_rating",
     "parse_yes_no",
     "read_score",
@@ -764,19 +763,6 @@ def affordable(state: State, pico: int, tokens: int, samples: int) -> int | None
     if left_samples is not None and samples > 0:
         fits.append(max(0, left_samples) // samples)
     return min(fits) if fits else None
-
-
-# A placeholder candidate of max_tokens tokens is taken to be this many bytes per token when
-# estimating what scoring it will cost (about right for English text).
-_BYTES_PER_TOKEN = 4
-
-
-def candidate_bytes(max_tokens: int, prefix: str = "") -> int:
-    """The size, in UTF-8 bytes, assumed for a candidate of `prefix` plus up to `max_tokens` tokens.
-
-    What `scoring_worst_case` is given for a candidate not yet generated.
-    """
-    return len(prefix.encode()) + _BYTES_PER_TOKEN * max_tokens
 
 
 def scoring_worst_case(
