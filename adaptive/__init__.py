@@ -85,7 +85,7 @@ from ._strategy import (
     register_strategy,
     strategy_from_config,
 )
-from ._tokens import candidate_bytes
+from ._tokens import BYTES_PER_TOKEN, candidate_bytes, estimate_tokens
 from ._voting import Tally, Vote, logprob_weight, majority_vote, weighted_vote
 from .endpoints import (
     Anthropic,
@@ -113,6 +113,7 @@ from .endpoints import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BYTES_PER_TOKEN",
     "PICO",
     "ACBeta",
     "AdaptiveError",
@@ -214,6 +215,7 @@ __all__ = [
     "default_extractor",
     "dirichlet",
     "esc_window",
+    "estimate_tokens",
     "extractor_from_config",
     "extractor_names",
     "jsonl_rows",
