@@ -1,27 +1,6 @@
 """adaptive: adaptive test-time compute for any model, under per-call budgets that hold."""
 
-from ._answers import (
-    AfterMarker,
-    AnswerIs,
-    AnswerSpec,
-    Boxed,
-    Extractor,
-    ExtractorFn,
-    FirstOf,
-    FunctionExtractor,
-    JSONField,
-    LastNumber,
-    MultipleChoice,
-    Normalizer,
-    Regex,
-    answers_equivalent,
-    as_answer_spec,
-    default_extractor,
-    extractor_from_config,
-    extractor_names,
-    normalize_answer,
-    register_extractor,
-)
+from ._answer_spec import AnswerSpec, as_answer_spec
 from ._budget import Budget
 from ._client import Client, SyncClient
 from ._controller import Controller, ControllerConfig, uses_gain
@@ -38,8 +17,26 @@ from ._exceptions import (
     TransportError,
     UnknownPriceError,
 )
+from ._extractors import (
+    AfterMarker,
+    AnswerIs,
+    Boxed,
+    Extractor,
+    ExtractorFn,
+    FirstOf,
+    FunctionExtractor,
+    JSONField,
+    LastNumber,
+    MultipleChoice,
+    Regex,
+    default_extractor,
+    extractor_from_config,
+    extractor_names,
+    register_extractor,
+)
 from ._ledger import Charge, Ledger, Reservation, prompt_token_bound
 from ._models import Completion, Message, Request, Response, TokenLogprob, Usage, ValidatedModel, as_messages
+from ._normalize import Normalizer, answers_equivalent, normalize_answer
 from ._posterior import ConsistencyPrior, beta_confidence, top_two
 from ._prices import PICO, Price, PriceTier, lookup_price, pico_to_usd, usd_to_pico
 from ._result import ChargeRecord, Result, SampleRecord, TraceEvent

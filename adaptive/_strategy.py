@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
-from ._answers import AnswerSpec
+from ._answer_spec import AnswerSpec
 from ._exceptions import ConfigError
 from ._ledger import Charge
 from ._models import Message, Request, Response, ValidatedModel

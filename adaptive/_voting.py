@@ -1,7 +1,7 @@
 """Voting over answers: majority and weighted votes with deterministic tie-breaking.
 
 Input is one entry per sample, in sample order: an answer (a normalized string, see
-`adaptive._answers`) or None when the sample gave no answer, and optionally a weight (a
+`adaptive._normalize`) or None when the sample gave no answer, and optionally a weight (a
 verifier score, `logprob_weight(mean_logprob)`, ...). These functions do no extraction or
 normalization themselves: equal strings are the same answer, nothing else is.
 

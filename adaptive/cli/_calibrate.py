@@ -13,8 +13,9 @@ import sys
 from collections import Counter
 from typing import Any
 
-from .._answers import AnswerSpec, extractor_from_config
+from .._answer_spec import AnswerSpec
 from .._exceptions import ConfigError
+from .._extractors import extractor_from_config
 from .._posterior import ConsistencyPrior, beta_confidence, top_two
 from ..endpoints.replay import jsonl_rows, recorded_question
 

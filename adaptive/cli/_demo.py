@@ -35,10 +35,10 @@ import anyio.to_thread
 import numpy as np
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from .._answers import answers_equivalent
 from .._budget import Budget
 from .._client import Client
 from .._exceptions import AdaptiveError, ConfigError
+from .._normalize import answers_equivalent
 from .._prices import Price, usd_to_pico
 from .._result import Result
 from .._strategy import Strategy
