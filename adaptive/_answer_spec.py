@@ -1,4 +1,7 @@
-r"""Answer specs: how to read a sample's answer, an extractor then a normalizer."""
+r"""Answer specs: how to read a sample's answer, an extractor then a normalizer.
+
+`AnswerSpec().read(text)` returns the normalized answer, or None when the sample abstains.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ class AnswerSpec(ValidatedModel):
 
     Example:
         >>> spec = AnswerSpec(extractor="boxed")
-        >>> spec.parse(r"... so $\boxed{\dfrac{3}{4}}$") == spec.parse(r"\boxed{0.75}")
+        >>> spec.read(r"... so $\boxed{\dfrac{3}{4}}$") == spec.read(r"\boxed{0.75}")
         True
     """
 
@@ -44,30 +47,23 @@ class AnswerSpec(ValidatedModel):
             return Normalizer(**v)
         return v
 
-    def extract(self, text: str) -> str | None:
-        """Return the raw extracted answer before normalization, or None."""
-        return self.extractor(text)
+    def read(self, text: str, extracted: str | None = None) -> str | None:
+        """Return the normalized answer of a sample, or None (it abstains).
 
-    def parse(self, text: str) -> str | None:
-        """Return the normalized answer, or None if nothing was found or it normalizes to ""."""
-        raw = self.extractor(text)
+        Args:
+            text: The sample's text; the extractor reads it when `extracted` is None.
+            extracted: An answer already extracted upstream (an endpoint's
+                `Completion.answer`, a recorded sample's answer): it is only normalized, and
+                `text` is not looked at.
+
+        Returns:
+            The normalized answer; None when the extractor abstains or the answer normalizes
+            to "".
+        """
+        raw = self.extractor.extract(text) if extracted is None else extracted
         if raw is None:
             return None
-        return self.normalizer(raw) or None
-
-    def read(self, text: str, answer: str | None = None) -> str | None:
-        """The normalized answer of a sample, or None (it abstains).
-
-        A pre-extracted `answer` (e.g. a recorded one) is only normalized; without one, `text`
-        is parsed.
-        """
-        if answer is not None:
-            return self.normalizer(answer) or None
-        return self.parse(text)
-
-    def __call__(self, text: str) -> str | None:
-        """Parse `text` (same as `parse`)."""
-        return self.parse(text)
+        return self.normalizer.normalize(raw) or None
 
 
 def as_answer_spec(spec: AnswerSpec | Extractor | ExtractorFn | str | Mapping[str, Any] | None) -> AnswerSpec:

@@ -61,16 +61,16 @@ ExtractorFn = Callable[[str], str | None]
 
 
 class Extractor(ValidatedModel):
-    """Base class of extractors: a frozen, validated config that is called on a text.
+    """Base class of extractors: a frozen, validated config whose `extract` reads a text.
 
-    Subclasses implement `__call__(text) -> str | None`; None means "no answer found"
+    Subclasses implement `extract(text) -> str | None`; None means "no answer found"
     (an abstention, which never counts as a vote). Extractors never return an empty or
     whitespace-only string: they abstain instead.
     """
 
     kind: ClassVar[str] = ""
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Find the answer in `text`, or return None to abstain."""
         raise NotImplementedError
 
@@ -89,7 +89,7 @@ def register_extractor(name: str, *aliases: str) -> Callable[[type[_E]], type[_E
     Example:
         >>> @register_extractor("last_word")
         ... class LastWord(Extractor):
-        ...     def __call__(self, text: str) -> str | None:
+        ...     def extract(self, text: str) -> str | None:
         ...         words = text.split()
         ...         return words[-1] if words else None
 
@@ -130,7 +130,7 @@ def extractor_from_config(
         ConfigError: Unknown name, missing name, or options the extractor does not accept.
 
     Example:
-        >>> extractor_from_config("regex", {"pattern": r"Final: (\d+)"})("Final: 7")
+        >>> extractor_from_config("regex", {"pattern": r"Final: (\d+)"}).extract("Final: 7")
         '7'
     """
     if isinstance(config, Extractor):
@@ -204,11 +204,11 @@ class AnswerIs(Extractor):
         - Surrounding `**`/backticks and trailing punctuation are trimmed.
 
     Example:
-        >>> AnswerIs()("So the answer is: **18**. Done.")
+        >>> AnswerIs().extract("So the answer is: **18**. Done.")
         '18'
     """
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return the answer after the last "answer is", or None."""
         last = None
         for last in _ANSWER_IS.finditer(text):  # noqa: B007 - only the last match is used
@@ -238,11 +238,11 @@ class Boxed(Extractor):
           previous complete one; an empty box abstains.
 
     Example:
-        >>> Boxed()(r"so $x = \boxed{\dfrac{1}{2}}$.")
+        >>> Boxed().extract(r"so $x = \boxed{\dfrac{1}{2}}$.")
         '\\dfrac{1}{2}'
     """
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return the content of the last complete box, or None."""
         pairs: dict[int, int] | None = None
         for match in reversed(list(_BOX.finditer(text))):
@@ -266,13 +266,13 @@ class AfterMarker(Extractor):
     r"""The rest of the line after the last `marker` (GSM8K's `#### 18` by default).
 
     Example:
-        >>> AfterMarker()("5 + 13 = 18\n#### 18")
+        >>> AfterMarker().extract("5 + 13 = 18\n#### 18")
         '18'
     """
 
     marker: str = Field(default="####", min_length=1)
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return the text after the last marker up to the end of its line, or None."""
         at = text.rfind(self.marker)
         if at < 0:
@@ -303,11 +303,11 @@ class LastNumber(Extractor):
           glued to a word is a hyphen (`5-3` -> `3`).
 
     Example:
-        >>> LastNumber()("She pays $1,250.50 in total, i.e. 25% more.")
+        >>> LastNumber().extract("She pays $1,250.50 in total, i.e. 25% more.")
         '25'
     """
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return the last number, or None if there is none."""
         last = None
         for last in _NUMBER.finditer(text):  # noqa: B007 - only the last match is used
@@ -360,7 +360,7 @@ class MultipleChoice(Extractor):
         choices: The valid letters, e.g. "ABCD"; letters outside it are never returned.
 
     Example:
-        >>> MultipleChoice(choices="ABCD")("Option (c) fits best, so the answer is (C).")
+        >>> MultipleChoice(choices="ABCD").extract("Option (c) fits best, so the answer is (C).")
         'C'
     """
 
@@ -374,7 +374,7 @@ class MultipleChoice(Extractor):
             raise ValueError("choices must be distinct ASCII letters such as 'ABCD'")
         return v
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return the chosen letter, or None."""
         lines = [ln for ln in text.splitlines() if ln.strip()]
         last_line = lines[-1] if lines else ""
@@ -441,7 +441,7 @@ class JSONField(Extractor):
             raise ValueError("field must be a key or a dotted path like 'result.answer' with no empty parts")
         return v
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return the field's value as a string, or None."""
         path = tuple(self.field.split("."))
         for obj in reversed(_json_objects(text)):
@@ -464,7 +464,7 @@ class Regex(Extractor):
         which: "last" (default) or "first" match.
 
     Example:
-        >>> Regex(r"Final:\s*(\w+)")("Final: no\nFinal: yes")
+        >>> Regex(r"Final:\s*(\w+)").extract("Final: no\nFinal: yes")
         'yes'
     """
 
@@ -495,7 +495,7 @@ class Regex(Extractor):
             raise ValueError(f"the pattern has no group named {self.group!r}")
         return self
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return the group's text from the chosen match, or None."""
         if self.which == "first":
             match = re.search(self.pattern, text)
@@ -516,7 +516,7 @@ class FunctionExtractor(Extractor):
     raises `ConfigError`; a blank string counts as an abstention.
 
     Example:
-        >>> FunctionExtractor(lambda t: t.split()[-1])("it is 42")
+        >>> FunctionExtractor(lambda t: t.split()[-1]).extract("it is 42")
         '42'
     """
 
@@ -527,7 +527,7 @@ class FunctionExtractor(Extractor):
             data["fn"] = fn
         super().__init__(**data)
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return what the function returns (blank -> None)."""
         value: object = self.fn(text)
         if value is not None and not isinstance(value, str):
@@ -549,7 +549,7 @@ class FirstOf(Extractor):
     Each item may be an `Extractor`, a registered name, a config dict or a function.
 
     Example:
-        >>> FirstOf("boxed", "answer_is")("The answer is 7.")
+        >>> FirstOf("boxed", "answer_is").extract("The answer is 7.")
         '7'
     """
 
@@ -569,10 +569,10 @@ class FirstOf(Extractor):
             raise ValueError("extractors must be a list of extractors, names, configs or functions")
         return tuple(extractor_from_config(item) for item in v)
 
-    def __call__(self, text: str) -> str | None:
+    def extract(self, text: str) -> str | None:
         """Return the first non-None answer, or None if every extractor abstains."""
         for extractor in self.extractors:
-            answer = extractor(text)
+            answer = extractor.extract(text)
             if answer is not None:
                 return answer
         return None

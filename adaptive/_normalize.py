@@ -227,7 +227,7 @@ def _canonical_number(text: str, units: bool) -> str | None:
 
 
 class Normalizer(ValidatedModel):
-    r"""Turns an extracted answer into a comparison key. Callable: `Normalizer()(" 1,000. ")`.
+    r"""Turns an extracted answer into a comparison key: `Normalizer().normalize(" 1,000. ")`.
 
     The steps run in this order, and the whole sequence repeats until the text stops
     changing (so normalizing twice gives the same key as normalizing once):
@@ -268,7 +268,7 @@ class Normalizer(ValidatedModel):
          (`1 1/2`) and numbers with more than 400 digits.
 
     Example:
-        >>> Normalizer()("**$1,000.00$**.")
+        >>> Normalizer().normalize("**$1,000.00$**.")
         '1000'
     """
 
@@ -290,7 +290,7 @@ class Normalizer(ValidatedModel):
             text = _canonical_number(text, self.units) or text
         return text
 
-    def __call__(self, answer: str) -> str:
+    def normalize(self, answer: str) -> str:
         """Return the canonical key of `answer` (possibly empty)."""
         # Each pass only peels layers or writes a canonical number, so this settles quickly;
         # the cap is a guard, not a limit that is reached in practice.
@@ -312,7 +312,7 @@ def normalize_answer(answer: str, normalizer: Normalizer | None = None) -> str:
         >>> normalize_answer(r"\dfrac{3}{4}") == normalize_answer("0.75")
         True
     """
-    return (normalizer or _DEFAULT_NORMALIZER)(answer)
+    return (normalizer or _DEFAULT_NORMALIZER).normalize(answer)
 
 
 def answers_equivalent(a: str | None, b: str | None, normalizer: Normalizer | None = None) -> bool:

@@ -285,7 +285,7 @@ class _SingleRun:
     def __init__(self, task: Task, sampling: Sampling, answer: AnswerSpec) -> None:
         self.task = task
         self.sampling = sampling
-        self.parse = answer.parse
+        self.parse = answer.read
         self.response: Response | None = None
         self.asked = False
 

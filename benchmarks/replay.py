@@ -84,7 +84,7 @@ def prepare(questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int) 
         if q.id not in parsed:
             parsed[q.id] = [spec.read(s.text, s.answer) for s in q.samples]
         order = ep.order(q.id)
-        gold = spec.normalizer(q.gold) if q.gold is not None else None
+        gold = spec.normalizer.normalize(q.gold) if q.gold is not None else None
         out.append(Prepared([parsed[q.id][i] for i in order], [q.samples[i].tokens() for i in order], gold))
     return out
 

@@ -85,7 +85,7 @@ class AgreeOrEscalateRun:
         self.strong_answer: tuple[str | None, str] | None = None
 
     def parse(self, text: str) -> str | None:
-        return self.cfg.answer.parse(text)
+        return self.cfg.answer.read(text)
 
     def agreed(self) -> str | None:
         """The first answer given twice, if any."""

@@ -329,7 +329,7 @@ class _TreeRun:
     # -- the protocol ----------------------------------------------------------------------
     def parse(self, text: str) -> str | None:
         """Return the normalized answer in a text, for the receipt."""
-        return self.cfg.answer.parse(text)
+        return self.cfg.answer.read(text)
 
     def plan(self, state: State) -> Plan | None:
         if self.phase == "expanded":
@@ -396,7 +396,7 @@ class _TreeRun:
             best = min(partial, key=self._rank)
             text = self._text(best.steps)
             details["best_score"] = best.score
-            return Final(answer=self.cfg.answer.parse(text), text=text, details=details)
+            return Final(answer=self.cfg.answer.read(text), text=text, details=details)
         # A solution that gives an answer beats a better-scored one that gives none.
         best = min([n for n in finals if n.answer is not None] or finals, key=self._rank)
         confidence: float | None = None
@@ -476,7 +476,7 @@ class _TreeRun:
             return  # nothing written at all: no candidate
         finished = not new
         for i, step in enumerate(new):
-            if self.cfg.finish_marker(step) is not None:
+            if self.cfg.finish_marker.extract(step) is not None:
                 new, finished = new[: i + 1], True  # anything after the answer is noise
                 break
         steps = (*parent.steps, *new)
@@ -492,7 +492,7 @@ class _TreeRun:
             score=parent.score,
         )
         if finished:
-            node.answer = self.cfg.answer.parse(self._text(steps))
+            node.answer = self.cfg.answer.read(self._text(steps))
         self.children[key] = node
 
     def _scoring_calls(self) -> list[Call]:

@@ -157,7 +157,7 @@ class _BestOfNRun:
     # -- the protocol ----------------------------------------------------------------------
     def parse(self, text: str) -> str | None:
         """Return the normalized answer in a candidate, for the receipt."""
-        return self.cfg.answer.parse(text)
+        return self.cfg.answer.read(text)
 
     def plan(self, state: State) -> Plan | None:
         if self.scoring:
@@ -257,7 +257,7 @@ class _BestOfNRun:
         return sorted(self.candidates, key=lambda c: c.key)
 
     def _add(self, comp: Completion, key: tuple[int, int, int]) -> None:
-        answer = comp.answer if comp.answer is not None else self.cfg.answer.parse(comp.text)
+        answer = comp.answer if comp.answer is not None else self.cfg.answer.read(comp.text)
         self.candidates.append(_Candidate(key=key, text=comp.text, answer=answer))
 
     def _scoring_calls(self, indices: list[int]) -> list[Call]:

@@ -435,7 +435,7 @@ class ExactChecker(_VerifierModel):
             except Exception:  # a crashing test is a failing test
                 return Verification(score=0.0)
         assert self.expected is not None
-        got = self.answer.parse(solution)
+        got = self.answer.read(solution)
         want = normalize_answer(self.expected, self.answer.normalizer)
         return Verification(score=1.0 if got is not None and got == want else 0.0)
 
