@@ -5,23 +5,27 @@ Importing this package registers every strategy by name (for `strategy_from_conf
 
 from .beam_search import DVTS, BeamSearch, default_finish_marker
 from .best_of_n import BestOfN
+from .replies import (
+    Aggregation,
+    ScoreValue,
+    aggregate_steps,
+    parse_rating,
+    parse_reward,
+    parse_step_scores,
+    parse_yes_no,
+    read_score,
+)
 from .self_consistency import AdaptiveConsistency, SelfConsistency, VoteRun
 from .verifiers import (
-    Aggregation,
     ExactChecker,
     FunctionVerifier,
     LLMJudge,
     ProcessRewardModel,
     RewardModel,
-    ScoreValue,
     Verification,
     Verifier,
     affordable,
-    aggregate_steps,
     call_worst_case,
-    parse_rating,
-    parse_yes_no,
-    read_score,
     scoring_worst_case,
     verifier_from_config,
     verifier_names,
@@ -48,6 +52,8 @@ __all__ = [
     "call_worst_case",
     "default_finish_marker",
     "parse_rating",
+    "parse_reward",
+    "parse_step_scores",
     "parse_yes_no",
     "read_score",
     "scoring_worst_case",

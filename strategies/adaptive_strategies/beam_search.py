@@ -75,13 +75,11 @@ from adaptive import (
 )
 
 from .best_of_n import weight_of
+from .replies import Aggregation, ScoreValue, aggregate_steps
 from .verifiers import (
-    Aggregation,
-    ScoreValue,
     Verification,
     Verifier,
     affordable,
-    aggregate_steps,
     call_worst_case,
     scoring_worst_case,
     verifier_from_config,

@@ -44,13 +44,12 @@ from adaptive import (
     weighted_vote,
 )
 
+from .replies import Aggregation, read_score
 from .verifiers import (
-    Aggregation,
     Verification,
     Verifier,
     affordable,
     call_worst_case,
-    read_score,
     scoring_worst_case,
     verifier_from_config,
 )

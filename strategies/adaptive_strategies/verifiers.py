@@ -28,11 +28,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import json
 import math
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, Protocol, TypeAlias, cast, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -56,60 +54,32 @@ from adaptive import (
     prompt_copies,
 )
 
+from .replies import (
+    Aggregation,
+    ScoreValue,
+    aggregate_steps,
+    clean_score,
+    finite,
+    parse_rating,
+    parse_reward,
+    parse_step_scores,
+    parse_yes_no,
+)
+
 __all__ = [
-    "Aggregation",
     "ExactChecker",
     "FunctionVerifier",
     "LLMJudge",
     "ProcessRewardModel",
     "RewardModel",
-    "ScoreValue",
     "Verification",
     "Verifier",
     "affordable",
-    "aggregate_steps",
     "call_worst_case",
-    "parse_rating",
-    "parse_yes_no",
-    "read_score",
     "scoring_worst_case",
     "verifier_from_config",
     "verifier_names",
 ]
-
-ScoreValue: TypeAlias = float | tuple[float, ...] | None
-"""What a verifier says about one candidate: a score, per-step scores, or None (unscored)."""
-
-Aggregation = Literal["last", "min", "product", "mean"]
-"""How per-step scores become one score."""
-
-
-def aggregate_steps(scores: Sequence[float], how: Aggregation = "last") -> float | None:
-    """One score from per-step scores: the last, the lowest, the product or the mean.
-
-    Returns None for an empty sequence.
-
-    Raises:
-        ConfigError: Unknown aggregation.
-    """
-    if not scores:
-        return None
-    if how == "last":
-        return float(scores[-1])
-    if how == "min":
-        return float(min(scores))
-    if how == "product":
-        return float(math.prod(scores))
-    if how == "mean":
-        return float(math.fsum(scores) / len(scores))
-    raise ConfigError(f"unknown aggregation {how!r}: use 'last', 'min', 'product' or 'mean'")
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -137,24 +107,12 @@ class Verification:
     def finish(self, responses: Sequence[Response | None]) -> ScoreValue:
         """Return the score: the local one, or `read` applied to the calls' responses."""
         if not self.calls:
-            return _clean(self.score)
+            return clean_score(self.score)
         assert self.read is not None
         try:
-            return _clean(self.read(responses))
+            return clean_score(self.read(responses))
         except Exception:  # a reader that chokes on a reply leaves the candidate unscored
             return None
-
-
-def _clean(value: Any) -> ScoreValue:
-    """Make a verifier result safe: finite floats only, otherwise None."""
-    if value is None:
-        return None
-    if isinstance(value, tuple | list):
-        items = [_finite(v) for v in value]
-        if not items or any(v is None for v in items):
-            return None
-        return tuple(v for v in items if v is not None)
-    return _finite(value)
 
 
 @runtime_checkable
@@ -178,13 +136,6 @@ class Verifier(Protocol):
     ) -> Verification:
         """How to score `solution` for `question`."""
         ...
-
-
-def read_score(value: ScoreValue, aggregation: Aggregation = "last") -> float | None:
-    """One float from a verifier result (per-step scores aggregated with `aggregation`)."""
-    if isinstance(value, tuple):
-        return aggregate_steps(value, aggregation)
-    return value
 
 
 def call_worst_case(
@@ -215,49 +166,6 @@ def _pair(question: str, solution: str) -> tuple[Message, ...]:
 def _fill(template: str, question: str, solution: str) -> str:
     # Plain replacement (not str.format): questions and solutions are full of braces.
     return template.replace("{question}", question).replace("{solution}", solution)
-
-
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
-
-
-def _number_in(text: str) -> float | None:
-    """Return the float when the whole text is one number (servers that answer with the score)."""
-    stripped = text.strip()
-    if re.fullmatch(_NUMBER + r"(?:[eE][-+]?\d+)?", stripped):
-        return _finite(float(stripped))
-    return None
-
-
-def _json_object(text: str) -> dict[str, Any] | None:
-    """Parse the text as a JSON object, or None."""
-    stripped = text.strip()
-    if not stripped.startswith("{"):
-        return None
-    try:
-        data = json.loads(stripped)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _response_score(response: Response) -> float | None:
-    """Read a reward score from a response.
-
-    From `Completion.score`, a `score` in `Response.extra`, or a completion text that is a
-    number or a JSON object with a "score".
-    """
-    if response.completions and response.completions[0].score is not None:
-        return _finite(response.completions[0].score)
-    extra = response.extra.get("score")
-    if extra is not None:
-        return _finite(extra)
-    if response.completions:
-        text = response.completions[0].text
-        data = _json_object(text)
-        if data is not None:
-            return _finite(data.get("score"))
-        return _number_in(text)
-    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,6 +211,27 @@ class _EndpointVerifier(_VerifierModel):
                 raise ConfigError(f"give {name} its endpoint positionally or by name, not both")
             data["endpoint"] = endpoint
         super().__init__(**data)
+
+    # Receipts name the verifier after its endpoint: "judge:gpt-4o-mini", "rm:...", "prm:...".
+    prefix: ClassVar[str] = ""
+
+    @property
+    def name(self) -> str:
+        """`prefix:endpoint name`, for receipts."""
+        return f"{self.prefix}:{self.endpoint.name}"
+
+    def _one_call(self, request: Request) -> Verification:
+        """Score with one call of `request` to the endpoint, read back by `_score`."""
+        call = Call(request=request, endpoint=self.endpoint, purpose="verify")
+        return Verification(calls=(call,), read=self._read)
+
+    def _read(self, responses: Sequence[Response | None]) -> ScoreValue:
+        response = responses[0]
+        return None if response is None else self._score(response)
+
+    def _score(self, response: Response) -> ScoreValue:
+        """The score in the endpoint's response (None: unscored)."""
+        raise NotImplementedError
 
 
 SyncScoreFn = Callable[[str, str], float | bool | None]
@@ -357,7 +286,7 @@ class FunctionVerifier(_VerifierModel):
                 raw = await fn(request.messages[0].content, request.messages[-1].content)
             except Exception:  # a crashing check leaves the candidate unscored, not the run failed
                 raw = None
-            value = _finite(float(raw)) if isinstance(raw, bool) else _finite(raw)
+            value = finite(float(raw)) if isinstance(raw, bool) else finite(raw)
             return Completion(text="" if value is None else repr(value), finish_reason="stop", score=value)
 
         endpoint = FunctionEndpoint(score, name=f"verifier:{self.name}", usage=lambda r, c: Usage())
@@ -371,12 +300,12 @@ class FunctionVerifier(_VerifierModel):
         if _is_async(self.fn):
             request = Request(messages=_pair(question, solution), max_tokens=1)
             call = Call(request=request, endpoint=self._endpoint, purpose="verify")
-            return Verification(calls=(call,), read=lambda rs: _response_score(rs[0]) if rs[0] else None)
+            return Verification(calls=(call,), read=lambda rs: parse_reward(rs[0]) if rs[0] else None)
         try:
             value = self.fn(question, solution)
         except Exception:  # a user check that crashed says nothing about the candidate
             return Verification(score=None)
-        return Verification(score=_finite(float(value)) if isinstance(value, bool) else _finite(value))
+        return Verification(score=finite(float(value)) if isinstance(value, bool) else finite(value))
 
 
 class ExactChecker(_VerifierModel):
@@ -454,64 +383,6 @@ _YES_NO_TEMPLATE = (
     "Is the proposed solution correct? Answer with a single word, Yes or No."
 )
 
-_LABELLED = re.compile(
-    r"(?:score|rating|grade)\s*(?:[:=]|is|of)?\s*\**\s*(" + _NUMBER + r")\s*\**\s*(?:/\s*(\d+))?",
-    re.IGNORECASE,
-)
-_OUT_OF = re.compile(r"(" + _NUMBER + r")\s*(?:/|out\s+of)\s*(\d+)", re.IGNORECASE)
-_YES = ("yes", "true", "correct")
-_NO = ("no", "false", "incorrect", "wrong")
-
-
-def parse_rating(text: str, scale: float = 10.0) -> float | None:
-    """Read a judge's rating from its reply, scaled to [0, 1], or None.
-
-    Tried in order: the last "Score: N" / "Rating: N" / "score of N" (also "N/10" after it);
-    the last "N/10" or "N out of 10" anywhere; the whole reply being a number. A rating given
-    out of another total ("7/9") is scaled by that total. A value outside [0, scale] is None.
-    """
-    for found in (_LABELLED.findall(text), _OUT_OF.findall(text)):
-        if found:
-            value, total = found[-1]
-            denom = float(total) if total and float(total) > 0 else scale
-            return _in_range(float(value), denom)
-    whole = _number_in(text.strip().strip("*").rstrip("."))
-    return None if whole is None else _in_range(whole, scale)
-
-
-def _in_range(value: float, scale: float) -> float | None:
-    if not math.isfinite(value) or value < 0 or value > scale:
-        return None
-    return value / scale
-
-
-def _word(token: str) -> str:
-    return token.strip().strip("*.,!:\"'").lower()
-
-
-def parse_yes_no(completion: Completion) -> float | None:
-    """Read P(yes) from a yes/no reply, or None.
-
-    From the first token's top log-probabilities when given (P(yes) / (P(yes) + P(no))), else
-    1.0 / 0.0 from the reply's first word.
-    """
-    if completion.logprobs:
-        first = completion.logprobs[0]
-        alternatives = first.top or ((first.token, first.logprob),)
-        yes = math.fsum(math.exp(lp) for tok, lp in alternatives if _word(tok) in _YES)
-        no = math.fsum(math.exp(lp) for tok, lp in alternatives if _word(tok) in _NO)
-        if yes + no > 0:
-            return yes / (yes + no)
-    words = completion.text.split()
-    if not words:
-        return None
-    first_word = _word(words[0])
-    if first_word in _YES:
-        return 1.0
-    if first_word in _NO:
-        return 0.0
-    return None
-
 
 class LLMJudge(_EndpointVerifier):
     """An LLM as judge, on any chat endpoint (it may be the generation model itself).
@@ -539,6 +410,7 @@ class LLMJudge(_EndpointVerifier):
     """
 
     kind: ClassVar[str] = "llm_judge"
+    prefix: ClassVar[str] = "judge"
     prompt_template: str | None = None
     score_parser: Literal["rating", "yes_no"] | Callable[[Completion], float | None] = "rating"
     scale: float = Field(default=10.0, gt=0, allow_inf_nan=False)
@@ -552,11 +424,6 @@ class LLMJudge(_EndpointVerifier):
         if v is not None and "{solution}" not in v:
             raise ValueError("prompt_template must contain {solution} (and usually {question})")
         return v
-
-    @property
-    def name(self) -> str:
-        """The judge's endpoint name."""
-        return f"judge:{self.endpoint.name}"
 
     def verification(
         self, question: str, solution: str, *, steps: Sequence[str] | None = None, seed: int | None = None
@@ -575,12 +442,10 @@ class LLMJudge(_EndpointVerifier):
             logprobs=yes_no,
             top_logprobs=5 if yes_no else None,
         )
-        call = Call(request=request, endpoint=self.endpoint, purpose="verify")
-        return Verification(calls=(call,), read=self._read)
+        return self._one_call(request)
 
-    def _read(self, responses: Sequence[Response | None]) -> ScoreValue:
-        response = responses[0]
-        if response is None or not response.completions:
+    def _score(self, response: Response) -> ScoreValue:
+        if not response.completions:
             return None
         completion = response.completions[0]
         if self.score_parser == "rating":
@@ -588,7 +453,7 @@ class LLMJudge(_EndpointVerifier):
         if self.score_parser == "yes_no":
             return parse_yes_no(completion)
         try:
-            return _finite(self.score_parser(completion))
+            return finite(self.score_parser(completion))
         except Exception:  # a user parser that crashed: unscored, like an unparseable reply
             return None
 
@@ -612,26 +477,17 @@ class RewardModel(_EndpointVerifier):
     """
 
     kind: ClassVar[str] = "reward_model"
+    prefix: ClassVar[str] = "rm"
     transform: Literal["none", "sigmoid"] = "none"
-
-    @property
-    def name(self) -> str:
-        """The reward endpoint's name."""
-        return f"rm:{self.endpoint.name}"
 
     def verification(
         self, question: str, solution: str, *, steps: Sequence[str] | None = None, seed: int | None = None
     ) -> Verification:
         """One reward-model call."""
-        request = Request(messages=_pair(question, solution), max_tokens=1)
-        call = Call(request=request, endpoint=self.endpoint, purpose="verify")
-        return Verification(calls=(call,), read=self._read)
+        return self._one_call(Request(messages=_pair(question, solution), max_tokens=1))
 
-    def _read(self, responses: Sequence[Response | None]) -> ScoreValue:
-        response = responses[0]
-        if response is None:
-            return None
-        score = _response_score(response)
+    def _score(self, response: Response) -> ScoreValue:
+        score = parse_reward(response)
         if score is None or self.transform == "none":
             return score
         return 1.0 / (1.0 + math.exp(-max(min(score, 500.0), -500.0)))
@@ -660,14 +516,10 @@ class ProcessRewardModel(_EndpointVerifier):
     """
 
     kind: ClassVar[str] = "prm"
+    prefix: ClassVar[str] = "prm"
     step_delimiter: str = Field(default="\n\n", min_length=1)
     aggregation: Aggregation = "last"
     send_steps: bool = False
-
-    @property
-    def name(self) -> str:
-        """The PRM endpoint's name."""
-        return f"prm:{self.endpoint.name}"
 
     def verification(
         self, question: str, solution: str, *, steps: Sequence[str] | None = None, seed: int | None = None
@@ -681,30 +533,10 @@ class ProcessRewardModel(_EndpointVerifier):
         request = Request(
             messages=_pair(question, self.step_delimiter.join(steps)), max_tokens=1, extra=extra
         )
-        call = Call(request=request, endpoint=self.endpoint, purpose="verify")
-        return Verification(calls=(call,), read=self._read)
+        return self._one_call(request)
 
-    def _read(self, responses: Sequence[Response | None]) -> ScoreValue:
-        response = responses[0]
-        if response is None:
-            return None
-        listed = response.extra.get("step_scores")
-        if listed is None and response.completions:
-            data = _json_object(response.completions[0].text)
-            listed = data.get("step_scores") if data is not None else None
-        if isinstance(listed, list | tuple):
-            return _clean(tuple(listed))
-        scored = [c.score for c in response.completions]
-        if len(scored) > 1 and all(s is not None for s in scored):
-            return _clean(tuple(scored))
-        if scored and scored[0] is not None:
-            return _finite(scored[0])
-        if response.completions:
-            parts = [p for p in re.split(r"[\s,;]+", response.completions[0].text.strip().strip("[]")) if p]
-            values = [_number_in(p) for p in parts]
-            if values and all(v is not None for v in values):
-                return _clean(tuple(values))
-        return None
+    def _score(self, response: Response) -> ScoreValue:
+        return parse_step_scores(response)
 
     def aggregate(self, scores: Sequence[float]) -> float | None:
         """Aggregate per-step scores the PRM's way."""
