@@ -37,7 +37,7 @@ from ._extractors import (
 from ._ledger import Charge, Ledger, Reservation, prompt_token_bound
 from ._models import Completion, Message, Request, Response, TokenLogprob, Usage, ValidatedModel, as_messages
 from ._normalize import Normalizer, answers_equivalent, normalize_answer
-from ._posterior import ConsistencyPrior, beta_confidence, top_two
+from ._posterior import ConsistencyPrior, beta_confidence
 from ._prices import PICO, Price, PriceTier, lookup_price, pico_to_usd, usd_to_pico
 from ._result import ChargeRecord, Result, SampleRecord, TraceEvent
 from ._state import State
@@ -83,7 +83,7 @@ from ._strategy import (
     strategy_from_config,
 )
 from ._tokens import BYTES_PER_TOKEN, candidate_bytes, estimate_tokens
-from ._voting import Tally, Vote, logprob_weight, majority_vote, weighted_vote
+from ._voting import Tally, Vote, logprob_weight, majority_vote, top_two_counts, weighted_vote
 from .endpoints import (
     Anthropic,
     BaseEndpoint,
@@ -234,7 +234,7 @@ __all__ = [
     "score_threshold",
     "stop_rule_from_config",
     "strategy_from_config",
-    "top_two",
+    "top_two_counts",
     "usd_to_pico",
     "uses_gain",
     "vote_margin",

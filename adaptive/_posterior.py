@@ -32,19 +32,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._exceptions import ConfigError
+from ._voting import top_two_counts
 
-__all__ = ["ConsistencyPrior", "beta_confidence", "top_two"]
+__all__ = ["ConsistencyPrior", "beta_confidence"]
 
 _FORMAT = "adaptive.consistency_prior"
 _VERSION = 1
-
-
-def top_two(votes: Mapping[str, int] | Iterable[int]) -> tuple[int, int]:
-    """The two largest vote counts (0 where missing)."""
-    counts = sorted(votes.values() if isinstance(votes, Mapping) else votes, reverse=True)
-    v1 = counts[0] if counts else 0
-    v2 = counts[1] if len(counts) > 1 else 0
-    return v1, v2
 
 
 def beta_confidence(v1: int, v2: int) -> float:
@@ -183,7 +176,7 @@ class ConsistencyPrior:
     def fit(self, logs: Iterable[tuple[int, int] | Mapping[str, int]], iterations: int = 200) -> None:
         """Fit the prior on logged vote counts: (v1, v2) pairs or per-question vote maps."""
         for item in logs:
-            v1, v2 = top_two(item) if isinstance(item, Mapping) else item
+            v1, v2 = top_two_counts(item) if isinstance(item, Mapping) else item
             self.observe(v1, v2)
         self.refit(iterations)
 

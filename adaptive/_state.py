@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 
+from ._voting import top_two_counts
+
 __all__ = ["State"]
 
 
@@ -69,10 +71,9 @@ class State:
         return next(iter(self.votes), None)
 
     @property
-    def top_two(self) -> tuple[int, int]:
-        """Vote counts of the leader and the runner-up."""
-        it = iter(self.votes.values())
-        return next(it, 0), next(it, 0)
+    def top_two_counts(self) -> tuple[int, int]:
+        """Vote counts of the leader and the runner-up (0 where missing)."""
+        return top_two_counts(self.votes)
 
     def replace(self, **changes: object) -> State:
         """A copy with some fields changed."""

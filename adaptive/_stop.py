@@ -150,7 +150,7 @@ class Confident(StopRule):
 
     def check(self, state: State) -> Check:
         c = state.confidence
-        stop = c is not None and state.top_two[0] >= self.min_votes and c >= self.threshold
+        stop = c is not None and state.top_two_counts[0] >= self.min_votes and c >= self.threshold
         return Check(stop, self.name, c, self.threshold)
 
 
@@ -165,7 +165,7 @@ class ACBeta(StopRule):
     threshold: float = Field(default=0.95, gt=0, lt=1)
 
     def check(self, state: State) -> Check:
-        v1, v2 = state.top_two
+        v1, v2 = state.top_two_counts
         value = beta_confidence(v1, v2) if v1 else 0.0
         return Check(v1 > 0 and value >= self.threshold, self.name, value, self.threshold)
 
@@ -216,7 +216,7 @@ class VoteMargin(StopRule):
     margin: int = Field(default=3, ge=1)
 
     def check(self, state: State) -> Check:
-        v1, v2 = state.top_two
+        v1, v2 = state.top_two_counts
         return Check(v1 - v2 >= self.margin, self.name, float(v1 - v2), float(self.margin))
 
 
@@ -276,7 +276,7 @@ class LowMarginalGain(StopRule):
 
     def check(self, state: State) -> Check:
         g = state.gain()
-        if g is None or state.top_two[0] < self.min_votes:
+        if g is None or state.top_two_counts[0] < self.min_votes:
             return Check(False, self.name, g, self.min_gain)
         if self.value_usd is not None and state.next_cost_usd is not None:
             worth = g * state.next_batch * self.value_usd

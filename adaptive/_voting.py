@@ -32,9 +32,22 @@ from typing import Literal
 
 from ._exceptions import ConfigError
 
-__all__ = ["Tally", "Vote", "logprob_weight", "majority_vote", "weighted_vote"]
+__all__ = ["Tally", "Vote", "logprob_weight", "majority_vote", "top_two_counts", "weighted_vote"]
 
 RankBy = Literal["count", "weight"]
+
+
+def top_two_counts(votes: Mapping[str, int] | Iterable[int]) -> tuple[int, int]:
+    """Return the two largest vote counts, the leader's then the runner-up's (0 where missing).
+
+    Example:
+        >>> top_two_counts({"a": 1, "b": 5, "c": 2})
+        (5, 2)
+    """
+    counts = sorted(votes.values() if isinstance(votes, Mapping) else votes, reverse=True)
+    v1 = counts[0] if counts else 0
+    v2 = counts[1] if len(counts) > 1 else 0
+    return v1, v2
 
 
 def _check_weight(weight: object, index: int) -> float:
@@ -150,10 +163,10 @@ class Tally:
         ranking = self.ranking
         return ranking[1] if len(ranking) > 1 else None
 
-    def top_two(self) -> tuple[str | None, str | None]:
-        """`(leader, runner_up)`."""
-        ranking = self.ranking
-        return (ranking[0] if ranking else None, ranking[1] if len(ranking) > 1 else None)
+    @property
+    def leaders(self) -> tuple[str | None, str | None]:
+        """The two leading answers, `(leader, runner_up)`."""
+        return self.leader, self.runner_up
 
     def score(self, answer: str) -> float:
         """Return the answer's votes (`by="count"`) or total weight (`by="weight"`); 0 if unseen."""
@@ -167,7 +180,7 @@ class Tally:
 
         With one answer this is the leader's score; with none it is 0.
         """
-        leader, runner_up = self.top_two()
+        leader, runner_up = self.leaders
         if leader is None:
             return 0.0
         return self.score(leader) - (self.score(runner_up) if runner_up is not None else 0.0)

@@ -78,7 +78,7 @@ def test_tally_fields() -> None:
     assert tally.ranking == ("b", "a", "c")
     assert tally.leader == "b"
     assert tally.runner_up == "a"
-    assert tally.top_two() == ("b", "a")
+    assert tally.leaders == ("b", "a")
     assert tally.margin == 1.0
     assert tally.share("b") == 0.5
     assert tally.share("zzz") == 0.0
@@ -99,7 +99,7 @@ def test_empty_tally() -> None:
     for tally in (Tally.build([]), Tally.build([None, None, None])):
         assert tally.leader is None
         assert tally.runner_up is None
-        assert tally.top_two() == (None, None)
+        assert tally.leaders == (None, None)
         assert tally.margin == 0.0
         assert tally.total_votes == 0
         assert tally.share("a") == 0.0

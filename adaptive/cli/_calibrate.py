@@ -16,7 +16,8 @@ from typing import Any
 from .._answer_spec import AnswerSpec
 from .._exceptions import ConfigError
 from .._extractors import extractor_from_config
-from .._posterior import ConsistencyPrior, beta_confidence, top_two
+from .._posterior import ConsistencyPrior, beta_confidence
+from .._voting import top_two_counts
 from ..endpoints.replay import jsonl_rows, recorded_question
 
 __all__ = ["DEFAULT_EXTRACTOR", "DEFAULT_PRIOR", "calibrate", "read_vote_logs"]
@@ -85,7 +86,7 @@ def calibrate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--extract: {exc}") from None
     logs = read_vote_logs(args.logs, spec, args.first)
     # Questions with fewer than two answered samples say nothing about consistency.
-    used = [votes for votes in logs if sum(top_two(votes)) >= 2]
+    used = [votes for votes in logs if sum(top_two_counts(votes)) >= 2]
     if not used:
         raise ConfigError(
             f"{args.logs}: no question has two or more answered samples, so there is nothing to fit "
