@@ -2,6 +2,7 @@
 
 from ._answer_spec import AnswerSpec, as_answer_spec
 from ._budget import Budget
+from ._callables import is_async_callable
 from ._client import Client, SyncClient
 from ._controller import Controller, ControllerConfig, uses_gain
 from ._exceptions import (
@@ -215,6 +216,7 @@ __all__ = [
     "estimate_tokens",
     "extractor_from_config",
     "extractor_names",
+    "is_async_callable",
     "jsonl_rows",
     "load_recorded",
     "logprob_weight",

@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 
 import anyio.to_thread
 
+from .._callables import is_async_callable
 from .._exceptions import ConfigError, EndpointError, ResponseError
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, Usage
@@ -28,13 +29,6 @@ with one str/Completion per sample."""
 
 _ACCEPTED = "str, Completion, Response, or a list of str/Completion (one per sample)"
 _FREE = Price(input=0.0, output=0.0)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - async __call__ on a callable object
-    return call is not None and inspect.iscoroutinefunction(call)
 
 
 class FunctionEndpoint(BaseEndpoint):
@@ -99,7 +93,7 @@ class FunctionEndpoint(BaseEndpoint):
         self.fn = fn
         self.usage = usage
         self.in_thread = in_thread
-        self._async = _is_async(fn)
+        self._async = is_async_callable(fn)
 
     async def _call(self, request: Request) -> Any:
         if self._async:

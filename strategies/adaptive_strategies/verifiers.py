@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
@@ -50,6 +49,7 @@ from adaptive import (
     Usage,
     ValidatedModel,
     as_answer_spec,
+    is_async_callable,
     normalize_answer,
     prompt_copies,
 )
@@ -238,13 +238,6 @@ SyncScoreFn = Callable[[str, str], float | bool | None]
 AsyncScoreFn = Callable[[str, str], Awaitable[float | bool | None]]
 
 
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
-
-
 class FunctionVerifier(_VerifierModel):
     """Any callable `fn(question, solution) -> float | bool | None` as a verifier.
 
@@ -297,7 +290,7 @@ class FunctionVerifier(_VerifierModel):
         self, question: str, solution: str, *, steps: Sequence[str] | None = None, seed: int | None = None
     ) -> Verification:
         """Score locally (sync function) or with one free call (async function)."""
-        if _is_async(self.fn):
+        if is_async_callable(self.fn):
             request = Request(messages=_pair(question, solution), max_tokens=1)
             call = Call(request=request, endpoint=self._endpoint, purpose="verify")
             return Verification(calls=(call,), read=lambda rs: parse_reward(rs[0]) if rs[0] else None)
