@@ -119,14 +119,6 @@ class Request(ValidatedModel):
             raise ValueError("prompt is empty")
         return self
 
-    def prompt_text(self) -> str:
-        """All the text sent as input, for bounding prompt tokens."""
-        if self.prompt is not None:
-            return self.prompt
-        assert self.messages is not None
-        text = "\n".join(m.content for m in self.messages)
-        return text + (self.prefill or "")
-
     def prompt_key(self) -> str:
         """A key identifying the input, so an exact prompt-token count can be reused."""
         if self.prompt is not None:
