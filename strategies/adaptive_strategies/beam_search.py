@@ -59,7 +59,6 @@ from adaptive import (
     Outcome,
     Plan,
     Request,
-    Response,
     Sampling,
     State,
     StopRule,
@@ -71,13 +70,11 @@ from adaptive import (
     candidate_bytes,
     extractor_from_config,
     register_strategy,
-    weighted_vote,
 )
 
-from .best_of_n import weight_of
+from ._scoring import Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, ScoreValue, aggregate_steps
 from .verifiers import (
-    Verification,
     Verifier,
     affordable,
     call_worst_case,
@@ -108,9 +105,6 @@ class _Node:
     finished: bool = False
     answer: str | None = None
     new_steps: int = 0
-    verification: Verification | None = None
-    responses: list[Response | None] = dataclasses.field(default_factory=list)
-    outstanding: int = 0
     score: float | None = None
     done: bool = False
 
@@ -159,10 +153,7 @@ class _TreeSearch(ValidatedModel):
 
     def step_aggregation(self) -> Aggregation:
         """Return the aggregation of per-step scores in use (the PRM's own when not set)."""
-        if self.aggregation is not None:
-            return self.aggregation
-        own = getattr(self.prm, "aggregation", None)
-        return own if own in ("last", "min", "product", "mean") else "last"
+        return verifier_aggregation(self.prm, self.aggregation)
 
     def resolve_mode(self, task: Task) -> Literal["raw", "prefill"]:
         """Pick the continuation mode for this task's endpoint.
@@ -320,7 +311,7 @@ class _TreeRun:
         self.round = 0
         self.seed_offset = 0
         self.generated = 0
-        self.verified = 0
+        self.scorer: Scorer[Key] = Scorer(cfg.prm, task)
         self.log: list[dict[str, Any]] = []
         self.last_kept: list[_Node] = []
 
@@ -337,9 +328,8 @@ class _TreeRun:
                 return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(self.children)} step(s)")
             self._prune()
         elif self.phase == "score":
-            for node in self.children.values():
-                if not node.done:
-                    self._settle(node)  # calls the budget refused never come back
+            for key in self.scorer.unfinished():
+                self._settle(key)  # calls the budget refused never come back
             self._prune()
         return self._expansion(state)
 
@@ -353,14 +343,10 @@ class _TreeRun:
                 parent = self.parents[tag[1]]
                 for comp in outcome.response.completions:
                     self._child(parent, comp.text, (self.round, tag[2], comp.index))
-        elif tag[0] == "verify":
-            node = self.children.get(tag[1])
-            if node is None or node.done:
-                return
-            node.responses[tag[2]] = outcome.response
-            node.outstanding -= 1
-            if node.outstanding == 0:
-                self._settle(node)
+        else:
+            done = self.scorer.observe(outcome)
+            if done is not None:
+                self._settle(done)
 
     def evidence(self) -> Evidence:
         finals = self._finals()
@@ -396,17 +382,7 @@ class _TreeRun:
             details["best_score"] = best.score
             return Final(answer=self.cfg.answer.read(text), text=text, details=details)
         # A solution that gives an answer beats a better-scored one that gives none.
-        best = min([n for n in finals if n.answer is not None] or finals, key=self._rank)
-        confidence: float | None = None
-        if self.select == "weighted_majority":
-            vote = weighted_vote([n.answer for n in finals], [weight_of(n.score or 0.0) for n in finals])
-            if vote.winner is not None:
-                best = min((n for n in finals if n.answer == vote.winner), key=self._rank)
-                confidence = vote.share
-                details["weights"] = dict(vote.tally.weights)
-        elif best.score is not None and 0.0 <= best.score <= 1.0:
-            confidence = best.score
-        details["best_score"] = best.score
+        best, confidence = pick(finals, self.select, self._rank, details)
         return Final(answer=best.answer, text=self._text(best.steps), confidence=confidence, details=details)
 
     # -- building requests -----------------------------------------------------------------
@@ -506,23 +482,15 @@ class _TreeRun:
             if node.new_steps == 0:
                 node.done = True  # nothing new to score: it keeps its parent's scores
                 continue
-            seed = None if self.task.seed is None else self.task.seed + self.verified
-            self.verified += 1
-            text = self._text(node.steps)
-            v = self.cfg.prm.verification(self.task.question, text, steps=node.steps, seed=seed)
-            node.verification = v
-            if not v.calls:
-                self._apply(node, v.score)
-                continue
-            node.responses = [None] * len(v.calls)
-            node.outstanding = len(v.calls)
-            for j, call in enumerate(v.calls):
-                calls.append(dataclasses.replace(call, purpose="verify", tag=("verify", key, j)))
+            local, verify_calls = self.scorer.submit(key, self._text(node.steps), steps=node.steps)
+            if verify_calls:
+                calls.extend(verify_calls)
+            else:
+                self._apply(node, local)
         return calls
 
-    def _settle(self, node: _Node) -> None:
-        assert node.verification is not None
-        self._apply(node, node.verification.finish(node.responses))
+    def _settle(self, key: Key) -> None:
+        self._apply(self.children[key], self.scorer.finish(key))
 
     def _apply(self, node: _Node, value: ScoreValue) -> None:
         node.done = True

@@ -29,7 +29,6 @@ from adaptive import (
     Outcome,
     Plan,
     Request,
-    Response,
     Sampling,
     State,
     StopRule,
@@ -41,12 +40,11 @@ from adaptive import (
     candidate_bytes,
     majority_vote,
     register_strategy,
-    weighted_vote,
 )
 
+from ._scoring import Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, read_score
 from .verifiers import (
-    Verification,
     Verifier,
     affordable,
     call_worst_case,
@@ -57,21 +55,18 @@ from .verifiers import (
 __all__ = ["BestOfN"]
 
 
-def weight_of(score: float) -> float:
-    """Turn a score into a vote weight: scores below 0 count as 0."""
-    return max(score, 0.0)
-
-
 @dataclasses.dataclass(slots=True)
 class _Candidate:
     key: tuple[int, int, int]
     text: str
     answer: str | None
-    verification: Verification | None = None
-    responses: list[Response | None] = dataclasses.field(default_factory=list)
-    outstanding: int = 0
+    submitted: bool = False  # handed to the verifier (its score may still be out)
     score: float | None = None
-    done: bool = False
+
+
+def _rank(c: _Candidate) -> tuple[float, tuple[int, int, int]]:
+    # Highest score first; ties go to the earliest candidate.
+    return (-c.score if c.score is not None else float("inf"), c.key)
 
 
 class BestOfN(ValidatedModel):
@@ -135,10 +130,7 @@ class BestOfN(ValidatedModel):
 
     def step_aggregation(self) -> Aggregation:
         """Return the aggregation of per-step scores in use."""
-        if self.aggregation is not None:
-            return self.aggregation
-        own = getattr(self.verifier, "aggregation", None)
-        return own if own in ("last", "min", "product", "mean") else "last"
+        return verifier_aggregation(self.verifier, self.aggregation)
 
 
 class _BestOfNRun:
@@ -149,7 +141,7 @@ class _BestOfNRun:
         self.candidates: list[_Candidate] = []
         self.asked = 0
         self.arrivals = 0
-        self.verified = 0
+        self.scorer: Scorer[int] = Scorer(config.verifier, task)
         self.scoring = False
         self._scoring_cost: tuple[int, int, int] | None = None
 
@@ -161,10 +153,9 @@ class _BestOfNRun:
     def plan(self, state: State) -> Plan | None:
         if self.scoring:
             self.scoring = False
-            for c in self.candidates:
-                if c.verification is not None and not c.done:
-                    self._settle(c)  # calls the budget refused never come back
-        new = [i for i, c in enumerate(self.candidates) if c.verification is None]
+            for i in self.scorer.unfinished():
+                self._settle(i)  # calls the budget refused never come back
+        new = [i for i, c in enumerate(self.candidates) if not c.submitted]
         if new:
             calls = self._scoring_calls(new)
             if calls:
@@ -195,16 +186,9 @@ class _BestOfNRun:
                 order = seed if seed is not None else self.arrivals
                 self._add(comp, (outcome.round, order, comp.index))
             return
-        tag = call.tag
-        if not (isinstance(tag, tuple) and len(tag) == 3 and tag[0] == "verify"):
-            return
-        c = self.candidates[tag[1]]
-        if c.done:
-            return
-        c.responses[tag[2]] = outcome.response
-        c.outstanding -= 1
-        if c.outstanding == 0:
-            self._settle(c)
+        done = self.scorer.observe(outcome)
+        if done is not None:
+            self._settle(done)
 
     def evidence(self) -> Evidence:
         ordered = self._ordered()
@@ -233,21 +217,7 @@ class _BestOfNRun:
             chosen = next((c for c in ordered if c.answer == vote.winner), ordered[0])
             details["fallback"] = True
             return Final(answer=vote.winner, text=chosen.text, details=details)
-        answered = [c for c in scored if c.answer is not None] or scored
-        best = max(answered, key=lambda c: c.score if c.score is not None else float("-inf"))
-        confidence: float | None = None
-        if self.cfg.select == "weighted_majority":
-            vote = weighted_vote([c.answer for c in scored], [weight_of(c.score or 0.0) for c in scored])
-            if vote.winner is not None:
-                best = max(
-                    (c for c in scored if c.answer == vote.winner),
-                    key=lambda c: c.score if c.score is not None else float("-inf"),
-                )
-                confidence = vote.share
-                details["weights"] = dict(vote.tally.weights)
-        elif best.score is not None and 0.0 <= best.score <= 1.0:
-            confidence = best.score
-        details["best_score"] = best.score
+        best, confidence = pick(scored, self.cfg.select, _rank, details)
         return Final(answer=best.answer, text=best.text, confidence=confidence, details=details)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -264,23 +234,16 @@ class _BestOfNRun:
         # Score in candidate order so that a budget refusal hits the latest ones.
         for i in sorted(indices, key=lambda j: self.candidates[j].key):
             c = self.candidates[i]
-            seed = None if self.task.seed is None else self.task.seed + self.verified
-            self.verified += 1
-            v = self.cfg.verifier.verification(self.task.question, c.text, seed=seed)
-            c.verification = v
-            if not v.calls:
-                c.score, c.done = read_score(v.score, self.how), True
-                continue
-            c.responses = [None] * len(v.calls)
-            c.outstanding = len(v.calls)
-            for j, call in enumerate(v.calls):
-                calls.append(dataclasses.replace(call, purpose="verify", tag=("verify", i, j)))
+            c.submitted = True
+            local, verify_calls = self.scorer.submit(i, c.text)
+            if verify_calls:
+                calls.extend(verify_calls)
+            else:
+                c.score = read_score(local, self.how)
         return calls
 
-    def _settle(self, c: _Candidate) -> None:
-        assert c.verification is not None
-        c.score = read_score(c.verification.finish(c.responses), self.how)
-        c.done = True
+    def _settle(self, i: int) -> None:
+        self.candidates[i].score = read_score(self.scorer.finish(i), self.how)
 
     def _fits(self, state: State, request: Request) -> int | None:
         gen_pico, gen_tokens = call_worst_case(
