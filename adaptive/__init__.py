@@ -1,6 +1,6 @@
 """adaptive: adaptive test-time compute for any model, under per-call budgets that hold."""
 
-from ._answer_spec import AnswerSpec, as_answer_spec
+from ._answer_spec import AnswerSpec, AnswerSpecField, as_answer_spec
 from ._budget import Budget
 from ._callables import is_async_callable
 from ._client import Client, SyncClient
@@ -23,6 +23,7 @@ from ._extractors import (
     AnswerIs,
     Boxed,
     Extractor,
+    ExtractorField,
     ExtractorFn,
     FirstOf,
     FunctionExtractor,
@@ -119,6 +120,7 @@ __all__ = [
     "AllOf",
     "AnswerIs",
     "AnswerSpec",
+    "AnswerSpecField",
     "Anthropic",
     "AnyOf",
     "BaseEndpoint",
@@ -144,6 +146,7 @@ __all__ = [
     "EndpointError",
     "Evidence",
     "Extractor",
+    "ExtractorField",
     "ExtractorFn",
     "Final",
     "FirstOf",

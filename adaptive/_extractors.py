@@ -25,9 +25,9 @@ import functools
 import json
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from ._exceptions import ConfigError
 from ._models import ValidatedModel
@@ -38,6 +38,7 @@ __all__ = [
     "AnswerIs",
     "Boxed",
     "Extractor",
+    "ExtractorField",
     "ExtractorFn",
     "FirstOf",
     "FunctionExtractor",
@@ -164,6 +165,14 @@ def extractor_from_config(
     return factory(**opts)
 
 
+def _last_match(pattern: re.Pattern[str] | str, text: str) -> re.Match[str] | None:
+    """Return the last non-overlapping match of `pattern` in `text`, or None."""
+    last = None
+    for last in re.finditer(pattern, text):  # noqa: B007 - only the last match is used
+        pass
+    return last
+
+
 def _tidy(text: str) -> str:
     """Trim whitespace, markdown bold/code markers and trailing sentence punctuation."""
     prev = None
@@ -210,9 +219,7 @@ class AnswerIs(Extractor):
 
     def extract(self, text: str) -> str | None:
         """Return the answer after the last "answer is", or None."""
-        last = None
-        for last in _ANSWER_IS.finditer(text):  # noqa: B007 - only the last match is used
-            pass
+        last = _last_match(_ANSWER_IS, text)
         if last is None:
             return None
         rest = text[last.end() :].lstrip(" \t:*")
@@ -309,9 +316,7 @@ class LastNumber(Extractor):
 
     def extract(self, text: str) -> str | None:
         """Return the last number, or None if there is none."""
-        last = None
-        for last in _NUMBER.finditer(text):  # noqa: B007 - only the last match is used
-            pass
+        last = _last_match(_NUMBER, text)
         if last is None:
             return None
         sign = "-" if last.group("sign") in ("-", "\u2212") else ""
@@ -380,9 +385,7 @@ class MultipleChoice(Extractor):
         last_line = lines[-1] if lines else ""
         for rule, pattern in enumerate(_choice_patterns(self.choices)):
             target = last_line if rule == 3 else text
-            found = None
-            for found in pattern.finditer(target):  # noqa: B007 - only the last match is used
-                pass
+            found = _last_match(pattern, target)
             if found is not None:
                 groups = found.groupdict()
                 return str(groups.get("p") or groups.get("u")).upper()
@@ -497,12 +500,8 @@ class Regex(Extractor):
 
     def extract(self, text: str) -> str | None:
         """Return the group's text from the chosen match, or None."""
-        if self.which == "first":
-            match = re.search(self.pattern, text)
-        else:
-            match = None
-            for match in re.finditer(self.pattern, text):  # noqa: B007 - only the last match is used
-                pass
+        find = re.search if self.which == "first" else _last_match
+        match = find(self.pattern, text)
         if match is None:
             return None
         return _answer_or_none(match.group(self.group))
@@ -594,3 +593,13 @@ def _default_factory(**options: Any) -> Extractor:
 
 
 _REGISTRY["default"] = _default_factory
+
+
+def _as_extractor(value: Any) -> Extractor:
+    # A one-argument wrapper: pydantic would take a second parameter for its ValidationInfo.
+    return extractor_from_config(value)
+
+
+ExtractorField = Annotated[Extractor, BeforeValidator(_as_extractor)]
+"""The type of a config field holding an extractor: it also takes a registered name, a config
+dict or a function, built with `extractor_from_config` (e.g. `finish_marker: ExtractorField`)."""

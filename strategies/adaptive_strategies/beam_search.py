@@ -49,11 +49,12 @@ from adaptive import (
     AfterMarker,
     AnswerIs,
     AnswerSpec,
+    AnswerSpecField,
     Boxed,
     Call,
     ConfigError,
     Evidence,
-    Extractor,
+    ExtractorField,
     Final,
     FirstOf,
     Outcome,
@@ -65,21 +66,18 @@ from adaptive import (
     StrategyRun,
     Task,
     ValidatedModel,
-    as_answer_spec,
     budget_exhausted,
     candidate_bytes,
-    extractor_from_config,
     register_strategy,
 )
 
 from ._scoring import Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, ScoreValue, aggregate_steps
 from .verifiers import (
-    Verifier,
+    VerifierField,
     affordable,
     call_worst_case,
     scoring_worst_case,
-    verifier_from_config,
 )
 
 __all__ = ["DVTS", "BeamSearch", "default_finish_marker"]
@@ -118,31 +116,16 @@ class _TreeSearch(ValidatedModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    prm: Verifier
+    prm: VerifierField
     max_depth: int = Field(default=20, ge=1, le=1000)
     step_delimiter: str = Field(default="\n\n", min_length=1)
     aggregation: Aggregation | None = None
     mode: Literal["raw", "prefill", "auto"] = "auto"
     raw_template: str = "{question}\n\n"
-    answer: AnswerSpec = Field(default_factory=AnswerSpec)
-    finish_marker: Extractor = Field(default_factory=default_finish_marker)
+    answer: AnswerSpecField = Field(default_factory=AnswerSpec)
+    finish_marker: ExtractorField = Field(default_factory=default_finish_marker)
     sampling: Sampling = Field(default_factory=lambda: Sampling(max_tokens=512))
     reserve_for_scoring: bool = True
-
-    @field_validator("prm", mode="before")
-    @classmethod
-    def _prm(cls, v: Any) -> Verifier:
-        return verifier_from_config(v)
-
-    @field_validator("answer", mode="before")
-    @classmethod
-    def _answer(cls, v: Any) -> AnswerSpec:
-        return as_answer_spec(v)
-
-    @field_validator("finish_marker", mode="before")
-    @classmethod
-    def _marker(cls, v: Any) -> Extractor:
-        return extractor_from_config(v)
 
     @field_validator("raw_template")
     @classmethod

@@ -18,10 +18,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field
 
 from adaptive import (
     AnswerSpec,
+    AnswerSpecField,
     Call,
     Completion,
     Evidence,
@@ -35,7 +36,6 @@ from adaptive import (
     StrategyRun,
     Task,
     ValidatedModel,
-    as_answer_spec,
     budget_exhausted,
     candidate_bytes,
     majority_vote,
@@ -45,11 +45,10 @@ from adaptive import (
 from ._scoring import Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, read_score
 from .verifiers import (
-    Verifier,
+    VerifierField,
     affordable,
     call_worst_case,
     scoring_worst_case,
-    verifier_from_config,
 )
 
 __all__ = ["BestOfN"]
@@ -97,23 +96,13 @@ class BestOfN(ValidatedModel):
     kind: ClassVar[str] = "best_of_n"
 
     n: int = Field(default=8, ge=1, le=4096)
-    verifier: Verifier
+    verifier: VerifierField
     select: Literal["max", "weighted_majority"] = "max"
-    answer: AnswerSpec = Field(default_factory=AnswerSpec)
+    answer: AnswerSpecField = Field(default_factory=AnswerSpec)
     sampling: Sampling = Field(default_factory=Sampling)
     batch: int | None = Field(default=None, ge=1)
     reserve_for_scoring: bool = True
     aggregation: Aggregation | None = None
-
-    @field_validator("verifier", mode="before")
-    @classmethod
-    def _verifier(cls, v: Any) -> Verifier:
-        return verifier_from_config(v)
-
-    @field_validator("answer", mode="before")
-    @classmethod
-    def _answer(cls, v: Any) -> AnswerSpec:
-        return as_answer_spec(v)
 
     @property
     def name(self) -> str:

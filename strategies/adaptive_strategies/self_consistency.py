@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from adaptive import (
     AnswerSpec,
+    AnswerSpecField,
     Completion,
     Evidence,
     Final,
@@ -25,7 +26,6 @@ from adaptive import (
     StopRule,
     Task,
     ValidatedModel,
-    as_answer_spec,
     budget_exhausted,
     confident,
     logprob_weight,
@@ -125,14 +125,9 @@ class SelfConsistency(ValidatedModel):
     """
 
     n: int = Field(default=16, ge=1, le=1024)
-    answer: AnswerSpec = Field(default_factory=AnswerSpec)
+    answer: AnswerSpecField = Field(default_factory=AnswerSpec)
     weighting: Literal["none", "logprob", "score"] = "none"
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
-
-    @field_validator("answer", mode="before")
-    @classmethod
-    def _spec(cls, v: object) -> AnswerSpec:
-        return as_answer_spec(v)  # type: ignore[arg-type]
 
     @property
     def name(self) -> str:

@@ -29,12 +29,13 @@ import dataclasses
 import functools
 import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar, Literal, Protocol, cast, runtime_checkable
+from typing import Annotated, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from adaptive import (
     AnswerSpec,
+    AnswerSpecField,
     Call,
     Completion,
     ConfigError,
@@ -48,7 +49,6 @@ from adaptive import (
     State,
     Usage,
     ValidatedModel,
-    as_answer_spec,
     is_async_callable,
     normalize_answer,
     prompt_copies,
@@ -74,6 +74,7 @@ __all__ = [
     "RewardModel",
     "Verification",
     "Verifier",
+    "VerifierField",
     "affordable",
     "call_worst_case",
     "scoring_worst_case",
@@ -317,7 +318,7 @@ class ExactChecker(_VerifierModel):
     kind: ClassVar[str] = "exact"
     expected: str | None = None
     check: Callable[[str], bool] | None = None
-    answer: AnswerSpec = Field(default_factory=AnswerSpec)
+    answer: AnswerSpecField = Field(default_factory=AnswerSpec)
 
     def __init__(
         self, expected_or_check: str | float | Callable[[str], bool] | None = None, /, **data: Any
@@ -333,11 +334,6 @@ class ExactChecker(_VerifierModel):
     @classmethod
     def _text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-
-    @field_validator("answer", mode="before")
-    @classmethod
-    def _spec(cls, v: Any) -> AnswerSpec:
-        return as_answer_spec(v)
 
     @model_validator(mode="after")
     def _one(self) -> ExactChecker:
@@ -571,6 +567,16 @@ def verifier_from_config(
     if cls is None:
         raise ConfigError(f"unknown verifier {name!r}; known: {', '.join(verifier_names())}")
     return cls(**data)
+
+
+def _as_verifier(value: Any) -> Verifier:
+    # A one-argument wrapper: pydantic would take a second parameter for its ValidationInfo.
+    return verifier_from_config(value)
+
+
+VerifierField = Annotated[Verifier, BeforeValidator(_as_verifier)]
+"""The type of a config field holding a verifier (`verifier: VerifierField`): it also takes a
+registered name or a config dict, built with `verifier_from_config`."""
 
 
 def affordable(state: State, pico: int, tokens: int, samples: int) -> int | None:
