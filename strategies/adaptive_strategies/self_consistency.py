@@ -139,16 +139,19 @@ class SelfConsistency(ValidatedModel):
             return self.sampling.model_copy(update={"logprobs": True})
         return self.sampling
 
-    def start(self, task: Task) -> VoteRun:
-        """Begin one call."""
+    def _run(self, task: Task, target: int, *, stoppable: bool) -> VoteRun:
         return VoteRun(
             task,
-            target=self.n,
+            target=target,
             sampling=self._sampling(),
             answer=self.answer,
             weighting=self.weighting,
-            stoppable=False,
+            stoppable=stoppable,
         )
+
+    def start(self, task: Task) -> VoteRun:
+        """Begin one call: `n` samples that stop rules do not cut short (a budget still caps them)."""
+        return self._run(task, self.n, stoppable=False)
 
     def default_stop(self) -> StopRule | None:
         """None: all n samples are drawn (a budget still caps them)."""
@@ -179,15 +182,8 @@ class AdaptiveConsistency(SelfConsistency):
         return "adaptive"
 
     def start(self, task: Task) -> VoteRun:
-        """Begin one call."""
-        return VoteRun(
-            task,
-            target=self.max_samples,
-            sampling=self._sampling(),
-            answer=self.answer,
-            weighting=self.weighting,
-            stoppable=True,
-        )
+        """Begin one call: up to `max_samples` samples, the controller may stop between batches."""
+        return self._run(task, self.max_samples, stoppable=True)
 
     def default_stop(self) -> StopRule | None:
         """confident(confidence) | low_marginal_gain(min_gain, value_usd) | budget_exhausted()."""
