@@ -56,11 +56,6 @@ ExtractorFn = Callable[[str], str | None]
 """Any callable that finds an answer in a text, or returns None to abstain."""
 
 
-# --------------------------------------------------------------------------------------------
-# Extractors
-# --------------------------------------------------------------------------------------------
-
-
 class Extractor(ValidatedModel):
     """Base class of extractors: a frozen, validated config whose `extract` reads a text.
 

@@ -9,7 +9,8 @@ reserves, budgets and accounts exactly like generation calls, with purpose "veri
 A score is a float (higher is better), a tuple of per-step scores (a process reward model
 scoring each step of a partial solution), or None when the verifier could not score the
 candidate (an unparseable judge reply, a failed call): an unscored candidate is never picked
-over a scored one.
+over a scored one. The parsers that turn replies into scores (`parse_rating`, `parse_yes_no`,
+`parse_reward`, `parse_step_scores`) live in `adaptive_strategies.replies`.
 
 Built-in verifiers (registry name in brackets, for `verifier_from_config`):
 
