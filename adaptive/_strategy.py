@@ -26,15 +26,16 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 from pydantic import Field
 
 from ._answers import AnswerSpec
-from ._exceptions import ConfigError
 from ._ledger import Charge
 from ._models import Message, Request, Response, ValidatedModel
 from ._prices import Price
+from ._registry import Registry
 from ._state import State
 from ._stop import StopRule
 from .endpoints._base import Endpoint
 
 __all__ = [
+    "STRATEGIES",
     "Call",
     "Evidence",
     "Final",
@@ -47,6 +48,7 @@ __all__ = [
     "Task",
     "register_strategy",
     "strategy_from_config",
+    "strategy_names",
 ]
 
 
@@ -249,36 +251,40 @@ class Strategy(Protocol):
         ...
 
 
-_STRATEGIES: dict[str, Callable[..., Strategy]] = {}
+#: Strategies by name: `single` here, the rest declared by installed distributions under the
+#: `adaptive.strategies` entry-point group (the built-in ones by this distribution's
+#: pyproject.toml), so a name works without importing the package that defines it.
+STRATEGIES: Registry[Strategy] = Registry("strategy", group="adaptive.strategies")
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
-    """Make a strategy buildable by name (for configs, the CLI and a future proxy)."""
-    _STRATEGIES[name] = factory
+    """Make a strategy buildable by name in this process (`client.run(q, strategy=name)`).
+
+    A package that ships strategies declares them as entry points instead (see the README's
+    "Writing your own strategy"); this is for an application's own, unpackaged ones.
+
+    Raises:
+        ConfigError: The name is not lower-case words joined by hyphens, or is taken.
+    """
+    STRATEGIES.register(name, factory)
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Every strategy name that `strategy_from_config` can build, sorted."""
+    return STRATEGIES.names()
 
 
 def strategy_from_config(
     config: str | Mapping[str, Any], params: Mapping[str, Any] | None = None
 ) -> Strategy:
-    """Build a registered strategy from a name and parameters, or `{"name": ..., **params}`.
+    """Build a strategy from a name and parameters, or `{"name": ..., **params}`.
+
+    Example: `strategy_from_config({"name": "adaptive", "max_samples": 16})`.
 
     Raises:
-        ConfigError: Unknown strategy name or bad parameters.
+        ConfigError: Unknown strategy name (the message lists the known ones) or bad parameters.
     """
-    if isinstance(config, str):
-        name, data = config, dict(params or {})
-    else:
-        data = dict(config)
-        name = data.pop("name", None)
-        if not isinstance(name, str):
-            raise ConfigError("a strategy config needs a 'name'")
-    factory = _STRATEGIES.get(name)
-    if factory is None:
-        raise ConfigError(
-            f"unknown strategy {name!r}; registered: {sorted(_STRATEGIES)} "
-            "(import adaptive_strategies to register the built-in ones)"
-        )
-    return factory(**data)
+    return STRATEGIES.build(config, params)
 
 
 class _SingleRun:
@@ -338,4 +344,4 @@ class SingleSample(ValidatedModel):
         return None
 
 
-register_strategy("single", SingleSample)
+STRATEGIES.register("single", SingleSample)

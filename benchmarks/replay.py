@@ -42,19 +42,11 @@ import numpy as np
 from _bound import count_paths, fewest_samples, hull_at, vote_count_bound
 from adaptive_strategies import AdaptiveConsistency
 
-from adaptive import (
-    AnswerSpec,
-    Client,
-    Controller,
-    ControllerConfig,
-    FunctionExtractor,
-    ReplayEndpoint,
-    State,
-    StopRule,
-    beta_confidence,
-    load_recorded,
-    majority_vote,
-)
+from adaptive import AnswerSpec, Client, ControllerConfig, ReplayEndpoint, State, StopRule, majority_vote
+from adaptive._answers import FunctionExtractor
+from adaptive._controller import Controller
+from adaptive._posterior import beta_confidence
+from adaptive.endpoints import load_recorded
 from adaptive.endpoints.replay import RecordedQuestion
 
 AC_SWEEP = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)

@@ -17,18 +17,20 @@ from adaptive import (
     ConfigError,
     Extractor,
     FirstOf,
-    FunctionExtractor,
     JSONField,
     LastNumber,
     MultipleChoice,
-    Normalizer,
     Regex,
     answers_equivalent,
     as_answer_spec,
-    default_extractor,
     extractor_from_config,
-    extractor_names,
     normalize_answer,
+)
+from adaptive._answers import (
+    FunctionExtractor,
+    Normalizer,
+    default_extractor,
+    extractor_names,
     register_extractor,
 )
 

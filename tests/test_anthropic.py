@@ -14,18 +14,18 @@ from adaptive import (
     Anthropic,
     ConfigError,
     HTTPStatusError,
-    Ledger,
     Message,
     Price,
     RateLimitError,
     Request,
     ResponseError,
-    RetryPolicy,
     ServerError,
     TransportError,
     Usage,
     lookup_price,
 )
+from adaptive._ledger import Ledger
+from adaptive.endpoints import RetryPolicy
 
 KEY = "sk-ant-test-SECRET-0123456789"
 NO_RETRY = RetryPolicy(attempts=1)

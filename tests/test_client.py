@@ -25,13 +25,13 @@ from adaptive import (
     Request,
     Response,
     Result,
-    RetryPolicy,
     SingleSample,
     SyncClient,
     UnknownPriceError,
     Usage,
     ac_beta,
 )
+from adaptive.endpoints import RetryPolicy
 
 PRICE = Price(input=1.0, output=2.0)
 SECRET = "sk-secret-DO-NOT-LEAK-0123456789abcdef"
@@ -168,9 +168,9 @@ async def test_per_call_budget_replaces_the_default() -> None:
 async def test_per_call_stop_rule_by_name_and_instance() -> None:
     ep, _ = fn_endpoint()
     client = Client(ep, strategy=AdaptiveConsistency(max_samples=20))
-    a = await client.run("2 + 2?", stop="ac_beta")
+    a = await client.run("2 + 2?", stop="ac-beta")
     b = await client.run("2 + 2?", stop=ac_beta(0.95))
-    c = await client.run("2 + 2?", stop={"name": "max_samples", "samples": 7})
+    c = await client.run("2 + 2?", stop={"name": "max-samples", "samples": 7})
     assert a.stop_reason == b.stop_reason == "ac_beta"
     assert a.generated == b.generated == 4
     assert c.stop_reason == "max_samples" and c.generated == 7

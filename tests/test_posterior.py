@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adaptive import ConfigError, ConsistencyPrior, beta_confidence, top_two
+from adaptive import ConfigError, ConsistencyPrior
+from adaptive._posterior import beta_confidence, top_two
 
 
 def test_top_two() -> None:

@@ -8,9 +8,6 @@ from typing import Any
 import pytest
 
 from adaptive import (
-    ACBeta,
-    AllOf,
-    AnyOf,
     Check,
     ConfigError,
     State,
@@ -27,6 +24,7 @@ from adaptive import (
     stop_rule_from_config,
     vote_margin,
 )
+from adaptive._stop import ACBeta, AllOf, AnyOf
 
 
 def voted(*counts: int, **changes: Any) -> State:
@@ -275,9 +273,9 @@ def test_config_round_trip(rule: StopRule) -> None:
 
 
 def test_from_name_and_params() -> None:
-    assert stop_rule_from_config("ac_beta", {"threshold": 0.9}) == ACBeta(threshold=0.9)
-    assert stop_rule_from_config("budget_exhausted") == budget_exhausted()
-    rule = stop_rule_from_config({"any": [{"name": "confident", "threshold": 0.99}, "budget_exhausted"]})
+    assert stop_rule_from_config("ac-beta", {"threshold": 0.9}) == ACBeta(threshold=0.9)
+    assert stop_rule_from_config("budget-exhausted") == budget_exhausted()
+    rule = stop_rule_from_config({"any": [{"name": "confident", "threshold": 0.99}, "budget-exhausted"]})
     assert rule == confident(0.99) | budget_exhausted()
     same = ac_beta()
     assert stop_rule_from_config(same) is same
@@ -288,16 +286,16 @@ def test_from_name_and_params() -> None:
     [
         ("nope", None, "unknown stop rule 'nope'"),
         ("any", None, "unknown stop rule"),
-        ("ac_beta", {"threshold": 1.5}, "threshold"),
-        ("ac_beta", {"treshold": 0.9}, "treshold"),
-        ("max_samples", {}, "samples"),
+        ("ac-beta", {"threshold": 1.5}, "threshold"),
+        ("ac-beta", {"treshold": 0.9}, "treshold"),
+        ("max-samples", {}, "samples"),
         ("deadline", {"seconds": -1}, "seconds"),
         ("deadline", {"seconds": float("nan")}, "seconds"),
-        ("esc_window", {"size": 0}, "size"),
+        ("esc-window", {"size": 0}, "size"),
         ({"threshold": 0.9}, None, "needs a 'name'"),
         ({"any": []}, None, "non-empty list"),
-        ({"all": "ac_beta"}, None, "non-empty list"),
-        ({"any": ["ac_beta", {"name": "bogus"}]}, None, "bogus"),
+        ({"all": "ac-beta"}, None, "non-empty list"),
+        ({"any": ["ac-beta", {"name": "bogus"}]}, None, "bogus"),
     ],
 )
 def test_bad_configs_raise_config_error(config: Any, params: Any, fragment: str) -> None:

@@ -31,14 +31,14 @@ from adaptive import (
     Completion,
     ConfigError,
     FunctionEndpoint,
-    Ledger,
     Price,
     Request,
     Response,
     State,
-    TokenLogprob,
     Usage,
 )
+from adaptive._ledger import Ledger
+from adaptive._models import TokenLogprob
 
 
 async def _never(request: Request) -> str:

@@ -1,5 +1,6 @@
 """Model endpoints: one file per provider, all behind the one-method `Endpoint` contract."""
 
+from .._models import TokenLogprob
 from ._base import (
     BaseEndpoint,
     Endpoint,
@@ -39,6 +40,7 @@ __all__ = [
     "RetryPolicy",
     "StreamEvent",
     "StreamEvents",
+    "TokenLogprob",
     "UsageMeter",
     "current_meter",
     "jsonl_rows",

@@ -1,6 +1,8 @@
 """Test-time strategies built on adaptive's public API only.
 
-Importing this package registers every strategy by name (for `strategy_from_config`).
+Each strategy is declared by name as an entry point in the distribution's pyproject.toml
+(group `adaptive.strategies`), so `client.run(q, strategy="best-of-n")` finds it without this
+package being imported first.
 """
 
 from .beam_search import DVTS, BeamSearch, default_finish_marker

@@ -68,11 +68,10 @@ from adaptive import (
     ValidatedModel,
     as_answer_spec,
     budget_exhausted,
-    candidate_bytes,
     extractor_from_config,
-    register_strategy,
     weighted_vote,
 )
+from adaptive._tokens import candidate_bytes  # TEMP until the costing move
 
 from .best_of_n import weight_of
 from .verifiers import (
@@ -224,7 +223,7 @@ class BeamSearch(_TreeSearch):
             be scored (an estimate; the ledger enforces the limits exactly).
     """
 
-    kind: ClassVar[str] = "beam_search"
+    kind: ClassVar[str] = "beam-search"
     width: int = Field(default=4, ge=1, le=128)
     candidates: int = Field(default=16, ge=1, le=1024)
     select: Literal["best", "weighted_majority"] = "best"
@@ -243,7 +242,7 @@ class BeamSearch(_TreeSearch):
     @property
     def name(self) -> str:
         """Short name shown on receipts."""
-        return "beam_search"
+        return "beam-search"
 
     def start(self, task: Task) -> StrategyRun:
         """Begin one call."""
@@ -577,7 +576,3 @@ class _TreeRun:
             if node.group not in best or self._rank(node) < self._rank(best[node.group]):
                 best[node.group] = node
         return [best[g] for g in sorted(best)]
-
-
-register_strategy("beam_search", BeamSearch)
-register_strategy("dvts", DVTS)

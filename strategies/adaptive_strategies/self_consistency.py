@@ -31,7 +31,6 @@ from adaptive import (
     logprob_weight,
     low_marginal_gain,
     majority_vote,
-    register_strategy,
     weighted_vote,
 )
 
@@ -205,7 +204,3 @@ class AdaptiveConsistency(SelfConsistency):
             | low_marginal_gain(self.min_gain, value_usd=self.value_usd)
             | budget_exhausted()
         )
-
-
-register_strategy("self-consistency", SelfConsistency)
-register_strategy("adaptive", AdaptiveConsistency)

@@ -43,7 +43,6 @@ from adaptive import (
     ConfigError,
     Endpoint,
     FunctionEndpoint,
-    Ledger,
     Message,
     Price,
     Request,
@@ -53,8 +52,9 @@ from adaptive import (
     ValidatedModel,
     as_answer_spec,
     normalize_answer,
-    prompt_copies,
 )
+from adaptive._ledger import Ledger  # TEMP until the costing move
+from adaptive.endpoints import prompt_copies
 
 __all__ = [
     "Aggregation",
