@@ -387,3 +387,38 @@ async def test_secrets_not_in_a_successful_results_json(kind: str) -> None:
     assert SECRET not in result.model_dump_json()
     assert SECRET not in repr(result)
     assert SECRET not in result.receipt()
+
+
+@pytest.mark.asyncio
+async def test_a_budget_may_be_a_dict_and_a_bare_number_is_refused_with_the_fix() -> None:
+    from adaptive import Budget, ConfigError
+
+    ep = FunctionEndpoint(lambda req: "The answer is 4.", price=Price(input=1.0, output=1.0))
+    async with Client(ep, budget={"samples": 2}) as client:
+        assert client.budget == Budget(samples=2)
+        result = await client.run(
+            "2 + 2?", strategy={"name": "self-consistency", "n": 5}, budget={"samples": 3}
+        )
+        assert result.generated == 3 and result.answer == "4"
+        with pytest.raises(ConfigError, match=r"Budget\(usd=0.01\)"):
+            await client.run("2 + 2?", budget=0.01)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="dollars"):
+            await client.run("2 + 2?", budget={"dollars": 1})
+
+
+@pytest.mark.asyncio
+async def test_any_callable_is_a_stop_rule_that_composes_and_shows_on_the_trace() -> None:
+    from adaptive import State, budget_exhausted
+
+    ep = FunctionEndpoint(lambda req: "The answer is 4.")
+
+    def five_samples(state: State) -> bool:
+        return state.samples >= 5
+
+    async with Client(ep) as client:
+        result = await client.run("2 + 2?", strategy="adaptive", stop=five_samples)
+        assert result.generated == 5 and result.stop_reason == "five_samples"
+        composed = await client.run("2 + 2?", strategy="adaptive", stop=budget_exhausted() | five_samples)
+        assert composed.generated == 5 and composed.stop_reason == "five_samples"
+        stops = [e for e in composed.trace if e.kind == "decide" and e.data["action"] == "stop"]
+        assert stops and stops[-1].data["reason"] == "five_samples"

@@ -303,3 +303,41 @@ def test_bad_configs_raise_config_error(config: Any, params: Any, fragment: str)
         stop_rule_from_config(config, params)
     assert fragment in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_a_plain_callable_is_a_stop_rule_that_composes_and_is_explained() -> None:
+    from adaptive._stop import FunctionRule, as_stop_rule
+
+    def enough(state: State) -> bool:
+        return state.samples >= 3
+
+    rule = stop_rule_from_config(enough)
+    assert isinstance(rule, FunctionRule) and rule.label == "enough"
+    assert not rule(State(samples=2)) and rule(State(samples=3))
+    either = budget_exhausted() | enough
+    assert either.check(State(samples=3, next_batch=1)).reason() == "enough"
+    flipped = enough | budget_exhausted()
+    assert [p.rule for p in flipped.check(State(samples=0, next_batch=0)).parts] == [
+        "enough",
+        "budget_exhausted",
+    ]
+    both = enough & budget_exhausted()
+    assert not both(State(samples=3, next_batch=1)) and both(State(samples=3, next_batch=0))
+    assert as_stop_rule(rule) is rule
+    with pytest.raises(ConfigError, match="Python function, which has no config form"):
+        rule.config()
+
+
+def test_a_callable_that_does_not_return_a_bool_is_refused_not_read_as_truthy() -> None:
+    rule = stop_rule_from_config(lambda state: state.samples)
+    with pytest.raises(ConfigError, match="returned int 2"):
+        rule(State(samples=2))
+    with pytest.raises(ConfigError, match="not int"):
+        stop_rule_from_config(3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="instance, not the class"):
+        stop_rule_from_config(ACBeta)  # type: ignore[arg-type]
+
+
+def test_an_old_stop_rule_name_is_refused_with_the_new_one() -> None:
+    with pytest.raises(ConfigError, match="it is called 'budget-exhausted'"):
+        stop_rule_from_config("budget_exhausted")
