@@ -211,6 +211,9 @@ class HTTPEndpoint(BaseEndpoint):
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._host = url.host + (f":{url.port}" if url.port else "")
+        # Read on every request's events: made once. The host only, never URL userinfo.
+        shown = model if url.host == httpx.URL(self._default_base_url).host else f"{model} @ {self._host}"
+        self._name = f"{type(self).__name__}({shown})"
         super().__init__(
             model,
             price=s.price,
@@ -279,9 +282,7 @@ class HTTPEndpoint(BaseEndpoint):
     @property
     def name(self) -> str:
         """Display name: kind and model, plus the host when it is not the default (no secrets)."""
-        if self._host == httpx.URL(self._default_base_url).host:
-            return f"{type(self).__name__}({self.model})"
-        return f"{type(self).__name__}({self.model} @ {self._host})"
+        return self._name
 
     def _pool(self) -> list[_Shard]:
         """Return the endpoint's own clients for the running event loop, made on first use."""
