@@ -10,22 +10,19 @@ import anyio
 import pytest
 
 from adaptive import (
-    PICO,
     Anthropic,
     Budget,
     Client,
     ControllerConfig,
-    Ledger,
     Message,
     Price,
     Request,
-    RetryPolicy,
     StreamError,
-    UsageMeter,
 )
-from adaptive._ledger import prompt_token_bound
+from adaptive._ledger import Ledger, prompt_token_bound
+from adaptive._prices import PICO
 from adaptive._tokens import estimate_tokens
-from adaptive.endpoints import HTTPSettings
+from adaptive.endpoints import HTTPSettings, RetryPolicy, UsageMeter
 from adaptive.endpoints._base import set_meter
 from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 

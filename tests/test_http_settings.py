@@ -16,10 +16,15 @@ from adaptive import (
     OpenAICompletions,
     Price,
     Request,
+)
+from adaptive.endpoints import (
+    HTTPSettings,
+    HTTPSettingsArgs,
+    ReplayEndpoint,
     RetryPolicy,
     prompt_copies,
+    recorded_question,
 )
-from adaptive.endpoints import HTTPSettings, HTTPSettingsArgs, ReplayEndpoint, recorded_question
 from adaptive.sim import SimEndpoint
 
 KEY = "sk-settings-SECRET-42"
