@@ -59,7 +59,8 @@ class Client:
         if not isinstance(endpoint, Endpoint):
             raise ConfigError(
                 f"endpoint must implement the Endpoint protocol (name, price, supports_n, "
-                f"supports_prefill, supports_raw, async request()); got {type(endpoint).__name__}"
+                f"supports_prefill, supports_raw, async request(), prompt_copies(), async "
+                f"aclose()); got {type(endpoint).__name__}"
             )
         self.endpoint = endpoint
         self.strategy = _strategy(strategy) if strategy is not None else SingleSample()
@@ -82,9 +83,7 @@ class Client:
 
     async def aclose(self) -> None:
         """Close the endpoint (endpoints never close an HTTP client they were given)."""
-        close = getattr(self.endpoint, "aclose", None)
-        if callable(close):
-            await close()
+        await self.endpoint.aclose()
 
     async def run(
         self,

@@ -71,6 +71,9 @@ class Bare:
             usage=Usage(prompt_tokens=10, completion_tokens=5),
         )
 
+    def prompt_copies(self, request: Request) -> int:
+        return request.n  # n fans out as separate requests, each billed for its prompt
+
     async def aclose(self) -> None:
         self.closed = True
 

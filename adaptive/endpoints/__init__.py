@@ -1,4 +1,8 @@
-"""Model endpoints: one file per provider, all behind the one-method `Endpoint` contract."""
+"""Model endpoints: one file per provider, all behind the `Endpoint` contract.
+
+The HTTP providers (OpenAI chat and completions, Anthropic) are thin adapters over one HTTP
+layer (`_http`: settings, auth, errors, retries, pool; `_sse`: event streams).
+"""
 
 from .._models import TokenLogprob
 from ._base import (
@@ -11,7 +15,10 @@ from ._base import (
     prompt_copies,
     retry_after,
 )
-from ._openai_common import OpenAIEndpoint, StreamEvent, StreamEvents, parse_usage
+from ._http import HTTPEndpoint, HTTPSettings, HTTPSettingsArgs, WireError
+from ._openai import OpenAIEndpoint
+from ._openai_wire import parse_usage
+from ._sse import ServerSaid, StreamDecoder, StreamEvent, StreamEvents
 from .anthropic import Anthropic
 from .function import FunctionEndpoint, FunctionResult
 from .openai_chat import OpenAIChat
@@ -31,6 +38,9 @@ __all__ = [
     "Endpoint",
     "FunctionEndpoint",
     "FunctionResult",
+    "HTTPEndpoint",
+    "HTTPSettings",
+    "HTTPSettingsArgs",
     "OpenAIChat",
     "OpenAICompletions",
     "OpenAIEndpoint",
@@ -38,10 +48,13 @@ __all__ = [
     "RecordedSample",
     "ReplayEndpoint",
     "RetryPolicy",
+    "ServerSaid",
+    "StreamDecoder",
     "StreamEvent",
     "StreamEvents",
     "TokenLogprob",
     "UsageMeter",
+    "WireError",
     "current_meter",
     "jsonl_rows",
     "load_recorded",
