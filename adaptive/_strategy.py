@@ -13,8 +13,9 @@ asks `finish` for the answer::
 `Plan.sample` asks for "more samples of this request" and lets the controller size the batch;
 `Plan.calls` asks for exactly these calls (beam expansions, verifier calls).
 
-A run may also define `answer_of(completion) -> str | None` (or `parse(text)`): the receipt
-then shows, for every generated sample, the answer the run counted.
+A run also says, with `answer_of(completion)`, which answer it counted for a generated sample:
+the receipt shows it beside every generated sample. A run that reads no answers returns
+`completion.answer` (what the endpoint extracted, if anything).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pydantic import Field
 from ._answers import AnswerSpec
 from ._exceptions import ConfigError
 from ._ledger import Charge
-from ._models import Message, Request, Response, ValidatedModel
+from ._models import Completion, Message, Request, Response, ValidatedModel
 from ._prices import Price
 from ._state import State
 from ._stop import StopRule
@@ -230,6 +231,14 @@ class StrategyRun(Protocol):
         """The answer from what was observed."""
         ...
 
+    def answer_of(self, completion: Completion) -> str | None:
+        """The answer this run counted for a generated `completion` (None: it abstains).
+
+        Shown on the receipt beside every generated sample. A run that reads no answers
+        returns `completion.answer`.
+        """
+        ...
+
 
 @runtime_checkable
 class Strategy(Protocol):
@@ -285,9 +294,15 @@ class _SingleRun:
     def __init__(self, task: Task, sampling: Sampling, answer: AnswerSpec) -> None:
         self.task = task
         self.sampling = sampling
-        self.parse = answer.parse
+        self.spec = answer
         self.response: Response | None = None
         self.asked = False
+
+    def answer_of(self, completion: Completion) -> str | None:
+        # An answer the endpoint extracted stands as it is; else the text is parsed.
+        if completion.answer is not None:
+            return completion.answer
+        return self.spec.read(completion.text)
 
     def plan(self, state: State) -> Plan | None:
         if self.asked:
@@ -308,7 +323,7 @@ class _SingleRun:
         if self.response is None or not self.response.completions:
             return Final(answer=None)
         text = self.response.completions[0].text
-        return Final(answer=self.parse(text), text=text)
+        return Final(answer=self.spec.read(text), text=text)
 
 
 class SingleSample(ValidatedModel):

@@ -51,6 +51,7 @@ from adaptive import (
     AnswerSpec,
     Boxed,
     Call,
+    Completion,
     ConfigError,
     Evidence,
     Extractor,
@@ -327,9 +328,11 @@ class _TreeRun:
         self.last_kept: list[_Node] = []
 
     # -- the protocol ----------------------------------------------------------------------
-    def parse(self, text: str) -> str | None:
-        """Return the normalized answer in a text, for the receipt."""
-        return self.cfg.answer.parse(text)
+    def answer_of(self, completion: Completion) -> str | None:
+        """Return the answer in an expansion, for the receipt: the endpoint's own, else its text's."""
+        if completion.answer is not None:
+            return completion.answer
+        return self.cfg.answer.parse(completion.text)
 
     def plan(self, state: State) -> Plan | None:
         if self.phase == "expanded":

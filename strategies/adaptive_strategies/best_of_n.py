@@ -155,9 +155,11 @@ class _BestOfNRun:
         self._scoring_cost: tuple[int, int, int] | None = None
 
     # -- the protocol ----------------------------------------------------------------------
-    def parse(self, text: str) -> str | None:
-        """Return the normalized answer in a candidate, for the receipt."""
-        return self.cfg.answer.parse(text)
+    def answer_of(self, completion: Completion) -> str | None:
+        """Return the answer of a candidate: the endpoint's own, else the one in its text."""
+        if completion.answer is not None:
+            return completion.answer
+        return self.cfg.answer.parse(completion.text)
 
     def plan(self, state: State) -> Plan | None:
         if self.scoring:
@@ -257,8 +259,7 @@ class _BestOfNRun:
         return sorted(self.candidates, key=lambda c: c.key)
 
     def _add(self, comp: Completion, key: tuple[int, int, int]) -> None:
-        answer = comp.answer if comp.answer is not None else self.cfg.answer.parse(comp.text)
-        self.candidates.append(_Candidate(key=key, text=comp.text, answer=answer))
+        self.candidates.append(_Candidate(key=key, text=comp.text, answer=self.answer_of(comp)))
 
     def _scoring_calls(self, indices: list[int]) -> list[Call]:
         calls: list[Call] = []
