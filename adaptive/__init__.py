@@ -25,6 +25,7 @@ from ._answers import (
 from ._budget import Budget
 from ._client import Client, SyncClient
 from ._controller import Controller, ControllerConfig, uses_gain
+from ._costing import affordable, call_worst_case, calls_worst_case, candidate_bytes, work_worst_case
 from ._exceptions import (
     AdaptiveError,
     BudgetExceededError,
@@ -85,7 +86,7 @@ from ._strategy import (
     register_strategy,
     strategy_from_config,
 )
-from ._tokens import BYTES_PER_TOKEN, candidate_bytes, estimate_tokens
+from ._tokens import BYTES_PER_TOKEN, estimate_tokens
 from ._voting import Tally, Vote, logprob_weight, majority_vote, weighted_vote
 from .endpoints import (
     Anthropic,
@@ -203,11 +204,14 @@ __all__ = [
     "VoteMargin",
     "__version__",
     "ac_beta",
+    "affordable",
     "answers_equivalent",
     "as_answer_spec",
     "as_messages",
     "beta_confidence",
     "budget_exhausted",
+    "call_worst_case",
+    "calls_worst_case",
     "candidate_bytes",
     "confident",
     "current_meter",
@@ -242,4 +246,5 @@ __all__ = [
     "uses_gain",
     "vote_margin",
     "weighted_vote",
+    "work_worst_case",
 ]

@@ -14,9 +14,7 @@ from adaptive_strategies.verifiers import (
     RewardModel,
     Verification,
     Verifier,
-    affordable,
     aggregate_steps,
-    call_worst_case,
     parse_rating,
     parse_yes_no,
     read_score,
@@ -38,6 +36,8 @@ from adaptive import (
     State,
     TokenLogprob,
     Usage,
+    affordable,
+    call_worst_case,
 )
 
 

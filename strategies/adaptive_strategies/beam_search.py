@@ -67,12 +67,14 @@ from adaptive import (
     StrategyRun,
     Task,
     ValidatedModel,
+    affordable,
     as_answer_spec,
     budget_exhausted,
     candidate_bytes,
     extractor_from_config,
     register_strategy,
     weighted_vote,
+    work_worst_case,
 )
 
 from .best_of_n import weight_of
@@ -81,10 +83,8 @@ from .verifiers import (
     ScoreValue,
     Verification,
     Verifier,
-    affordable,
     aggregate_steps,
-    call_worst_case,
-    scoring_worst_case,
+    scoring_calls,
     verifier_from_config,
 )
 
@@ -442,23 +442,17 @@ class _TreeRun:
         if not beams:
             return None
         calls: list[Call] = []
-        total = [0, 0, 0]
+        work: list[tuple[Call, tuple[Call, ...]]] = []  # each expansion and its steps' scoring
         self.parents = {}
         for position, beam in enumerate(beams):
             call = Call(request=self._request(beam), purpose="generate", tag=("expand", position, position))
             if self.cfg.reserve_for_scoring:
-                pico, tokens = call_worst_case(call, self.task.endpoint, default_price=self.task.price)
                 size = candidate_bytes(call.request.max_tokens, self._partial(beam.steps))
-                v_pico, v_tokens, v_samples = scoring_worst_case(
-                    self.cfg.prm, self.task.question, size, self.task.endpoint, default_price=self.task.price
-                )
-                n = call.request.n
-                total[0] += pico + n * v_pico
-                total[1] += tokens + n * v_tokens
-                total[2] += n + n * v_samples
-                fit = affordable(state, total[0], total[1], total[2])
+                work.append((call, scoring_calls(self.cfg.prm, self.task.question, size)))
+                cost = work_worst_case(work, self.task.endpoint, default_price=self.task.price)
+                fit = affordable(state, *cost)
                 if fit is not None and fit < 1:
-                    break
+                    break  # the weakest beams go: what is expanded can still be scored
             self.parents[position] = beam
             calls.append(call)
         if not calls:

@@ -36,22 +36,22 @@ from adaptive import (
     StrategyRun,
     Task,
     ValidatedModel,
+    affordable,
     as_answer_spec,
     budget_exhausted,
     candidate_bytes,
     majority_vote,
     register_strategy,
     weighted_vote,
+    work_worst_case,
 )
 
 from .verifiers import (
     Aggregation,
     Verification,
     Verifier,
-    affordable,
-    call_worst_case,
     read_score,
-    scoring_worst_case,
+    scoring_calls,
     verifier_from_config,
 )
 
@@ -152,7 +152,7 @@ class _BestOfNRun:
         self.arrivals = 0
         self.verified = 0
         self.scoring = False
-        self._scoring_cost: tuple[int, int, int] | None = None
+        self._scoring: tuple[Call, ...] | None = None  # what scoring one candidate takes
 
     # -- the protocol ----------------------------------------------------------------------
     def answer_of(self, completion: Completion) -> str | None:
@@ -285,16 +285,12 @@ class _BestOfNRun:
         c.done = True
 
     def _fits(self, state: State, request: Request) -> int | None:
-        gen_pico, gen_tokens = call_worst_case(
-            Call(request=request), self.task.endpoint, default_price=self.task.price
-        )
-        if self._scoring_cost is None:
+        """How many candidates, each generated alone and then scored, the budget still holds."""
+        if self._scoring is None:
             size = candidate_bytes(request.max_tokens)
-            self._scoring_cost = scoring_worst_case(
-                self.cfg.verifier, self.task.question, size, self.task.endpoint, default_price=self.task.price
-            )
-        v_pico, v_tokens, v_samples = self._scoring_cost
-        return affordable(state, gen_pico + v_pico, gen_tokens + v_tokens, 1 + v_samples)
+            self._scoring = scoring_calls(self.cfg.verifier, self.task.question, size)
+        work = [(Call(request=request), self._scoring)]
+        return affordable(state, *work_worst_case(work, self.task.endpoint, default_price=self.task.price))
 
 
 register_strategy("best_of_n", BestOfN)
