@@ -246,52 +246,46 @@ class _CallRun:
         return self.result(final, self.stop_reason)
 
     async def loop(self, run: StrategyRun) -> None:
-        """State, stop rules, plan, batch size, dispatch, record: until something says stop."""
+        """State, plan, batch size, stop rules, reserve, dispatch: until something says stop."""
         while True:
             state = self.state()
             plan = run.plan(state)
             if plan is None:
                 self.stop("strategy_done")
                 return
-            k = 0
-            if plan.sample is not None:
-                k = self.batching.size(
-                    plan, state, self.rule, generated=self.generated, first=self.round == 0
-                )
-                state = self.batching.with_next(state, plan.sample, k)
-            if plan.stoppable and self.rule is not None and self.round > 0:
-                check = self.rule.check(state)
-                if check.stop:
-                    self.stop_reason = check.reason()
-                    self.recorder.emit(
-                        "decide", action="stop", reason=self.stop_reason, **self.numbers(state)
-                    )
-                    return
+            k, state = self.size(plan, state)
+            if self.rules_stop(plan, state):
+                return
             sends, capped = self.reserve(plan, k)
             if not sends:
                 capped = capped or (plan.sample is not None and self.generated >= self.cfg.max_samples)
                 self.stop("max_samples" if capped else "budget")
                 return
-            self.recorder.emit(
-                "decide",
-                action="continue",
-                calls=len(sends),
-                reserved_usd=round(sum(r.pico for _, r in sends) / 1e12, 9),
-                note=plan.note,
-                **self.numbers(state),
-            )
-            before = len(self.recorder.outcomes)
-            stop_now = (
-                self.stop_now if plan.stoppable and self.cfg.early_cancel and self.rule is not None else None
-            )
-            await self.dispatch.run_round(sends, self.observe, stop_now)
-            self.recorder.round += 1
-            self.raise_if_all_failed(self.recorder.outcomes[before:])
-            if self.stop_check is not None:
+            await self.send(plan, state, sends)
+            if self.stop_check is not None:  # the rules said stop part-way through the round
                 self.stop_reason = self.stop_check.reason()
                 return
 
     # -- the steps of a round ------------------------------------------------------------
+    def size(self, plan: Plan, state: State) -> tuple[int, State]:
+        """The samples to ask for under `plan`, and the state with their worst case filled in."""
+        if plan.sample is None:
+            return 0, state
+        first = self.round == 0
+        k = self.batching.size(plan, state, self.rule, generated=self.generated, first=first)
+        return k, self.batching.with_next(state, plan.sample, k)
+
+    def rules_stop(self, plan: Plan, state: State) -> bool:
+        """Whether the stop rules end the call before this plan (never before the first round)."""
+        if not plan.stoppable or self.rule is None or self.round == 0:
+            return False
+        check = self.rule.check(state)
+        if not check.stop:
+            return False
+        self.stop_reason = check.reason()
+        self.recorder.emit("decide", action="stop", reason=self.stop_reason, **self.numbers(state))
+        return True
+
     def reserve(self, plan: Plan, k: int) -> tuple[list[Send], bool]:
         """Reserve the plan's batch of k samples and its calls: (what to send, capped by max_samples)."""
         sends: list[Send] = []
@@ -317,6 +311,22 @@ class _CallRun:
             if send is not None:
                 sends.append(send)
         return sends, capped
+
+    async def send(self, plan: Plan, state: State, sends: list[Send]) -> None:
+        """Record the decision to go on, then run the round (cancelled part-way if the rules say so)."""
+        self.recorder.emit(
+            "decide",
+            action="continue",
+            calls=len(sends),
+            reserved_usd=round(sum(r.pico for _, r in sends) / 1e12, 9),
+            note=plan.note,
+            **self.numbers(state),
+        )
+        before = len(self.recorder.outcomes)
+        early = plan.stoppable and self.cfg.early_cancel and self.rule is not None
+        await self.dispatch.run_round(sends, self.observe, self.stop_now if early else None)
+        self.recorder.round += 1
+        self.raise_if_all_failed(self.recorder.outcomes[before:])
 
     def observe(self, outcome: Outcome) -> None:
         """Count what a call generated and hand its outcome to the strategy."""
