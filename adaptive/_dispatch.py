@@ -194,9 +194,10 @@ class Dispatcher:
         failure: Exception | None = None,
         **data: Any,
     ) -> None:
-        """Hand a finished call's outcome to the controller, then record it with its event."""
+        """Keep a finished call's outcome, hand it to the controller, then record its event."""
         outcome = Outcome(
             call=call, response=response, charge=charge, error=failure, round=self.recorder.round
         )
+        self.recorder.keep(outcome)  # on the receipt even if the strategy fails to take it in
         observe(outcome)
-        self.recorder.outcome(outcome, kind, endpoint=ep.name, purpose=call.purpose, **data)
+        self.recorder.emit(kind, endpoint=ep.name, purpose=call.purpose, **data)

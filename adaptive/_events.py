@@ -1,7 +1,7 @@
 """The event recorder: the one source of a call's trace, its charges and its samples.
 
-Everything the controller decides or sees goes through `Recorder.emit` (or `Recorder.outcome`
-for a finished request, which also keeps the `Outcome` for the receipt). The recorder stamps
+Everything the controller decides or sees goes through `Recorder.emit`; every finished request's
+`Outcome` is also kept (`Recorder.keep`) for the charges and samples of the receipt. The recorder stamps
 each event with the seconds since the call began and the current round, keeps it for
 `Result.trace`, and hands it to every subscriber as it happens: a subscriber is any sync
 callable taking a `TraceEvent` (live callbacks, logging and tracing attach here).
@@ -112,10 +112,9 @@ class Recorder:
             subscriber(event)
         return event
 
-    def outcome(self, outcome: Outcome, kind: str, **data: Any) -> TraceEvent:
-        """Keep a finished request's outcome for the receipt and emit its event."""
+    def keep(self, outcome: Outcome) -> None:
+        """Keep a finished request's outcome for the receipt (its charge and completions)."""
         self.outcomes.append(outcome)
-        return self.emit(kind, **data)
 
     # -- the receipt -------------------------------------------------------------------
     def charges(self) -> list[ChargeRecord]:
