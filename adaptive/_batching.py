@@ -13,7 +13,7 @@ controller exposes them as methods); `Batching` applies them to one call.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ._ledger import Ledger
 from ._models import Request
@@ -103,6 +103,14 @@ def next_batch(
     return max(min_batch, cap)
 
 
+class Sizer(Protocol):
+    """`Controller.next_batch`: the batch size the stop rules ask for, before the budget."""
+
+    def __call__(
+        self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False
+    ) -> int: ...
+
+
 class Batching:
     """The batch sizing of one call: its caps, and what its budget can still hold.
 
@@ -117,7 +125,7 @@ class Batching:
     def __init__(
         self,
         config: ControllerConfig,
-        sizer: Callable[..., int],
+        sizer: Sizer,
         ledger: Ledger,
         *,
         supports_n: bool,
