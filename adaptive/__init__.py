@@ -26,6 +26,7 @@ from ._answers import (
 from ._budget import Budget
 from ._client import Client, SyncClient
 from ._controller import ControllerConfig
+from ._costing import candidate_bytes
 from ._exceptions import (
     AdaptiveError,
     BudgetExceededError,
@@ -169,6 +170,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "extractor_from_config",
     "normalize_answer",
     "answers_equivalent",
+    "candidate_bytes",
     "majority_vote",
     "weighted_vote",
     "logprob_weight",

@@ -120,14 +120,14 @@ def esc(p: Prepared, window: int) -> Outcome:
 
 def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samples: int) -> Outcome:
     """What `Client.run(strategy=AdaptiveConsistency(...))` does on a replay, step for step."""
-    from adaptive._controller import _ordered  # the same ordering the controller uses
+    from adaptive._batching import ordered  # the same ordering the controller uses
 
     drawn = 0
     rnd = 0
     cap_total = min(max_samples, len(p.answers), controller.config.max_samples)
     while True:
         answers = p.answers[:drawn]
-        votes = _ordered(_votes(answers))
+        votes = ordered(_votes(answers))
         conf, g = controller.assess(votes)
         state = State(
             round=rnd,

@@ -14,13 +14,11 @@ from adaptive_strategies.verifiers import (
     RewardModel,
     Verification,
     Verifier,
-    affordable,
     aggregate_steps,
-    call_worst_case,
     parse_rating,
     parse_yes_no,
     read_score,
-    scoring_worst_case,
+    scoring_calls,
     verifier_from_config,
     verifier_names,
 )
@@ -37,6 +35,7 @@ from adaptive import (
     State,
     Usage,
 )
+from adaptive._costing import affordable, call_worst_case, calls_worst_case
 from adaptive._ledger import Ledger
 from adaptive._models import TokenLogprob
 
@@ -339,6 +338,13 @@ def test_verifier_from_config() -> None:
         verifier_from_config(3)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="transform"):
         verifier_from_config({"name": "reward_model", "endpoint": ep, "transform": "tanh"})
+
+
+def scoring_worst_case(
+    verifier: Any, question: str, size: int, default: Any, default_price: Price | None = None
+) -> tuple[int, int, int]:
+    """What scoring one candidate of `size` bytes may cost at most (the calls a plan holds back for)."""
+    return calls_worst_case(scoring_calls(verifier, question, size), default, default_price=default_price)
 
 
 def test_call_worst_case_matches_the_ledger() -> None:

@@ -51,6 +51,7 @@ from adaptive import (
     AnswerSpec,
     Boxed,
     Call,
+    Completion,
     ConfigError,
     Evidence,
     Extractor,
@@ -68,10 +69,10 @@ from adaptive import (
     ValidatedModel,
     as_answer_spec,
     budget_exhausted,
+    candidate_bytes,
     extractor_from_config,
     weighted_vote,
 )
-from adaptive._tokens import candidate_bytes  # TEMP until the costing move
 
 from .best_of_n import weight_of
 from .verifiers import (
@@ -79,10 +80,8 @@ from .verifiers import (
     ScoreValue,
     Verification,
     Verifier,
-    affordable,
     aggregate_steps,
-    call_worst_case,
-    scoring_worst_case,
+    scoring_calls,
     verifier_from_config,
 )
 
@@ -326,9 +325,11 @@ class _TreeRun:
         self.last_kept: list[_Node] = []
 
     # -- the protocol ----------------------------------------------------------------------
-    def parse(self, text: str) -> str | None:
-        """Return the normalized answer in a text, for the receipt."""
-        return self.cfg.answer.parse(text)
+    def answer_of(self, completion: Completion) -> str | None:
+        """Return the answer in an expansion, for the receipt: the endpoint's own, else its text's."""
+        if completion.answer is not None:
+            return completion.answer
+        return self.cfg.answer.parse(completion.text)
 
     def plan(self, state: State) -> Plan | None:
         if self.phase == "expanded":
@@ -438,23 +439,16 @@ class _TreeRun:
         if not beams:
             return None
         calls: list[Call] = []
-        total = [0, 0, 0]
+        work: list[tuple[Call, tuple[Call, ...]]] = []  # each expansion and its steps' scoring
         self.parents = {}
         for position, beam in enumerate(beams):
             call = Call(request=self._request(beam), purpose="generate", tag=("expand", position, position))
             if self.cfg.reserve_for_scoring:
-                pico, tokens = call_worst_case(call, self.task.endpoint, default_price=self.task.price)
                 size = candidate_bytes(call.request.max_tokens, self._partial(beam.steps))
-                v_pico, v_tokens, v_samples = scoring_worst_case(
-                    self.cfg.prm, self.task.question, size, self.task.endpoint, default_price=self.task.price
-                )
-                n = call.request.n
-                total[0] += pico + n * v_pico
-                total[1] += tokens + n * v_tokens
-                total[2] += n + n * v_samples
-                fit = affordable(state, total[0], total[1], total[2])
+                work.append((call, scoring_calls(self.cfg.prm, self.task.question, size)))
+                fit = self.task.affordable(state, work)
                 if fit is not None and fit < 1:
-                    break
+                    break  # the weakest beams go: what is expanded can still be scored
             self.parents[position] = beam
             calls.append(call)
         if not calls:

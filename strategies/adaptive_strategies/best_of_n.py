@@ -38,19 +38,17 @@ from adaptive import (
     ValidatedModel,
     as_answer_spec,
     budget_exhausted,
+    candidate_bytes,
     majority_vote,
     weighted_vote,
 )
-from adaptive._tokens import candidate_bytes  # TEMP until the costing move
 
 from .verifiers import (
     Aggregation,
     Verification,
     Verifier,
-    affordable,
-    call_worst_case,
     read_score,
-    scoring_worst_case,
+    scoring_calls,
     verifier_from_config,
 )
 
@@ -151,12 +149,14 @@ class _BestOfNRun:
         self.arrivals = 0
         self.verified = 0
         self.scoring = False
-        self._scoring_cost: tuple[int, int, int] | None = None
+        self._scoring: tuple[Call, ...] | None = None  # what scoring one candidate takes
 
     # -- the protocol ----------------------------------------------------------------------
-    def parse(self, text: str) -> str | None:
-        """Return the normalized answer in a candidate, for the receipt."""
-        return self.cfg.answer.parse(text)
+    def answer_of(self, completion: Completion) -> str | None:
+        """Return the answer of a candidate: the endpoint's own, else the one in its text."""
+        if completion.answer is not None:
+            return completion.answer
+        return self.cfg.answer.parse(completion.text)
 
     def plan(self, state: State) -> Plan | None:
         if self.scoring:
@@ -256,8 +256,7 @@ class _BestOfNRun:
         return sorted(self.candidates, key=lambda c: c.key)
 
     def _add(self, comp: Completion, key: tuple[int, int, int]) -> None:
-        answer = comp.answer if comp.answer is not None else self.cfg.answer.parse(comp.text)
-        self.candidates.append(_Candidate(key=key, text=comp.text, answer=answer))
+        self.candidates.append(_Candidate(key=key, text=comp.text, answer=self.answer_of(comp)))
 
     def _scoring_calls(self, indices: list[int]) -> list[Call]:
         calls: list[Call] = []
@@ -283,13 +282,9 @@ class _BestOfNRun:
         c.done = True
 
     def _fits(self, state: State, request: Request) -> int | None:
-        gen_pico, gen_tokens = call_worst_case(
-            Call(request=request), self.task.endpoint, default_price=self.task.price
-        )
-        if self._scoring_cost is None:
+        """How many candidates, each generated alone and then scored, the budget still holds."""
+        if self._scoring is None:
             size = candidate_bytes(request.max_tokens)
-            self._scoring_cost = scoring_worst_case(
-                self.cfg.verifier, self.task.question, size, self.task.endpoint, default_price=self.task.price
-            )
-        v_pico, v_tokens, v_samples = self._scoring_cost
-        return affordable(state, gen_pico + v_pico, gen_tokens + v_tokens, 1 + v_samples)
+            self._scoring = scoring_calls(self.cfg.verifier, self.task.question, size)
+        work = [(Call(request=request), self._scoring)]
+        return self.task.affordable(state, work)

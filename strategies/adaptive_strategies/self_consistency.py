@@ -60,10 +60,6 @@ class VoteRun:
         self.weights: list[float] = []
         self.texts: list[str] = []
 
-    def parse(self, text: str) -> str | None:
-        """The normalized answer of a sample's text (None: abstains)."""
-        return self.spec.parse(text)
-
     def answer_of(self, c: Completion) -> str | None:
         """The normalized answer this run counts for `c` (pre-extracted ones normalized)."""
         return self.spec.read(c.text, c.answer)
