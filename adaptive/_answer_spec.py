@@ -6,15 +6,15 @@ r"""Answer specs: how to read a sample's answer, an extractor then a normalizer.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import Field, field_validator
 
 from ._extractors import Extractor, ExtractorField, ExtractorFn, default_extractor
 from ._models import ValidatedModel
 from ._normalize import Normalizer
 
-__all__ = ["AnswerSpec", "AnswerSpecField", "as_answer_spec"]
+__all__ = ["AnswerSpec", "as_answer_spec"]
 
 
 class AnswerSpec(ValidatedModel):
@@ -77,9 +77,3 @@ def as_answer_spec(spec: AnswerSpec | Extractor | ExtractorFn | str | Mapping[st
     if isinstance(spec, Mapping) and "name" not in spec and set(spec) <= {"extractor", "normalizer"}:
         return AnswerSpec(**spec)
     return AnswerSpec(extractor=spec)
-
-
-AnswerSpecField = Annotated[AnswerSpec, BeforeValidator(as_answer_spec)]
-"""The type of a config field holding an answer spec (`answer: AnswerSpecField`): it also takes
-whatever `as_answer_spec` takes (None, an extractor name, config dict or function, or an
-`AnswerSpec` config dict)."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import Field
 
+from ._exceptions import ConfigError
 from ._models import ValidatedModel
 
-__all__ = ["Budget"]
+__all__ = ["Budget", "as_budget"]
 
 
 class Budget(ValidatedModel):
@@ -44,3 +48,21 @@ class Budget(ValidatedModel):
             samples=tight(self.samples, other.samples),
             seconds=tight(self.seconds, other.seconds),
         )
+
+
+def as_budget(value: Budget | Mapping[str, Any] | None) -> Budget | None:
+    """A `Budget` from a `Budget`, a dict of its limits (`{"usd": 0.01}`) or None.
+
+    Raises:
+        ConfigError: Anything else (a bare number says nothing of its unit), or a dict with
+            an unknown key or a bad limit.
+    """
+    if value is None or isinstance(value, Budget):
+        return value
+    if isinstance(value, Mapping):
+        return Budget(**value)
+    hint = f" (write Budget(usd={value!r}) for dollars)" if isinstance(value, int | float) else ""
+    raise ConfigError(
+        f"budget must be a Budget, a dict of its limits such as {{'usd': 0.01}}, or None; "
+        f"got {type(value).__name__} {value!r}{hint}"
+    )

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from ._budget import Budget
+from ._budget import Budget, as_budget
 from ._controller import Controller, ControllerConfig
 from ._exceptions import ConfigError
 from ._models import Message, as_messages
 from ._posterior import ConsistencyPrior
 from ._prices import Price
 from ._result import Result
+from ._state import State
 from ._stop import StopRule, stop_rule_from_config
 from ._strategy import Sampling, SingleSample, Strategy, Task, strategy_from_config
 from .endpoints._base import Endpoint
@@ -31,8 +32,9 @@ class Client:
     Args:
         endpoint: Any `Endpoint` (OpenAIChat, Anthropic, FunctionEndpoint, SimEndpoint...).
         strategy: Default strategy (one sample when None); each call may choose another.
-        budget: Default per-call budget; a call's own budget replaces it.
-        stop: Default stop rule; otherwise the strategy's own default.
+        budget: Default per-call budget (a `Budget` or a dict of its limits); a call's own
+            budget replaces it.
+        stop: Default stop rule (as for `run`); otherwise the strategy's own default.
         controller: Batch sizing and spending behaviour.
         prior: A consistency prior fitted on your logs (`ConsistencyPrior.fit`); with
             `controller.calibrate` (the default) it keeps learning from this client's calls.
@@ -49,19 +51,20 @@ class Client:
         endpoint: Endpoint,
         *,
         strategy: Strategy | str | Mapping[str, Any] | None = None,
-        budget: Budget | None = None,
-        stop: StopRule | str | Mapping[str, Any] | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
+        stop: StopRule | Callable[[State], bool] | str | Mapping[str, Any] | None = None,
         controller: ControllerConfig | None = None,
         prior: ConsistencyPrior | None = None,
     ) -> None:
         if not isinstance(endpoint, Endpoint):
             raise ConfigError(
                 f"endpoint must implement the Endpoint protocol (name, price, supports_n, "
-                f"supports_prefill, supports_raw, async request()); got {type(endpoint).__name__}"
+                f"supports_prefill, supports_raw, async request(), prompt_copies(), async "
+                f"aclose()); got {type(endpoint).__name__}"
             )
         self.endpoint = endpoint
         self.strategy = _strategy(strategy) if strategy is not None else SingleSample()
-        self.budget = budget
+        self.budget = as_budget(budget)
         self.stop = stop_rule_from_config(stop) if stop is not None else None
         self.controller = Controller(controller, prior)
 
@@ -80,17 +83,15 @@ class Client:
 
     async def aclose(self) -> None:
         """Close the endpoint (endpoints never close an HTTP client they were given)."""
-        close = getattr(self.endpoint, "aclose", None)
-        if callable(close):
-            await close()
+        await self.endpoint.aclose()
 
     async def run(
         self,
         prompt: Prompt,
         *,
         strategy: Strategy | str | Mapping[str, Any] | None = None,
-        budget: Budget | None = None,
-        stop: StopRule | str | Mapping[str, Any] | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
+        stop: StopRule | Callable[[State], bool] | str | Mapping[str, Any] | None = None,
         seed: int | None = None,
         price: Price | None = None,
         max_tokens: int | None = None,
@@ -101,8 +102,10 @@ class Client:
         Args:
             prompt: A question string or a list of chat messages.
             strategy: This call's strategy (an instance, a registered name, or a config dict).
-            budget: This call's limits; spend never exceeds them.
-            stop: This call's stop rule (instance, name or config); default: the strategy's.
+            budget: This call's limits (a `Budget` or a dict such as `{"usd": 0.01}`); spend
+                never exceeds them.
+            stop: This call's stop rule (a `StopRule`, any callable `State -> bool`, a name or
+                a config); default: the strategy's.
             seed: Base seed for reproducible sampling.
             price: Price of the client's endpoint for this call (overrides its own).
             max_tokens: Overrides the strategy's max_tokens for generation requests.
@@ -118,6 +121,7 @@ class Client:
                 spent before.
         """
         messages = as_messages(prompt)
+        limits = as_budget(budget) if budget is not None else self.budget
         strat = _strategy(strategy) if strategy is not None else self.strategy
         rule = stop_rule_from_config(stop) if stop is not None else self.stop
         if rule is None:
@@ -138,7 +142,11 @@ class Client:
             price=price if price is not None else self.endpoint.price,
         )
         return await self.controller.run(
-            strat, task, budget=budget if budget is not None else self.budget, stop=rule, price=price
+            strat,
+            task,
+            budget=limits,
+            stop=rule,
+            price=price,
         )
 
 

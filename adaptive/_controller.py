@@ -1,36 +1,36 @@
 """The controller: decides whether more compute pays, and runs what the strategy asks for.
 
 For every round it (1) builds the `State` (votes, confidence, marginal gain, spend, what is
-left), (2) asks the stop rules, (3) sizes the next batch: the fewest samples that could let the
-rules stop, larger while that is far off, capped by the plan, the budget and concurrency,
-(4) reserves each request's worst-case cost in the ledger, (5) sends the requests in an anyio
-task group, hands each outcome to the strategy as it arrives and, when the rules say stop
-part-way, cancels what is still in flight (and still charges it). Every decision goes into the
-trace with the numbers behind it.
+left), (2) asks the strategy for a plan and the stop rules whether to go on, (3) sizes the next
+batch (`_batching`), (4) reserves and sends the requests (`_dispatch`), handing each outcome
+to the strategy as it arrives and, when the rules say stop part-way, cancelling what is still
+in flight (and still charging it), and (5) records every decision with the numbers behind it
+(`_events`: the trace, the charges and the samples of the receipt all come from there).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 from pydantic import Field
 
+from ._batching import Assessment, Batching, assess, hypothetical, next_batch, ordered
 from ._budget import Budget
-from ._exceptions import AdaptiveError, BudgetExceededError, StreamError
-from ._ledger import Charge, Ledger, Reservation
-from ._models import Request, Response, ValidatedModel
+from ._dispatch import Dispatcher, Send
+from ._events import Recorder, numbers
+from ._exceptions import AdaptiveError, ConfigError
+from ._ledger import Ledger
+from ._models import ValidatedModel
 from ._posterior import ConsistencyPrior
 from ._prices import Price
-from ._result import ChargeRecord, Result, SampleRecord, TraceEvent
+from ._result import Result
 from ._state import State
 from ._stop import AllOf, AnyOf, Check, LowMarginalGain, StopRule
-from ._strategy import Call, Final, Outcome, Plan, Strategy, StrategyRun, Task
-from .endpoints._base import Endpoint, UsageMeter, prompt_copies, set_meter
+from ._strategy import Final, Outcome, Plan, Strategy, StrategyRun, Task
 
 __all__ = ["Controller", "ControllerConfig", "uses_gain"]
 
@@ -75,15 +75,6 @@ def uses_gain(rule: StopRule) -> bool:
     return isinstance(rule, LowMarginalGain)
 
 
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(x, 6)
-
-
-def _ordered(votes: dict[str, int] | Any) -> dict[str, int]:
-    # Leader first; ties keep first-seen order (dicts keep insertion order, sort is stable).
-    return dict(sorted(votes.items(), key=lambda kv: -kv[1]))
-
-
 class Controller:
     """Runs strategies under a budget and decides when to stop.
 
@@ -97,7 +88,7 @@ class Controller:
         self.config = config or ControllerConfig()
         self.prior = prior or ConsistencyPrior()
 
-    def assess(self, votes: dict[str, int]) -> tuple[float | None, Callable[[], float | None] | None]:
+    def assess(self, votes: Mapping[str, int]) -> Assessment:
         """(confidence, marginal gain per sample) for votes ordered leader first.
 
         The gain is the best expected rise in confidence per extra sample over batches of up
@@ -105,31 +96,11 @@ class Controller:
         returned as a function: it costs more than the confidence and most rules never read
         it.
         """
-        it = iter(votes.values())
-        v1, v2 = next(it, 0), next(it, 0)
-        if v1 == 0:
-            return None, None
-        prior, horizon = self.prior, self.config.gain_horizon
-
-        def gain() -> float:
-            return max(prior.expected_gain(v1, v2, k) / k for k in range(1, horizon + 1))
-
-        return prior.confidence(v1, v2), gain
+        return assess(self.prior, votes, horizon=self.config.gain_horizon)
 
     def hypothetical(self, state: State, k: int) -> State:
         """The state if the next k samples all went to the leader."""
-        leader = state.leader if state.leader is not None else "\x00next"
-        votes = dict(state.votes)
-        votes[leader] = votes.get(leader, 0) + k
-        votes = _ordered(votes)
-        conf, g = self.assess(votes)
-        return state.replace(
-            votes=votes,
-            samples=state.samples + k,
-            history=(*state.history, *([leader] * k)),
-            confidence=conf,
-            marginal_gain=g,
-        )
+        return hypothetical(state, k, self.assess)
 
     def next_batch(
         self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False
@@ -139,16 +110,10 @@ class Controller:
         The fewest samples that could let `rule` stop (if they all agreed with the leader);
         when no batch up to `cap` could, `cap` (larger while far from stopping).
         """
-        if cap < 1:
-            return 0
-        if first and self.config.first_batch is not None:
-            return max(min_batch, min(self.config.first_batch, cap))
-        if rule is None:
-            return max(min_batch, cap)
-        for k in range(max(1, min_batch), cap + 1):
-            if rule(self.hypothetical(state, k)):
-                return k
-        return max(min_batch, cap)
+        first_batch = self.config.first_batch if first else None
+        return next_batch(
+            state, rule, self.hypothetical, cap=cap, min_batch=min_batch, first_batch=first_batch
+        )
 
     async def run(
         self,
@@ -170,7 +135,11 @@ class Controller:
 
 
 class _CallRun:
-    """The state of one controller run (one `client.run`)."""
+    """One controller run (one `client.run`): the loop, composed of its parts.
+
+    The recorder keeps the trace and the outcomes, `Batching` sizes batches, the dispatcher
+    reserves and sends; this class holds the call's counters and makes the decisions.
+    """
 
     def __init__(
         self,
@@ -182,45 +151,49 @@ class _CallRun:
         price: Price | None,
     ) -> None:
         self.c = controller
-        self.cfg = controller.config
+        self.cfg = cfg = controller.config
         self.strategy = strategy
         self.task = task
         self.ledger = ledger
         self.rule = stop
-        self.price_override = price
-        self.trace: list[TraceEvent] = []
-        self.outcomes: list[Outcome] = []
-        self.round = 0
+        self.recorder = Recorder()
+        self.dispatch = Dispatcher(
+            task,
+            ledger,
+            self.recorder,
+            price=price,
+            as_n=cfg.batch_as_n and task.endpoint.supports_n,
+            shrink=cfg.shrink_max_tokens,
+            min_max_tokens=cfg.min_max_tokens,
+        )
+        self.batching = Batching(
+            cfg,
+            controller.next_batch,
+            ledger,
+            supports_n=task.endpoint.supports_n,
+            price=self.dispatch.price(task.endpoint),
+        )
         self.generated = 0
-        self.t0 = 0.0
         self.stop_reason = ""
         self.stop_check: Check | None = None
         self.run_state: StrategyRun | None = None
         # The gain is worth computing for the trace only when a rule reads it.
         self.reads_gain = stop is not None and uses_gain(stop)
 
-    # -- helpers -----------------------------------------------------------------------
-    def now(self) -> float:
-        return anyio.current_time() - self.t0
+    @property
+    def round(self) -> int:
+        """Rounds run so far (the recorder stamps it on every event)."""
+        return self.recorder.round
 
-    def event(self, kind: str, **data: Any) -> None:
-        self.trace.append(TraceEvent(t=round(self.now(), 6), kind=kind, round=self.round, data=data))
-
-    def endpoint(self, call: Call) -> Endpoint:
-        return call.endpoint if call.endpoint is not None else self.task.endpoint
-
-    def price(self, endpoint: Endpoint) -> Price | None:
-        if endpoint is self.task.endpoint and self.price_override is not None:
-            return self.price_override
-        return endpoint.price
-
-    def state(self, next_batch: int = 1, next_cost: float | None = None, next_tokens: int = 0) -> State:
+    # -- what the decisions read -------------------------------------------------------
+    def state(self) -> State:
+        """The call's state now, for the stop rules and the strategy."""
         assert self.run_state is not None
         ev = self.run_state.evidence()
-        votes = _ordered(dict(ev.votes))
+        votes = ordered(ev.votes)
         conf, gain = self.c.assess(votes)
         budget = self.ledger.budget
-        elapsed = self.now()
+        elapsed = self.recorder.now()
         return State(
             round=self.round,
             samples=ev.samples or self.generated,
@@ -237,317 +210,161 @@ class _CallRun:
             remaining_tokens=self.ledger.remaining_tokens(),
             remaining_samples=self.ledger.remaining_samples(),
             remaining_seconds=None if budget.seconds is None else max(0.0, budget.seconds - elapsed),
-            next_batch=next_batch,
-            next_cost_usd=next_cost,
-            next_tokens=next_tokens,
+            next_batch=1,
+            next_cost_usd=None,
+            next_tokens=0,
             confidence=conf,
             marginal_gain=gain,
         )
 
-    def batch_size(self, plan: Plan, state: State) -> int:
-        cap = min(self.cfg.max_batch, self.cfg.max_samples - self.generated)
-        if plan.max_batch is not None:
-            cap = min(cap, plan.max_batch)
-        if state.remaining_samples is not None:
-            cap = min(cap, state.remaining_samples)
-        rule = self.rule if plan.stoppable else None
-        return self.c.next_batch(state, rule, cap=cap, min_batch=plan.min_batch, first=self.round == 0)
-
-    def sample_shape(self, sample: Request, k: int) -> tuple[Request, int]:
-        """A batch of k samples as the request whose worst case bounds it, and its prompt copies."""
-        ep = self.task.endpoint
-        request = sample.model_copy(update={"n": k})
-        if self.cfg.batch_as_n and ep.supports_n:
-            return request, 1
-        return request, k  # k single requests: the prompt is billed k times
-
-    def affordable(self, plan: Plan, k: int) -> int:
-        """The largest batch up to k whose worst case fits in the budget (0: none fits)."""
-        assert plan.sample is not None
-        if self.cfg.shrink_max_tokens:
-            return k  # reserving lowers max_tokens to fit instead
-        price = self.price(self.task.endpoint)
-        while k >= max(1, plan.min_batch):
-            request, copies = self.sample_shape(plan.sample, k)
-            if self.ledger.fits(request, price, prompt_copies=copies):
-                return k
-            k -= 1
-        return 0
-
-    def with_next(self, state: State, sample: Request, k: int) -> State:
-        """`state` with the next batch's size and worst-case cost filled in."""
-        if k < 1:
-            return state.replace(next_batch=0, next_cost_usd=None, next_tokens=0)
-        request, copies = self.sample_shape(sample, k)
-        price = self.price(self.task.endpoint)
-        pico, tokens = self.ledger.worst_case(request, price, prompt_copies=copies)
-        return state.replace(
-            next_batch=k, next_cost_usd=pico / 1e12 if price is not None else None, next_tokens=tokens
-        )
-
-    def reserve(self, call: Call) -> Reservation | None:
-        ep = self.endpoint(call)
-        try:
-            return self.ledger.reserve(
-                call.request,
-                self.price(ep),
-                endpoint=ep.name,
-                prompt_copies=prompt_copies(ep, call.request),
-                shrink=self.cfg.shrink_max_tokens,
-                min_max_tokens=self.cfg.min_max_tokens,
-            )
-        except BudgetExceededError as exc:
-            self.event("refuse", endpoint=ep.name, purpose=call.purpose, limit=exc.dimension, why=str(exc))
-            return None
-
-    def sample_calls(self, plan: Plan, k: int) -> list[tuple[Call, Reservation]]:
-        """Reserve a batch of k samples of plan.sample, shrinking k until it fits."""
-        assert plan.sample is not None
-        ep = self.task.endpoint
-        base_seed = self.task.seed
-
-        def seeded(req: Request, index: int, n: int) -> Request:
-            changes: dict[str, Any] = {"n": n}
-            if base_seed is not None and req.seed is None:
-                changes["seed"] = base_seed + index
-            return req.model_copy(update=changes)
-
-        if self.cfg.batch_as_n and ep.supports_n:
-            while k >= plan.min_batch and k >= 1:
-                call = Call(seeded(plan.sample, self.generated, k))
-                r = self.reserve(call)
-                if r is not None:
-                    return [(dataclasses.replace(call, request=r.request), r)]
-                k -= 1
-            return []
-        out: list[tuple[Call, Reservation]] = []
-        for i in range(k):
-            call = Call(seeded(plan.sample, self.generated + i, 1))
-            r = self.reserve(call)
-            if r is None:
-                break
-            out.append((dataclasses.replace(call, request=r.request), r))
-        if len(out) < plan.min_batch:
-            for _, r in out:
-                self.ledger.release(r)
-            return []
-        return out
-
-    # -- sending -------------------------------------------------------------------------
-    async def send(self, call: Call, r: Reservation, scope: anyio.CancelScope, stoppable: bool) -> None:
-        ep = self.endpoint(call)
-        meter = UsageMeter()
-        token = set_meter(meter)
-        response: Response | None = None
-        error: BaseException | None = None
-        try:
-            response = await ep.request(r.request)
-        except anyio.get_cancelled_exc_class():
-            charge = self.ledger.cancel(r, meter.usage, samples=meter.samples)
-            self.record(call, None, charge, None)
-            self.event(
-                "cancel", endpoint=ep.name, purpose=call.purpose, usd=charge.usd, estimated=charge.estimated
-            )
-            raise
-        except Exception as exc:  # an endpoint or a user callable failed: record, charge, go on
-            error = exc
-        finally:
-            token.var.reset(token)
-        if error is not None:
-            partial = getattr(error, "partial", None)
-            usage = partial.usage if isinstance(error, StreamError) and partial is not None else None
-            charge = self.ledger.fail(r, usage)
-            self.record(call, None, charge, error)
-            self.event(
-                "error",
-                endpoint=ep.name,
-                purpose=call.purpose,
-                error=type(error).__name__,
-                message=str(error)[:300],
-            )
-            return
-        assert response is not None
-        charge = self.ledger.settle(r, response, prompt_copies=prompt_copies(ep, r.request))
-        if call.purpose == "generate":
-            self.generated += len(response.completions)
-        self.record(call, response, charge, None)
-        self.event(
-            "done",
-            endpoint=ep.name,
-            purpose=call.purpose,
-            completions=len(response.completions),
-            tokens=response.usage.total_tokens,
-            usd=charge.usd,
-        )
-        if stoppable and self.cfg.early_cancel and self.rule is not None and not scope.cancel_called:
-            now = self.state()
-            check = self.rule.check(now)
-            if check.stop:
-                self.stop_check = check
-                reason = check.reason()
-                self.event("decide", action="stop", during="round", reason=reason, **self.numbers(now))
-                scope.cancel()
-
-    def record(
-        self, call: Call, response: Response | None, charge: Charge, error: BaseException | None
-    ) -> None:
-        outcome = Outcome(call=call, response=response, charge=charge, error=error, round=self.round)
-        self.outcomes.append(outcome)
-        assert self.run_state is not None
-        self.run_state.observe(outcome)
-
     def numbers(self, state: State | None = None) -> dict[str, Any]:
-        s = state if state is not None else self.state()
-        return {
-            "samples": s.samples,
-            "votes": dict(list(s.votes.items())[:4]),
-            "confidence": None if s.confidence is None else round(s.confidence, 6),
-            "marginal_gain": _round(s.gain()) if self.reads_gain else None,
-            "spent_usd": round(s.spent_usd, 9),
-            "remaining_usd": s.remaining_usd,
-            "remaining_tokens": s.remaining_tokens,
-            "remaining_samples": s.remaining_samples,
-            "elapsed": round(s.elapsed, 4),
-            "next_batch": s.next_batch,
-            "next_cost_usd": s.next_cost_usd,
-        }
+        return numbers(state if state is not None else self.state(), reads_gain=self.reads_gain)
+
+    def stop(self, reason: str, state: State | None = None) -> None:
+        """End the call for `reason` (the strategy is done, nothing fits, the deadline)."""
+        self.stop_reason = reason
+        self.recorder.emit("stop", reason=reason, **self.numbers(state))
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self) -> Result:
-        self.t0 = anyio.current_time()
-        self.ledger.check_price(self.price(self.task.endpoint), self.task.endpoint.name)
-        self.run_state = self.strategy.start(self.task)
+        self.ledger.check_price(self.batching.price, self.task.endpoint.name)
+        self.run_state = run = self.strategy.start(self.task)
+        if not isinstance(run, StrategyRun):  # before anything is spent
+            raise ConfigError(
+                f"{self.strategy.name}: start(task) must return a StrategyRun "
+                f"(plan, observe, evidence, finish, answer_of); got {type(run).__name__}"
+            )
         seconds = self.ledger.budget.seconds
         try:
             with anyio.move_on_after(seconds if seconds is not None else math.inf) as deadline:
-                await self.loop()
+                await self.loop(run)
             if deadline.cancelled_caught:
-                self.stop_reason = "deadline"
-                self.event("stop", reason="deadline", **self.numbers())
+                self.stop("deadline")
         except AdaptiveError as exc:
             raise exc.with_receipt(self.result(Final(answer=None), "error")) from None
-        final = self.run_state.finish(self.state())
+        final = run.finish(self.state())
         return self.result(final, self.stop_reason)
 
-    async def loop(self) -> None:
-        assert self.run_state is not None
+    async def loop(self, run: StrategyRun) -> None:
+        """State, plan, batch size, stop rules, reserve, dispatch: until something says stop."""
         while True:
             state = self.state()
-            plan = self.run_state.plan(state)
+            plan = run.plan(state)
             if plan is None:
-                self.stop_reason = "strategy_done"
-                self.event("stop", reason="strategy_done", **self.numbers())
+                self.stop("strategy_done")
                 return
-            k = 0
-            if plan.sample is not None:
-                k = self.affordable(plan, self.batch_size(plan, state))
-                state = self.with_next(state, plan.sample, k)
-            if plan.stoppable and self.rule is not None and self.round > 0:
-                check = self.rule.check(state)
-                if check.stop:
-                    self.stop_reason = check.reason()
-                    self.event("decide", action="stop", reason=self.stop_reason, **self.numbers(state))
-                    return
-            sends: list[tuple[Call, Reservation]] = []
-            if plan.sample is not None and k > 0:
-                sends.extend(self.sample_calls(plan, k))
-            # Generating calls of the strategy's own count against max_samples like batches do.
-            room = self.cfg.max_samples - self.generated - sum(r.request.n for _, r in sends)
-            capped = False
-            for call in plan.calls:
-                if call.purpose == "generate":
-                    if call.request.n > room:
-                        capped = True
-                        self.event(
-                            "refuse",
-                            endpoint=self.endpoint(call).name,
-                            purpose=call.purpose,
-                            limit="max_samples",
-                            why=f"max_samples={self.cfg.max_samples} reached",
-                        )
-                        continue
-                    room -= call.request.n
-                r = self.reserve(call)
-                if r is not None:
-                    sends.append((dataclasses.replace(call, request=r.request), r))
+            k, state = self.size(plan, state)
+            if self.rules_stop(plan, state):
+                return
+            sends, capped = self.reserve(plan, k)
             if not sends:
                 capped = capped or (plan.sample is not None and self.generated >= self.cfg.max_samples)
-                self.stop_reason = "max_samples" if capped else "budget"
-                self.event("stop", reason=self.stop_reason, **self.numbers())
+                self.stop("max_samples" if capped else "budget")
                 return
-            self.event(
-                "decide",
-                action="continue",
-                calls=len(sends),
-                reserved_usd=round(sum(r.pico for _, r in sends) / 1e12, 9),
-                note=plan.note,
-                **self.numbers(state),
-            )
-            before = len(self.outcomes)
-            async with anyio.create_task_group() as tg:
-                for call, r in sends:
-                    tg.start_soon(self.send, call, r, tg.cancel_scope, plan.stoppable)
-            self.round += 1
-            round_outcomes = self.outcomes[before:]
-            if round_outcomes and all(o.error is not None for o in round_outcomes):
-                first = round_outcomes[0].error
-                assert first is not None
-                self.stop_reason = "error"
-                receipt = self.result(Final(answer=None), "error")
-                if isinstance(first, AdaptiveError):
-                    raise first.with_receipt(receipt)
-                with contextlib.suppress(AttributeError):  # exotic exception types
-                    first.receipt = receipt  # type: ignore[attr-defined]
-                raise first
-            if self.stop_check is not None:
+            await self.send(plan, state, sends)
+            if self.stop_check is not None:  # the rules said stop part-way through the round
                 self.stop_reason = self.stop_check.reason()
                 return
+
+    # -- the steps of a round ------------------------------------------------------------
+    def size(self, plan: Plan, state: State) -> tuple[int, State]:
+        """The samples to ask for under `plan`, and the state with their worst case filled in."""
+        if plan.sample is None:
+            return 0, state
+        first = self.round == 0
+        k = self.batching.size(plan, state, self.rule, generated=self.generated, first=first)
+        return k, self.batching.with_next(state, plan.sample, k)
+
+    def rules_stop(self, plan: Plan, state: State) -> bool:
+        """Whether the stop rules end the call before this plan (never before the first round)."""
+        if not plan.stoppable or self.rule is None or self.round == 0:
+            return False
+        check = self.rule.check(state)
+        if not check.stop:
+            return False
+        self.stop_reason = check.reason()
+        self.recorder.emit("decide", action="stop", reason=self.stop_reason, **self.numbers(state))
+        return True
+
+    def reserve(self, plan: Plan, k: int) -> tuple[list[Send], bool]:
+        """Reserve the plan's batch of k samples and its calls: (what to send, capped by max_samples)."""
+        sends: list[Send] = []
+        if plan.sample is not None and k > 0:
+            sends.extend(self.dispatch.reserve_samples(plan, k, first_index=self.generated))
+        # Generating calls of the strategy's own count against max_samples like batches do.
+        room = self.cfg.max_samples - self.generated - sum(r.request.n for _, r in sends)
+        capped = False
+        for call in plan.calls:
+            if call.purpose == "generate":
+                if call.request.n > room:
+                    capped = True
+                    self.recorder.emit(
+                        "refuse",
+                        endpoint=self.dispatch.endpoint(call).name,
+                        purpose=call.purpose,
+                        limit="max_samples",
+                        why=f"max_samples={self.cfg.max_samples} reached",
+                    )
+                    continue
+                room -= call.request.n
+            send = self.dispatch.reserve(call)
+            if send is not None:
+                sends.append(send)
+        return sends, capped
+
+    async def send(self, plan: Plan, state: State, sends: list[Send]) -> None:
+        """Record the decision to go on, then run the round (cancelled part-way if the rules say so)."""
+        self.recorder.emit(
+            "decide",
+            action="continue",
+            calls=len(sends),
+            reserved_usd=round(sum(r.pico for _, r in sends) / 1e12, 9),
+            note=plan.note,
+            **self.numbers(state),
+        )
+        before = len(self.recorder.outcomes)
+        early = plan.stoppable and self.cfg.early_cancel and self.rule is not None
+        await self.dispatch.run_round(sends, self.observe, self.stop_now if early else None)
+        self.recorder.round += 1
+        self.raise_if_all_failed(self.recorder.outcomes[before:])
+
+    def observe(self, outcome: Outcome) -> None:
+        """Count what a call generated and hand its outcome to the strategy."""
+        if outcome.response is not None and outcome.call.purpose == "generate":
+            self.generated += len(outcome.response.completions)
+        assert self.run_state is not None
+        self.run_state.observe(outcome)
+
+    def stop_now(self) -> bool:
+        """Whether the rules say stop part-way through a round (the rest is then cancelled)."""
+        assert self.rule is not None
+        now = self.state()
+        check = self.rule.check(now)
+        if not check.stop:
+            return False
+        self.stop_check = check
+        self.recorder.emit(
+            "decide", action="stop", during="round", reason=check.reason(), **self.numbers(now)
+        )
+        return True
+
+    def raise_if_all_failed(self, outcomes: list[Outcome]) -> None:
+        """A round whose every call failed ends the call with the first error (receipt attached)."""
+        if not outcomes or any(o.error is None for o in outcomes):
+            return
+        first = outcomes[0].error
+        assert first is not None
+        self.stop_reason = "error"
+        receipt = self.result(Final(answer=None), "error")
+        if isinstance(first, AdaptiveError):
+            raise first.with_receipt(receipt)
+        with contextlib.suppress(AttributeError):  # exotic exception types
+            first.receipt = receipt  # type: ignore[attr-defined]
+        raise first
 
     # -- the receipt ---------------------------------------------------------------------
     def result(self, final: Final, stop_reason: str) -> Result:
         assert self.run_state is not None
-        # Optional hooks of a voting run: the answer it counted for a completion.
-        answer_of = getattr(self.run_state, "answer_of", None)
-        parse = getattr(self.run_state, "parse", None)
-        samples: list[SampleRecord] = []
-        charges: list[ChargeRecord] = []
-        for o in self.outcomes:
-            ep = self.endpoint(o.call)
-            c = o.charge
-            charges.append(
-                ChargeRecord(
-                    endpoint=c.endpoint,
-                    status=c.status,
-                    usd=c.usd,
-                    usage=c.usage,
-                    samples=c.samples,
-                    estimated=c.estimated,
-                    overrun=c.overrun,
-                    round=o.round,
-                )
-            )
-            if o.response is None:
-                continue
-            for comp in o.response.completions:
-                answer = comp.answer
-                if o.call.purpose == "generate":
-                    if callable(answer_of):
-                        answer = answer_of(comp)
-                    elif answer is None and callable(parse):
-                        answer = parse(comp.text)
-                samples.append(
-                    SampleRecord(
-                        text=comp.text,
-                        answer=answer,
-                        purpose=o.call.purpose,
-                        round=o.round,
-                        finish_reason=comp.finish_reason,
-                        completion_tokens=comp.completion_tokens,
-                        mean_logprob=comp.mean_logprob(),
-                        score=comp.score,
-                        endpoint=ep.name,
-                    )
-                )
         state = self.state()
         confidence = final.confidence
         if confidence is None and final.answer == state.leader:
@@ -559,13 +376,13 @@ class _CallRun:
             confidence=confidence,
             strategy=self.strategy.name,
             stop_reason=stop_reason,
-            samples=samples,
+            samples=self.recorder.samples(self.run_state),
             votes=dict(state.votes),
             usage=self.ledger.usage,
             cost_usd=self.ledger.spent_usd,
-            elapsed_s=self.now(),
+            elapsed_s=self.recorder.now(),
             rounds=self.round,
-            charges=charges,
-            trace=list(self.trace),
+            charges=self.recorder.charges(),
+            trace=self.recorder.trace(),
             details=dict(final.details),
         )

@@ -22,7 +22,10 @@ Errors raised while a run has already spent money carry that run's `receipt` (a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # _models raises ConfigError: a runtime import would be circular
+    from ._models import Response
 
 __all__ = [
     "AdaptiveError",
@@ -137,6 +140,6 @@ class StreamError(ResponseError):
         partial: The `Response` assembled from what arrived, with its counted usage.
     """
 
-    def __init__(self, message: str, *, endpoint: str = "", partial: Any = None) -> None:
+    def __init__(self, message: str, *, endpoint: str = "", partial: Response | None = None) -> None:
         super().__init__(message, endpoint=endpoint)
-        self.partial = partial
+        self.partial: Response | None = partial

@@ -45,9 +45,9 @@ class ChargeRecord(BaseModel):
 class TraceEvent(BaseModel):
     """One decision or event, with the numbers behind it.
 
-    Kinds: "plan" (what the strategy asked for), "decide" (continue or stop, with the
-    confidence, marginal gain, spend and what remains), "send", "done", "cancel", "error",
-    "refuse" (a request the budget could not fit), "stop".
+    Kinds: "decide" (continue, with the plan's note and the calls sent, or stop; with the
+    confidence, marginal gain, spend and what remains), "done", "cancel", "error", "refuse"
+    (a request the budget could not fit), "stop". `adaptive._events` lists each kind's data.
     """
 
     model_config = ConfigDict(frozen=True)

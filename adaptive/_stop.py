@@ -5,15 +5,17 @@ Written the tenacity way::
     rule = confident(0.99) | low_marginal_gain(0.002) | budget_exhausted()
 
 Every rule is a validated pydantic model, so it can also be built from a name and parameters
-(`stop_rule_from_config({"any": [{"name": "ac_beta", "threshold": 0.95}, "budget_exhausted"]})`)
+(`stop_rule_from_config({"any": [{"name": "ac-beta", "threshold": 0.95}, "budget-exhausted"]})`)
 and it explains itself: `rule.check(state)` returns whether to stop and the numbers behind it.
+Any plain callable `State -> bool` is a stop rule too (as in tenacity): it is wrapped so it
+composes with `|` and `&` and shows on the trace under its function's name.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,9 +24,11 @@ from pydantic import Field
 from ._exceptions import ConfigError
 from ._models import ValidatedModel
 from ._posterior import beta_confidence
+from ._registry import Registry
 from ._state import State
 
 __all__ = [
+    "STOP_RULES",
     "ACBeta",
     "AllOf",
     "AnyOf",
@@ -34,12 +38,14 @@ __all__ = [
     "Deadline",
     "Dirichlet",
     "ESCWindow",
+    "FunctionRule",
     "LowMarginalGain",
     "MaxSamples",
     "ScoreThreshold",
     "StopRule",
     "VoteMargin",
     "ac_beta",
+    "as_stop_rule",
     "budget_exhausted",
     "confident",
     "deadline",
@@ -73,18 +79,30 @@ class Check:
         return self.rule
 
 
-_REGISTRY: dict[str, type[StopRule]] = {}
+#: Stop rules by name (`ac-beta`, `budget-exhausted`, ...): the built-in ones register
+#: themselves below; installed distributions may declare more under the
+#: `adaptive.stop_rules` entry-point group.
+STOP_RULES: Registry[StopRule] = Registry("stop rule", group="adaptive.stop_rules")
 
 
 class StopRule(ValidatedModel, abc.ABC):
-    """Base of every stop rule: `rule(state) -> bool`, explained by `rule.check(state)`."""
+    """Base of every stop rule: `rule(state) -> bool`, explained by `rule.check(state)`.
 
-    name: ClassVar[str] = ""
+    A subclass that sets `kind` (its registry name, lower-case words joined by hyphens) can be
+    built by name with `stop_rule_from_config`.
+    """
+
+    kind: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.name:
-            _REGISTRY[cls.name] = cls
+        if cls.kind and cls.kind not in ("any", "all"):
+            STOP_RULES.register(cls.kind, cls)
+
+    @property
+    def label(self) -> str:
+        """The rule's name on the trace and as a stop reason (`budget_exhausted`)."""
+        return self.kind.replace("-", "_")
 
     @abc.abstractmethod
     def check(self, state: State) -> Check:
@@ -93,15 +111,70 @@ class StopRule(ValidatedModel, abc.ABC):
     def __call__(self, state: State) -> bool:
         return self.check(state).stop
 
-    def __or__(self, other: StopRule) -> AnyOf:
-        return AnyOf(rules=(*_flat(self, AnyOf), *_flat(other, AnyOf)))
+    def __or__(self, other: StopRule | RuleFn) -> AnyOf:
+        return AnyOf(rules=(*_flat(self, AnyOf), *_flat(as_stop_rule(other), AnyOf)))
 
-    def __and__(self, other: StopRule) -> AllOf:
-        return AllOf(rules=(*_flat(self, AllOf), *_flat(other, AllOf)))
+    def __ror__(self, other: RuleFn) -> AnyOf:
+        return AnyOf(rules=(*_flat(as_stop_rule(other), AnyOf), *_flat(self, AnyOf)))
+
+    def __and__(self, other: StopRule | RuleFn) -> AllOf:
+        return AllOf(rules=(*_flat(self, AllOf), *_flat(as_stop_rule(other), AllOf)))
+
+    def __rand__(self, other: RuleFn) -> AllOf:
+        return AllOf(rules=(*_flat(as_stop_rule(other), AllOf), *_flat(self, AllOf)))
 
     def config(self) -> dict[str, Any]:
         """The rule as a name and parameters (inverse of `stop_rule_from_config`)."""
-        return {"name": self.name, **self.model_dump()}
+        return {"name": self.kind, **self.model_dump()}
+
+
+RuleFn = Callable[[State], bool]
+
+
+class FunctionRule(StopRule):
+    """A plain callable `State -> bool` as a stop rule (what `as_stop_rule` wraps).
+
+    Args:
+        fn: Returns True to stop. It must return a bool (a numpy bool is fine); anything
+            else is a `ConfigError`, never read as truthy.
+    """
+
+    fn: Callable[[State], Any]
+
+    @property
+    def label(self) -> str:
+        """The function's name (`<lambda>` for a lambda)."""
+        return str(getattr(self.fn, "__name__", type(self.fn).__name__))
+
+    def check(self, state: State) -> Check:
+        verdict = self.fn(state)
+        if not isinstance(verdict, bool | np.bool_):
+            raise ConfigError(
+                f"stop rule {self.label!r} returned {type(verdict).__name__} {verdict!r}; "
+                "a stop rule returns True (stop) or False (go on)"
+            )
+        return Check(bool(verdict), self.label)
+
+    def config(self) -> dict[str, Any]:
+        raise ConfigError(
+            f"stop rule {self.label!r} is a Python function, which has no config form; "
+            "give it as an object (or register a StopRule subclass with a `kind`)"
+        )
+
+
+def as_stop_rule(rule: StopRule | RuleFn) -> StopRule:
+    """`rule` itself if it is a `StopRule`, else the callable wrapped as a `FunctionRule`.
+
+    Raises:
+        ConfigError: `rule` is neither a stop rule nor callable.
+    """
+    if isinstance(rule, StopRule):
+        return rule
+    if isinstance(rule, type):
+        raise ConfigError(f"stop rule must be an instance, not the class {rule.__name__}")
+    if callable(rule):
+        return FunctionRule(fn=rule)
+    raise ConfigError(f"a stop rule is a StopRule or a callable State -> bool, not {type(rule).__name__}")
 
 
 def _flat(rule: StopRule, kind: type[AnyOf] | type[AllOf]) -> tuple[StopRule, ...]:
@@ -111,7 +184,7 @@ def _flat(rule: StopRule, kind: type[AnyOf] | type[AllOf]) -> tuple[StopRule, ..
 class AnyOf(StopRule):
     """Stop when any of the rules says stop (`a | b`)."""
 
-    name: ClassVar[str] = "any"
+    kind: ClassVar[str] = "any"
     rules: tuple[StopRule, ...] = Field(min_length=1)
 
     def check(self, state: State) -> Check:
@@ -125,7 +198,7 @@ class AnyOf(StopRule):
 class AllOf(StopRule):
     """Stop when all of the rules say stop (`a & b`)."""
 
-    name: ClassVar[str] = "all"
+    kind: ClassVar[str] = "all"
     rules: tuple[StopRule, ...] = Field(min_length=1)
 
     def check(self, state: State) -> Check:
@@ -144,14 +217,14 @@ class Confident(StopRule):
     client's consistency prior (uniform, i.e. AC's Beta rule, until it is calibrated).
     """
 
-    name: ClassVar[str] = "confident"
+    kind: ClassVar[str] = "confident"
     threshold: float = Field(default=0.95, gt=0, lt=1)
     min_votes: int = Field(default=2, ge=1)
 
     def check(self, state: State) -> Check:
         c = state.confidence
         stop = c is not None and state.top_two_counts[0] >= self.min_votes and c >= self.threshold
-        return Check(stop, self.name, c, self.threshold)
+        return Check(stop, self.label, c, self.threshold)
 
 
 class ACBeta(StopRule):
@@ -161,13 +234,13 @@ class ACBeta(StopRule):
     counts (a uniform prior; no calibration).
     """
 
-    name: ClassVar[str] = "ac_beta"
+    kind: ClassVar[str] = "ac-beta"
     threshold: float = Field(default=0.95, gt=0, lt=1)
 
     def check(self, state: State) -> Check:
         v1, v2 = state.top_two_counts
         value = beta_confidence(v1, v2) if v1 else 0.0
-        return Check(v1 > 0 and value >= self.threshold, self.name, value, self.threshold)
+        return Check(v1 > 0 and value >= self.threshold, self.label, value, self.threshold)
 
 
 class Dirichlet(StopRule):
@@ -177,7 +250,7 @@ class Dirichlet(StopRule):
     estimated by seeded Monte Carlo, reaches `threshold`.
     """
 
-    name: ClassVar[str] = "dirichlet"
+    kind: ClassVar[str] = "dirichlet"
     threshold: float = Field(default=0.95, gt=0, lt=1)
     draws: int = Field(default=2000, ge=100)
     seed: int = 0
@@ -185,13 +258,13 @@ class Dirichlet(StopRule):
     def check(self, state: State) -> Check:
         counts = np.array(list(state.votes.values()), dtype=np.float64)
         if counts.size == 0:
-            return Check(False, self.name, 0.0, self.threshold)
+            return Check(False, self.label, 0.0, self.threshold)
         if counts.size == 1:
             counts = np.append(counts, 0.0)  # an unseen rival answer
         rng = np.random.default_rng(self.seed)
         p = rng.dirichlet(counts + 1.0, size=self.draws)
         value = float(np.mean(p.argmax(axis=1) == 0))
-        return Check(value >= self.threshold, self.name, value, self.threshold)
+        return Check(value >= self.threshold, self.label, value, self.threshold)
 
 
 class ESCWindow(StopRule):
@@ -200,64 +273,64 @@ class ESCWindow(StopRule):
     Stop when the last `size` answers are identical (abstentions never agree).
     """
 
-    name: ClassVar[str] = "esc_window"
+    kind: ClassVar[str] = "esc-window"
     size: int = Field(default=5, ge=1)
 
     def check(self, state: State) -> Check:
         window = state.history[-self.size :]
         stop = len(window) == self.size and window[0] is not None and len(set(window)) == 1
-        return Check(stop, self.name, float(len(set(window))) if window else None, 1.0)
+        return Check(stop, self.label, float(len(set(window))) if window else None, 1.0)
 
 
 class VoteMargin(StopRule):
     """Stop when the leader is `margin` votes ahead of the runner-up."""
 
-    name: ClassVar[str] = "vote_margin"
+    kind: ClassVar[str] = "vote-margin"
     margin: int = Field(default=3, ge=1)
 
     def check(self, state: State) -> Check:
         v1, v2 = state.top_two_counts
-        return Check(v1 - v2 >= self.margin, self.name, float(v1 - v2), float(self.margin))
+        return Check(v1 - v2 >= self.margin, self.label, float(v1 - v2), float(self.margin))
 
 
 class ScoreThreshold(StopRule):
     """Stop when a verifier has scored some candidate at least `threshold`."""
 
-    name: ClassVar[str] = "score_threshold"
+    kind: ClassVar[str] = "score-threshold"
     threshold: float = Field(allow_inf_nan=False)
 
     def check(self, state: State) -> Check:
         best = state.best_score
-        return Check(best is not None and best >= self.threshold, self.name, best, self.threshold)
+        return Check(best is not None and best >= self.threshold, self.label, best, self.threshold)
 
 
 class BudgetExhausted(StopRule):
     """Stop when not even one more sample fits in what is left of the budget."""
 
-    name: ClassVar[str] = "budget_exhausted"
+    kind: ClassVar[str] = "budget-exhausted"
 
     def check(self, state: State) -> Check:
-        return Check(state.next_batch < 1, self.name, float(state.next_batch), 1.0)
+        return Check(state.next_batch < 1, self.label, float(state.next_batch), 1.0)
 
 
 class Deadline(StopRule):
     """Stop once `seconds` have passed (the budget's `seconds` also cancels work in flight)."""
 
-    name: ClassVar[str] = "deadline"
+    kind: ClassVar[str] = "deadline"
     seconds: float = Field(gt=0, allow_inf_nan=False)
 
     def check(self, state: State) -> Check:
-        return Check(state.elapsed >= self.seconds, self.name, state.elapsed, self.seconds)
+        return Check(state.elapsed >= self.seconds, self.label, state.elapsed, self.seconds)
 
 
 class MaxSamples(StopRule):
     """Stop after `samples` completions."""
 
-    name: ClassVar[str] = "max_samples"
+    kind: ClassVar[str] = "max-samples"
     samples: int = Field(ge=1)
 
     def check(self, state: State) -> Check:
-        return Check(state.samples >= self.samples, self.name, float(state.samples), float(self.samples))
+        return Check(state.samples >= self.samples, self.label, float(state.samples), float(self.samples))
 
 
 class LowMarginalGain(StopRule):
@@ -269,7 +342,7 @@ class LowMarginalGain(StopRule):
     next batch is below its worst-case cost.
     """
 
-    name: ClassVar[str] = "low_marginal_gain"
+    kind: ClassVar[str] = "low-marginal-gain"
     min_gain: float = Field(default=0.0, ge=0, le=1)
     value_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     min_votes: int = Field(default=2, ge=1)
@@ -277,11 +350,11 @@ class LowMarginalGain(StopRule):
     def check(self, state: State) -> Check:
         g = state.gain()
         if g is None or state.top_two_counts[0] < self.min_votes:
-            return Check(False, self.name, g, self.min_gain)
+            return Check(False, self.label, g, self.min_gain)
         if self.value_usd is not None and state.next_cost_usd is not None:
             worth = g * state.next_batch * self.value_usd
-            return Check(worth < state.next_cost_usd, self.name, worth, state.next_cost_usd)
-        return Check(g < self.min_gain, self.name, g, self.min_gain)
+            return Check(worth < state.next_cost_usd, self.label, worth, state.next_cost_usd)
+        return Check(g < self.min_gain, self.label, g, self.min_gain)
 
 
 def confident(threshold: float = 0.95, min_votes: int = 2) -> Confident:
@@ -337,32 +410,30 @@ def low_marginal_gain(
 
 
 def stop_rule_from_config(
-    config: str | Mapping[str, Any] | StopRule, params: Mapping[str, Any] | None = None
+    config: str | Mapping[str, Any] | StopRule | RuleFn, params: Mapping[str, Any] | None = None
 ) -> StopRule:
-    """Build a stop rule from a name and parameters, or a nested dict.
+    """Build a stop rule from a name and parameters, a nested dict, or a plain callable.
 
-    Examples: `stop_rule_from_config("ac_beta", {"threshold": 0.9})`,
-    `stop_rule_from_config({"any": [{"name": "confident", "threshold": 0.99}, "budget_exhausted"]})`.
+    Examples: `stop_rule_from_config("ac-beta", {"threshold": 0.9})`,
+    `stop_rule_from_config({"any": [{"name": "confident", "threshold": 0.99}, "budget-exhausted"]})`,
+    `stop_rule_from_config(lambda state: state.samples >= 5)`.
 
     Raises:
-        ConfigError: Unknown name or bad parameters.
+        ConfigError: Unknown name (the message lists the known ones) or bad parameters.
     """
-    if isinstance(config, StopRule):
-        return config
     if isinstance(config, str):
-        cls = _REGISTRY.get(config)
-        if cls is None or cls in (AnyOf, AllOf):
-            known = sorted(k for k in _REGISTRY if k not in ("any", "all"))
-            raise ConfigError(f"unknown stop rule {config!r}; known: {known}")
-        return cls(**dict(params or {}))
+        return STOP_RULES.build(config, params)
+    if not isinstance(config, Mapping):
+        return as_stop_rule(config)
     data = dict(config)
-    for key, cls2 in (("any", AnyOf), ("all", AllOf)):
+    for key, composite in (("any", AnyOf), ("all", AllOf)):
         if key in data:
             items = data[key]
             if not isinstance(items, list | tuple) or not items:
                 raise ConfigError(f"{key!r} takes a non-empty list of stop rules")
-            return cls2(rules=tuple(stop_rule_from_config(i) for i in items))
-    name = data.pop("name", None)
-    if not isinstance(name, str):
-        raise ConfigError("a stop rule config needs a 'name' (or 'any' / 'all')")
-    return stop_rule_from_config(name, data)
+            return composite(rules=tuple(stop_rule_from_config(i) for i in items))
+    if not isinstance(data.get("name"), str):
+        raise ConfigError(
+            f"a stop rule config needs a 'name' (one of: {', '.join(STOP_RULES.names())}) or 'any' / 'all'"
+        )
+    return STOP_RULES.build(data, params)

@@ -13,28 +13,30 @@ asks `finish` for the answer::
 `Plan.sample` asks for "more samples of this request" and lets the controller size the batch;
 `Plan.calls` asks for exactly these calls (beam expansions, verifier calls).
 
-A run may also define `answer_of(completion) -> str | None` (or `parse(text)`): the receipt
-then shows, for every generated sample, the answer the run counted.
+A run also says, with `answer_of(completion)`, which answer it counted for a generated sample:
+the receipt shows it beside every generated sample. A run that reads no answers returns
+`completion.answer` (what the endpoint extracted, if anything).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
 from ._answer_spec import AnswerSpec
-from ._exceptions import ConfigError
 from ._ledger import Charge
-from ._models import Message, Request, Response, ValidatedModel
+from ._models import Completion, Message, Request, Response, ValidatedModel
 from ._prices import Price
+from ._registry import Registry
 from ._state import State
 from ._stop import StopRule
 from .endpoints._base import Endpoint
 
 __all__ = [
+    "STRATEGIES",
     "Call",
     "Evidence",
     "Final",
@@ -47,6 +49,7 @@ __all__ = [
     "Task",
     "register_strategy",
     "strategy_from_config",
+    "strategy_names",
 ]
 
 
@@ -80,6 +83,31 @@ class Task:
     seed: int | None = None
     sampling: Sampling | None = None
     price: Price | None = None
+
+    def worst_case(self, calls: Iterable[Call]) -> tuple[int, int, int]:
+        """(picodollars, tokens, samples) that `calls` may cost at most, by the ledger's bound.
+
+        A call without an endpoint goes to this task's endpoint at this call's price.
+        """
+        from ._costing import calls_worst_case
+
+        return calls_worst_case(calls, self.endpoint, default_price=self.price)
+
+    def affordable(self, state: State, work: Iterable[tuple[Call, Sequence[Call]]]) -> int | None:
+        """How many times `work` fits in what `state` says is left of the budget.
+
+        Args:
+            state: The call's state (what remains of each limit).
+            work: Pairs of a call and the follow-up calls each of its completions will need
+                (e.g. the verifier calls that score one candidate), bounded as the ledger
+                bounds them; plan with this to hold budget back for scoring what you generate.
+
+        Returns:
+            The count that fits (0: not even once), or None when no limit binds.
+        """
+        from ._costing import affordable, work_worst_case
+
+        return affordable(state, *work_worst_case(work, self.endpoint, default_price=self.price))
 
     def request(self, sampling: Sampling, **changes: Any) -> Request:
         """A chat request for this task with the strategy's sampling, call overrides applied."""
@@ -230,6 +258,14 @@ class StrategyRun(Protocol):
         """The answer from what was observed."""
         ...
 
+    def answer_of(self, completion: Completion) -> str | None:
+        """The answer this run counted for a generated `completion` (None: it abstains).
+
+        Shown on the receipt beside every generated sample. A run that reads no answers
+        returns `completion.answer`.
+        """
+        ...
+
 
 @runtime_checkable
 class Strategy(Protocol):
@@ -249,45 +285,55 @@ class Strategy(Protocol):
         ...
 
 
-_STRATEGIES: dict[str, Callable[..., Strategy]] = {}
+#: Strategies by name: `single` here, the rest declared by installed distributions under the
+#: `adaptive.strategies` entry-point group (the built-in ones by this distribution's
+#: pyproject.toml), so a name works without importing the package that defines it.
+STRATEGIES: Registry[Strategy] = Registry("strategy", group="adaptive.strategies")
 
 
 def register_strategy(name: str, factory: Callable[..., Strategy]) -> None:
-    """Make a strategy buildable by name (for configs, the CLI and a future proxy)."""
-    _STRATEGIES[name] = factory
+    """Make a strategy buildable by name in this process (`client.run(q, strategy=name)`).
+
+    A package that ships strategies declares them as entry points instead (see the README's
+    "Writing your own strategy"); this is for an application's own, unpackaged ones.
+
+    Raises:
+        ConfigError: The name is not lower-case words joined by hyphens, or is taken.
+    """
+    STRATEGIES.register(name, factory)
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Every strategy name that `strategy_from_config` can build, sorted."""
+    return STRATEGIES.names()
 
 
 def strategy_from_config(
     config: str | Mapping[str, Any], params: Mapping[str, Any] | None = None
 ) -> Strategy:
-    """Build a registered strategy from a name and parameters, or `{"name": ..., **params}`.
+    """Build a strategy from a name and parameters, or `{"name": ..., **params}`.
+
+    Example: `strategy_from_config({"name": "adaptive", "max_samples": 16})`.
 
     Raises:
-        ConfigError: Unknown strategy name or bad parameters.
+        ConfigError: Unknown strategy name (the message lists the known ones) or bad parameters.
     """
-    if isinstance(config, str):
-        name, data = config, dict(params or {})
-    else:
-        data = dict(config)
-        name = data.pop("name", None)
-        if not isinstance(name, str):
-            raise ConfigError("a strategy config needs a 'name'")
-    factory = _STRATEGIES.get(name)
-    if factory is None:
-        raise ConfigError(
-            f"unknown strategy {name!r}; registered: {sorted(_STRATEGIES)} "
-            "(import adaptive_strategies to register the built-in ones)"
-        )
-    return factory(**data)
+    return STRATEGIES.build(config, params)
 
 
 class _SingleRun:
     def __init__(self, task: Task, sampling: Sampling, answer: AnswerSpec) -> None:
         self.task = task
         self.sampling = sampling
-        self.parse = answer.read
+        self.spec = answer
         self.response: Response | None = None
         self.asked = False
+
+    def answer_of(self, completion: Completion) -> str | None:
+        # An answer the endpoint extracted stands as it is; else the text is parsed.
+        if completion.answer is not None:
+            return completion.answer
+        return self.spec.read(completion.text)
 
     def plan(self, state: State) -> Plan | None:
         if self.asked:
@@ -308,7 +354,7 @@ class _SingleRun:
         if self.response is None or not self.response.completions:
             return Final(answer=None)
         text = self.response.completions[0].text
-        return Final(answer=self.parse(text), text=text)
+        return Final(answer=self.spec.read(text), text=text)
 
 
 class SingleSample(ValidatedModel):
@@ -338,4 +384,4 @@ class SingleSample(ValidatedModel):
         return None
 
 
-register_strategy("single", SingleSample)
+STRATEGIES.register("single", SingleSample)

@@ -8,7 +8,7 @@ count itself, which is a bound (see `adaptive._ledger.prompt_token_bound`).
 
 from __future__ import annotations
 
-__all__ = ["BYTES_PER_TOKEN", "candidate_bytes", "estimate_tokens"]
+__all__ = ["BYTES_PER_TOKEN", "estimate_tokens"]
 
 BYTES_PER_TOKEN = 4
 
@@ -22,11 +22,3 @@ def estimate_tokens(nbytes: int, cap: int | None = None) -> int:
     """
     tokens = -(-nbytes // BYTES_PER_TOKEN)
     return tokens if cap is None else min(tokens, cap)
-
-
-def candidate_bytes(max_tokens: int, prefix: str = "") -> int:
-    """The size, in UTF-8 bytes, assumed for a candidate of `prefix` plus up to `max_tokens` tokens.
-
-    What `scoring_worst_case` is given for a candidate not yet generated.
-    """
-    return len(prefix.encode()) + BYTES_PER_TOKEN * max_tokens

@@ -38,7 +38,8 @@ from typing import Any
 import anyio
 import httpx
 
-from adaptive import Budget, Ledger, Message, OpenAIChat, Price, Request
+from adaptive import Budget, Message, OpenAIChat, Price, Request
+from adaptive._ledger import Ledger
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

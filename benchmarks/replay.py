@@ -42,19 +42,11 @@ import numpy as np
 from _bound import count_paths, fewest_samples, hull_at, vote_count_bound
 from adaptive_strategies import AdaptiveConsistency
 
-from adaptive import (
-    AnswerSpec,
-    Client,
-    Controller,
-    ControllerConfig,
-    FunctionExtractor,
-    ReplayEndpoint,
-    State,
-    StopRule,
-    beta_confidence,
-    load_recorded,
-    majority_vote,
-)
+from adaptive import AnswerSpec, Client, ControllerConfig, ReplayEndpoint, State, StopRule, majority_vote
+from adaptive._controller import Controller
+from adaptive._extractors import FunctionExtractor
+from adaptive._posterior import beta_confidence
+from adaptive.endpoints import load_recorded
 from adaptive.endpoints.replay import RecordedQuestion
 
 AC_SWEEP = (0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -128,14 +120,14 @@ def esc(p: Prepared, window: int) -> Outcome:
 
 def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samples: int) -> Outcome:
     """What `Client.run(strategy=AdaptiveConsistency(...))` does on a replay, step for step."""
-    from adaptive._controller import _ordered  # the same ordering the controller uses
+    from adaptive._batching import ordered  # the same ordering the controller uses
 
     drawn = 0
     rnd = 0
     cap_total = min(max_samples, len(p.answers), controller.config.max_samples)
     while True:
         answers = p.answers[:drawn]
-        votes = _ordered(_votes(answers))
+        votes = ordered(_votes(answers))
         conf, g = controller.assess(votes)
         state = State(
             round=rnd,

@@ -9,8 +9,8 @@ A strategy is a small protocol (all public names of `adaptive`):
   stop rules, `finish(state)` gives the answer.
 
 The strategy never sends anything: the controller reserves every request against the budget
-first, so a user strategy cannot overspend either. An optional `parse(text)` on the run lets
-the receipt show each sample's answer.
+first, so a user strategy cannot overspend either. The run's `answer_of(completion)` says
+which answer it counted for a sample: the receipt shows it beside each one.
 
 Runs offline with two simulated models (a cheap, weaker one and a strong, pricey one)::
 
@@ -32,6 +32,7 @@ from adaptive import (
     Budget,
     Call,
     Client,
+    Completion,
     Endpoint,
     Evidence,
     Final,
@@ -84,8 +85,8 @@ class AgreeOrEscalateRun:
         self.escalated = False
         self.strong_answer: tuple[str | None, str] | None = None
 
-    def parse(self, text: str) -> str | None:
-        return self.cfg.answer.read(text)
+    def answer_of(self, completion: Completion) -> str | None:
+        return self.cfg.answer.read(completion.text)
 
     def agreed(self) -> str | None:
         """The first answer given twice, if any."""
@@ -115,7 +116,7 @@ class AgreeOrEscalateRun:
         if outcome.response is None:
             return
         for completion in outcome.response.completions:
-            answer = self.parse(completion.text)
+            answer = self.answer_of(completion)
             if outcome.call.endpoint is self.cfg.strong:
                 self.strong_answer = (answer, completion.text)
             else:

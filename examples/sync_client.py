@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> None:
         result = client.run(
             problems[1].question,
             strategy="adaptive",
-            stop={"any": [{"name": "vote_margin", "margin": 3}, "budget_exhausted"]},
+            stop={"any": [{"name": "vote-margin", "margin": 3}, "budget-exhausted"]},
             seed=7,
             max_tokens=512,
         )

@@ -14,18 +14,18 @@ from adaptive import (
     Anthropic,
     ConfigError,
     HTTPStatusError,
-    Ledger,
     Message,
     Price,
     RateLimitError,
     Request,
     ResponseError,
-    RetryPolicy,
     ServerError,
     TransportError,
     Usage,
     lookup_price,
 )
+from adaptive._ledger import Ledger
+from adaptive.endpoints import RetryPolicy
 
 KEY = "sk-ant-test-SECRET-0123456789"
 NO_RETRY = RetryPolicy(attempts=1)
@@ -483,11 +483,11 @@ async def test_injected_client_is_not_closed() -> None:
 async def test_own_client_is_closed_by_aclose() -> None:
     ep = Anthropic("claude-test", api_key=KEY)
     async with ep:
-        own = ep._client()  # created lazily; no request is sent
+        own = ep._pool()[0].client  # created lazily; no request is sent
         assert not own.is_closed
     assert own.is_closed
     # A later use opens a fresh client, which aclose() closes too.
-    again = ep._client()
+    again = ep._pool()[0].client
     assert again is not own
     await ep.aclose()
     assert again.is_closed

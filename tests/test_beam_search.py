@@ -344,7 +344,7 @@ def test_validation_and_registry() -> None:
     assert BeamSearch(prm=prm).step_aggregation() == "product"
     assert BeamSearch(prm=prm, aggregation="min").step_aggregation() == "min"
     prm_config = {"name": "prm", "endpoint": prm_endpoint()}
-    config = {"name": "beam_search", "width": 2, "candidates": 4, "prm": prm_config}
+    config = {"name": "beam-search", "width": 2, "candidates": 4, "prm": prm_config}
     built = strategy_from_config(config)
     assert isinstance(built, BeamSearch) and built.candidates == 4
     dvts = strategy_from_config("dvts", {"subtrees": 2, "prm": prm})

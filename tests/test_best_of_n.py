@@ -221,12 +221,12 @@ async def test_seeded_runs_reproduce_decision_for_decision() -> None:
 @pytest.mark.asyncio
 async def test_registered_and_built_from_config() -> None:
     gen = generator(["3", "42"])
-    config = {"name": "best_of_n", "n": 2, "verifier": {"name": "exact", "expected": "42"}}
+    config = {"name": "best-of-n", "n": 2, "verifier": {"name": "exact", "expected": "42"}}
     strategy = strategy_from_config(config)
     assert isinstance(strategy, BestOfN) and isinstance(strategy.verifier, ExactChecker)
     async with Client(gen) as client:
         result = await client.run("q?", strategy=config, seed=0)
-    assert result.answer == "42" and result.strategy == "best_of_n"
+    assert result.answer == "42" and result.strategy == "best-of-n"
 
 
 def test_validation() -> None:

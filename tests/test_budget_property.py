@@ -36,11 +36,11 @@ from adaptive import (
     ac_beta,
     budget_exhausted,
     confident,
-    current_meter,
     esc_window,
     low_marginal_gain,
-    prompt_token_bound,
 )
+from adaptive._ledger import prompt_token_bound
+from adaptive.endpoints import current_meter
 
 PROMPT = "What is six times seven?"
 BOUND = prompt_token_bound(Request(messages=(Message(role="user", content=PROMPT),)))

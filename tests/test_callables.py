@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 
-from adaptive import is_async_callable
+from adaptive._callables import is_async_callable
 
 
 async def _async_fn(x: int) -> int:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from adaptive import ConsistencyPrior, Price, __version__, beta_confidence
+from adaptive import ConsistencyPrior, Price, __version__
+from adaptive._posterior import beta_confidence
 from adaptive.cli._demo import DEFAULT_BUDGET_USD, DEFAULT_CONCURRENCY, DEFAULT_QUESTIONS, STRATEGY_NAMES
 from adaptive.cli._main import build_parser, demo_config, main
 from adaptive.sim import SimServer

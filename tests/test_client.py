@@ -25,13 +25,13 @@ from adaptive import (
     Request,
     Response,
     Result,
-    RetryPolicy,
     SingleSample,
     SyncClient,
     UnknownPriceError,
     Usage,
     ac_beta,
 )
+from adaptive.endpoints import RetryPolicy
 
 PRICE = Price(input=1.0, output=2.0)
 SECRET = "sk-secret-DO-NOT-LEAK-0123456789abcdef"
@@ -70,6 +70,9 @@ class Bare:
             completions=(Completion(text="The answer is 12."),),
             usage=Usage(prompt_tokens=10, completion_tokens=5),
         )
+
+    def prompt_copies(self, request: Request) -> int:
+        return request.n  # n fans out as separate requests, each billed for its prompt
 
     async def aclose(self) -> None:
         self.closed = True
@@ -168,9 +171,9 @@ async def test_per_call_budget_replaces_the_default() -> None:
 async def test_per_call_stop_rule_by_name_and_instance() -> None:
     ep, _ = fn_endpoint()
     client = Client(ep, strategy=AdaptiveConsistency(max_samples=20))
-    a = await client.run("2 + 2?", stop="ac_beta")
+    a = await client.run("2 + 2?", stop="ac-beta")
     b = await client.run("2 + 2?", stop=ac_beta(0.95))
-    c = await client.run("2 + 2?", stop={"name": "max_samples", "samples": 7})
+    c = await client.run("2 + 2?", stop={"name": "max-samples", "samples": 7})
     assert a.stop_reason == b.stop_reason == "ac_beta"
     assert a.generated == b.generated == 4
     assert c.stop_reason == "max_samples" and c.generated == 7
@@ -387,3 +390,38 @@ async def test_secrets_not_in_a_successful_results_json(kind: str) -> None:
     assert SECRET not in result.model_dump_json()
     assert SECRET not in repr(result)
     assert SECRET not in result.receipt()
+
+
+@pytest.mark.asyncio
+async def test_a_budget_may_be_a_dict_and_a_bare_number_is_refused_with_the_fix() -> None:
+    from adaptive import Budget, ConfigError
+
+    ep = FunctionEndpoint(lambda req: "The answer is 4.", price=Price(input=1.0, output=1.0))
+    async with Client(ep, budget={"samples": 2}) as client:
+        assert client.budget == Budget(samples=2)
+        result = await client.run(
+            "2 + 2?", strategy={"name": "self-consistency", "n": 5}, budget={"samples": 3}
+        )
+        assert result.generated == 3 and result.answer == "4"
+        with pytest.raises(ConfigError, match=r"Budget\(usd=0.01\)"):
+            await client.run("2 + 2?", budget=0.01)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match="dollars"):
+            await client.run("2 + 2?", budget={"dollars": 1})
+
+
+@pytest.mark.asyncio
+async def test_any_callable_is_a_stop_rule_that_composes_and_shows_on_the_trace() -> None:
+    from adaptive import State, budget_exhausted
+
+    ep = FunctionEndpoint(lambda req: "The answer is 4.")
+
+    def five_samples(state: State) -> bool:
+        return state.samples >= 5
+
+    async with Client(ep) as client:
+        result = await client.run("2 + 2?", strategy="adaptive", stop=five_samples)
+        assert result.generated == 5 and result.stop_reason == "five_samples"
+        composed = await client.run("2 + 2?", strategy="adaptive", stop=budget_exhausted() | five_samples)
+        assert composed.generated == 5 and composed.stop_reason == "five_samples"
+        stops = [e for e in composed.trace if e.kind == "decide" and e.data["action"] == "stop"]
+        assert stops and stops[-1].data["reason"] == "five_samples"

@@ -14,10 +14,8 @@ from adaptive import (
     Budget,
     Client,
     ConsistencyPrior,
-    Controller,
     ControllerConfig,
     FunctionEndpoint,
-    Ledger,
     Message,
     Price,
     Request,
@@ -25,7 +23,6 @@ from adaptive import (
     Result,
     State,
     ac_beta,
-    beta_confidence,
     budget_exhausted,
     confident,
     esc_window,
@@ -33,6 +30,9 @@ from adaptive import (
     max_samples,
     vote_margin,
 )
+from adaptive._controller import Controller
+from adaptive._ledger import Ledger
+from adaptive._posterior import beta_confidence
 
 PRICE = Price(input=1.0, output=2.0)
 SAFETY = 10  # seconds; only so that a broken cancellation fails instead of hanging

@@ -91,7 +91,7 @@ def test_quickstart(started: dict[str, subprocess.Popen[str]]) -> None:
 
 def test_self_consistency(started: dict[str, subprocess.Popen[str]]) -> None:
     out = run_example(started, "self_consistency.py")
-    assert "ac_beta" in out and "esc_window" in out and "budget_exhausted" in out
+    assert "ac-beta" in out and "esc-window" in out and "budget-exhausted" in out
     fitted_repr = re.search(r"fitted (ConsistencyPrior\(questions=\d+.*\))", out)
     assert fitted_repr is not None
     assert f"saved and loaded {fitted_repr.group(1)}" in out  # the round trip keeps the prior

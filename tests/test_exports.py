@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import inspect
 from pathlib import Path
 
 import adaptive_strategies
@@ -50,14 +51,50 @@ def test_every_private_module_defines_all(path: Path) -> None:
     assert "__all__" in assigned, f"{path.relative_to(ROOT)} defines no __all__"
 
 
-@pytest.mark.parametrize("path", PRIVATE, ids=lambda p: p.name)
-def test_private_module_names_are_exported_from_adaptive(path: Path) -> None:
-    names = module_all(f"adaptive.{path.stem}")
-    missing = sorted(set(names) - set(adaptive.__all__))
-    assert not missing, f"adaptive/{path.name} exports {missing} but adaptive/__init__.py does not"
-    module = importlib.import_module(f"adaptive.{path.stem}")
-    for name in names:
-        assert getattr(adaptive, name) is getattr(module, name)
+# The curated surface: what an application needs, each name documented; helpers stay private.
+MAX_PUBLIC = 80
+NEVER_PUBLIC = {
+    # the loopback HTTP server (test and simulator plumbing)
+    "serve",
+    "serve_forever",
+    "run_in_thread",
+    "HTTPRequest",
+    "HTTPResponse",
+    "HTTPServer",
+    "SSEResponse",
+    "RunningServer",
+    # ledger and metering internals
+    "prompt_token_bound",
+    "current_meter",
+    "merge_responses",
+    "Reservation",
+    # the simulator lives in adaptive.sim
+    "SimEndpoint",
+    "SimRewardEndpoint",
+    "SimServer",
+}
+
+
+def test_the_public_api_is_curated() -> None:
+    assert len(adaptive.__all__) <= MAX_PUBLIC, f"{len(adaptive.__all__)} public names"
+    assert not NEVER_PUBLIC & set(adaptive.__all__)
+    assert "__version__" not in adaptive.__all__ and isinstance(adaptive.__version__, str)
+
+
+@pytest.mark.parametrize("name", adaptive.__all__)
+def test_every_public_name_is_documented(name: str) -> None:
+    obj = getattr(adaptive, name)
+    doc = inspect.getdoc(obj)
+    assert doc and len(doc.split()) >= 3, f"adaptive.{name} has no docstring"
+    if inspect.isclass(obj) or inspect.isfunction(obj):
+        # Documented where it is defined, not inherited from a base.
+        assert obj.__doc__, f"adaptive.{name} inherits its docstring"
+
+
+def test_the_simulator_is_reached_as_adaptive_sim() -> None:
+    import adaptive.sim
+
+    assert "SimEndpoint" in adaptive.sim.__all__ and not hasattr(adaptive, "SimEndpoint")
 
 
 @pytest.mark.parametrize("path", ENDPOINTS, ids=lambda p: p.name)
@@ -104,9 +141,10 @@ def test_strategies_use_only_adaptives_public_names(path: Path) -> None:
             continue
         private = [part for part in module.split(".") if part.startswith("_")]
         assert not private, f"strategies/{path.name} imports private module {module}"
-        if module == "adaptive":
-            hidden = [n for n in names if n not in adaptive.__all__]
-            assert not hidden, f"strategies/{path.name} imports {hidden}, not in adaptive.__all__"
+        public = {"adaptive": adaptive.__all__, "adaptive.endpoints": adaptive.endpoints.__all__}
+        assert module in public, f"strategies/{path.name} imports {module}, which is not public"
+        hidden = [n for n in names if n not in public[module]]
+        assert not hidden, f"strategies/{path.name} imports {hidden}, not in {module}.__all__"
 
 
 def test_the_import_check_catches_a_private_import(tmp_path: Path) -> None:
@@ -132,3 +170,36 @@ def test_adaptive_never_imports_strategies(path: Path) -> None:
 
 def test_version() -> None:
     assert isinstance(adaptive.__version__, str) and adaptive.__version__.count(".") == 2
+
+
+CORE = sorted([*(ROOT / "adaptive").glob("*.py"), *(ROOT / "adaptive" / "endpoints").glob("*.py")])
+
+
+def _absolute(path: Path, module: str, names: tuple[str, ...], level: int) -> list[str]:
+    """The absolute module names an import statement in `path` reaches."""
+    if not level:
+        return [module]
+    package = path.relative_to(ROOT).with_suffix("").parts[:-1]
+    base = ".".join(package[: len(package) - level + 1])
+    if module:
+        return [f"{base}.{module}"]
+    return [f"{base}.{n}" for n in names]
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_core_never_imports_the_simulator_the_cli_or_the_strategies(path: Path) -> None:
+    if path.name == "__main__.py":  # `python -m adaptive` runs the command line by design
+        return
+    for module, names, level in imports(path):
+        for target in _absolute(path, module, names, level):
+            for upper in ("adaptive.sim", "adaptive.cli", "adaptive_strategies"):
+                assert target != upper and not target.startswith(upper + "."), (
+                    f"{path.relative_to(ROOT)} imports {target}: the core must not depend on {upper}"
+                )
+
+
+def test_the_layer_check_resolves_relative_imports(tmp_path: Path) -> None:
+    path = ROOT / "adaptive" / "endpoints" / "x.py"
+    assert _absolute(path, "sim", (), 2) == ["adaptive.sim"]
+    assert _absolute(path, "", ("cli",), 2) == ["adaptive.cli"]
+    assert _absolute(ROOT / "adaptive" / "x.py", "_ledger", (), 1) == ["adaptive._ledger"]

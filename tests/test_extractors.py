@@ -13,16 +13,13 @@ from adaptive import (
     ConfigError,
     Extractor,
     FirstOf,
-    FunctionExtractor,
     JSONField,
     LastNumber,
     MultipleChoice,
     Regex,
-    default_extractor,
     extractor_from_config,
-    extractor_names,
-    register_extractor,
 )
+from adaptive._extractors import FunctionExtractor, default_extractor, extractor_names, register_extractor
 
 # --------------------------------------------------------------------------------------------
 # Extractors

@@ -16,7 +16,6 @@ from adaptive import (
     Endpoint,
     EndpointError,
     FunctionEndpoint,
-    Ledger,
     Message,
     Price,
     Request,
@@ -24,8 +23,8 @@ from adaptive import (
     ResponseError,
     Usage,
     lookup_price,
-    prompt_token_bound,
 )
+from adaptive._ledger import Ledger, prompt_token_bound
 
 
 def chat(text: str = "hello", **kwargs: Any) -> Request:

@@ -12,16 +12,15 @@ from adaptive import (
     BudgetExceededError,
     Completion,
     ConfigError,
-    Ledger,
     Message,
     Price,
-    PriceTier,
     Request,
     Response,
     UnknownPriceError,
     Usage,
-    prompt_token_bound,
 )
+from adaptive._ledger import Ledger, prompt_token_bound
+from adaptive._prices import PriceTier
 
 PRICE = Price(input=1.0, output=2.0)  # 1_000_000 and 2_000_000 picodollars per token
 

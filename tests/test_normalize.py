@@ -9,12 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptive import (
-    ConfigError,
-    Normalizer,
-    answers_equivalent,
-    normalize_answer,
-)
+from adaptive import ConfigError, answers_equivalent, normalize_answer
+from adaptive._normalize import Normalizer
 
 PROPERTY = settings(derandomize=True, database=None, max_examples=200, deadline=None)
 

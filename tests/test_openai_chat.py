@@ -17,14 +17,12 @@ from adaptive import (
     RateLimitError,
     Request,
     ResponseError,
-    RetryPolicy,
     ServerError,
     StreamError,
-    StreamEvent,
     TransportError,
-    UsageMeter,
-    prompt_token_bound,
 )
+from adaptive._ledger import prompt_token_bound
+from adaptive.endpoints import RetryPolicy, StreamEvent, UsageMeter
 from adaptive.endpoints._base import set_meter
 
 KEY = "sk-test-SECRET-0123456789abcdef"

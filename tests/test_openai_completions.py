@@ -7,17 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adaptive import (
-    ConfigError,
-    Message,
-    OpenAICompletions,
-    Request,
-    ResponseError,
-    RetryPolicy,
-    StreamError,
-    UsageMeter,
-    prompt_token_bound,
-)
+from adaptive import ConfigError, Message, OpenAICompletions, Request, ResponseError, StreamError
+from adaptive._ledger import prompt_token_bound
+from adaptive.endpoints import RetryPolicy, UsageMeter
 from adaptive.endpoints._base import set_meter
 
 KEY = "sk-completions-SECRET-42"

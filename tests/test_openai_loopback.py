@@ -8,18 +8,9 @@ from typing import Any
 
 import pytest
 
-from adaptive import (
-    Budget,
-    HTTPStatusError,
-    Ledger,
-    Message,
-    OpenAIChat,
-    OpenAICompletions,
-    Request,
-    RetryPolicy,
-    StreamError,
-    UsageMeter,
-)
+from adaptive import Budget, HTTPStatusError, Message, OpenAIChat, OpenAICompletions, Request, StreamError
+from adaptive._ledger import Ledger
+from adaptive.endpoints import RetryPolicy, UsageMeter
 from adaptive.endpoints._base import set_meter
 from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 

@@ -9,14 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adaptive import ConfigError, ConsistencyPrior, beta_confidence, top_two_counts
-
-
-def test_top_two_counts() -> None:
-    assert top_two_counts({}) == (0, 0)
-    assert top_two_counts({"a": 3}) == (3, 0)
-    assert top_two_counts({"a": 1, "b": 5, "c": 2}) == (5, 2)
-    assert top_two_counts([2, 7, 7]) == (7, 7)
+from adaptive import ConfigError, ConsistencyPrior
+from adaptive._posterior import beta_confidence
 
 
 def test_beta_confidence_exact_values() -> None:

@@ -15,16 +15,14 @@ from adaptive import (
     ConfigError,
     ControllerConfig,
     Message,
-    RecordedQuestion,
-    RecordedSample,
     ReplayEndpoint,
     Request,
     ResponseError,
     ac_beta,
-    load_recorded,
     normalize_answer,
-    prompt_token_bound,
 )
+from adaptive._ledger import prompt_token_bound
+from adaptive.endpoints import RecordedQuestion, RecordedSample, load_recorded
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 

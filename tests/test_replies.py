@@ -7,7 +7,8 @@ import math
 import pytest
 from adaptive_strategies.replies import aggregate_steps, parse_rating, parse_yes_no, read_score
 
-from adaptive import Completion, ConfigError, TokenLogprob
+from adaptive import Completion, ConfigError
+from adaptive._models import TokenLogprob
 
 # -- aggregation -------------------------------------------------------------------------
 

@@ -18,10 +18,10 @@ from adaptive import (
     FunctionEndpoint,
     Request,
     Result,
-    TokenLogprob,
     logprob_weight,
     strategy_from_config,
 )
+from adaptive._models import TokenLogprob
 
 
 def endpoint(answer: Callable[[Request], str | Completion], *, supports_n: bool = False) -> FunctionEndpoint:
@@ -73,7 +73,7 @@ async def test_fixed_n_draws_exactly_n(n: int, supports_n: bool) -> None:
 @pytest.mark.asyncio
 async def test_fixed_n_ignores_stop_rules() -> None:
     ep = endpoint(by_seed(lambda s: "7"))
-    result = await run(ep, SelfConsistency(n=9), stop="ac_beta")
+    result = await run(ep, SelfConsistency(n=9), stop="ac-beta")
     assert result.generated == 9  # unanimous after 4, but a fixed n is not stoppable
 
 
@@ -123,8 +123,8 @@ def test_default_stop_rules() -> None:
     assert rule.config() == {
         "any": [
             {"name": "confident", "threshold": 0.9, "min_votes": 2},
-            {"name": "low_marginal_gain", "min_gain": 0.01, "value_usd": 2.0, "min_votes": 2},
-            {"name": "budget_exhausted"},
+            {"name": "low-marginal-gain", "min_gain": 0.01, "value_usd": 2.0, "min_votes": 2},
+            {"name": "budget-exhausted"},
         ]
     }
     assert SelfConsistency().default_stop() is None

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptive import ConfigError, Price, Request, prompt_token_bound
+from adaptive import ConfigError, Price, Request
+from adaptive._ledger import prompt_token_bound
 from adaptive.endpoints._base import UsageMeter, set_meter
 from adaptive.sim import (
     STEP_DELIMITER,

@@ -8,9 +8,6 @@ from typing import Any
 import pytest
 
 from adaptive import (
-    ACBeta,
-    AllOf,
-    AnyOf,
     Check,
     ConfigError,
     State,
@@ -27,6 +24,7 @@ from adaptive import (
     stop_rule_from_config,
     vote_margin,
 )
+from adaptive._stop import ACBeta, AllOf, AnyOf
 
 
 def voted(*counts: int, **changes: Any) -> State:
@@ -275,9 +273,9 @@ def test_config_round_trip(rule: StopRule) -> None:
 
 
 def test_from_name_and_params() -> None:
-    assert stop_rule_from_config("ac_beta", {"threshold": 0.9}) == ACBeta(threshold=0.9)
-    assert stop_rule_from_config("budget_exhausted") == budget_exhausted()
-    rule = stop_rule_from_config({"any": [{"name": "confident", "threshold": 0.99}, "budget_exhausted"]})
+    assert stop_rule_from_config("ac-beta", {"threshold": 0.9}) == ACBeta(threshold=0.9)
+    assert stop_rule_from_config("budget-exhausted") == budget_exhausted()
+    rule = stop_rule_from_config({"any": [{"name": "confident", "threshold": 0.99}, "budget-exhausted"]})
     assert rule == confident(0.99) | budget_exhausted()
     same = ac_beta()
     assert stop_rule_from_config(same) is same
@@ -288,16 +286,16 @@ def test_from_name_and_params() -> None:
     [
         ("nope", None, "unknown stop rule 'nope'"),
         ("any", None, "unknown stop rule"),
-        ("ac_beta", {"threshold": 1.5}, "threshold"),
-        ("ac_beta", {"treshold": 0.9}, "treshold"),
-        ("max_samples", {}, "samples"),
+        ("ac-beta", {"threshold": 1.5}, "threshold"),
+        ("ac-beta", {"treshold": 0.9}, "treshold"),
+        ("max-samples", {}, "samples"),
         ("deadline", {"seconds": -1}, "seconds"),
         ("deadline", {"seconds": float("nan")}, "seconds"),
-        ("esc_window", {"size": 0}, "size"),
+        ("esc-window", {"size": 0}, "size"),
         ({"threshold": 0.9}, None, "needs a 'name'"),
         ({"any": []}, None, "non-empty list"),
-        ({"all": "ac_beta"}, None, "non-empty list"),
-        ({"any": ["ac_beta", {"name": "bogus"}]}, None, "bogus"),
+        ({"all": "ac-beta"}, None, "non-empty list"),
+        ({"any": ["ac-beta", {"name": "bogus"}]}, None, "bogus"),
     ],
 )
 def test_bad_configs_raise_config_error(config: Any, params: Any, fragment: str) -> None:
@@ -305,3 +303,41 @@ def test_bad_configs_raise_config_error(config: Any, params: Any, fragment: str)
         stop_rule_from_config(config, params)
     assert fragment in str(info.value)
     assert isinstance(info.value, ValueError)
+
+
+def test_a_plain_callable_is_a_stop_rule_that_composes_and_is_explained() -> None:
+    from adaptive._stop import FunctionRule, as_stop_rule
+
+    def enough(state: State) -> bool:
+        return state.samples >= 3
+
+    rule = stop_rule_from_config(enough)
+    assert isinstance(rule, FunctionRule) and rule.label == "enough"
+    assert not rule(State(samples=2)) and rule(State(samples=3))
+    either = budget_exhausted() | enough
+    assert either.check(State(samples=3, next_batch=1)).reason() == "enough"
+    flipped = enough | budget_exhausted()
+    assert [p.rule for p in flipped.check(State(samples=0, next_batch=0)).parts] == [
+        "enough",
+        "budget_exhausted",
+    ]
+    both = enough & budget_exhausted()
+    assert not both(State(samples=3, next_batch=1)) and both(State(samples=3, next_batch=0))
+    assert as_stop_rule(rule) is rule
+    with pytest.raises(ConfigError, match="Python function, which has no config form"):
+        rule.config()
+
+
+def test_a_callable_that_does_not_return_a_bool_is_refused_not_read_as_truthy() -> None:
+    rule = stop_rule_from_config(lambda state: state.samples)
+    with pytest.raises(ConfigError, match="returned int 2"):
+        rule(State(samples=2))
+    with pytest.raises(ConfigError, match="not int"):
+        stop_rule_from_config(3)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="instance, not the class"):
+        stop_rule_from_config(ACBeta)  # type: ignore[arg-type]
+
+
+def test_an_old_stop_rule_name_is_refused_with_the_new_one() -> None:
+    with pytest.raises(ConfigError, match="it is called 'budget-exhausted'"):
+        stop_rule_from_config("budget_exhausted")

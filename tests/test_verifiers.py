@@ -14,9 +14,7 @@ from adaptive_strategies.verifiers import (
     RewardModel,
     Verification,
     Verifier,
-    affordable,
-    call_worst_case,
-    scoring_worst_case,
+    scoring_calls,
     verifier_from_config,
     verifier_names,
 )
@@ -27,13 +25,14 @@ from adaptive import (
     Completion,
     ConfigError,
     FunctionEndpoint,
-    Ledger,
     Price,
     Request,
     Response,
     State,
     Usage,
 )
+from adaptive._costing import affordable, call_worst_case, calls_worst_case
+from adaptive._ledger import Ledger
 
 
 async def _never(request: Request) -> str:
@@ -272,6 +271,13 @@ def test_verifier_from_config() -> None:
         verifier_from_config(3)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="transform"):
         verifier_from_config({"name": "reward_model", "endpoint": ep, "transform": "tanh"})
+
+
+def scoring_worst_case(
+    verifier: Any, question: str, size: int, default: Any, default_price: Price | None = None
+) -> tuple[int, int, int]:
+    """What scoring one candidate of `size` bytes may cost at most (the calls a plan holds back for)."""
+    return calls_worst_case(scoring_calls(verifier, question, size), default, default_price=default_price)
 
 
 def test_call_worst_case_matches_the_ledger() -> None:

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptive import ConfigError, Tally, Vote, logprob_weight, majority_vote, weighted_vote
+from adaptive import ConfigError, logprob_weight, majority_vote, weighted_vote
+from adaptive._voting import Tally, Vote, top_two_counts
 
 PROPERTY = settings(derandomize=True, database=None, max_examples=200, deadline=None)
 
@@ -35,6 +36,13 @@ MAJORITY_CASES: list[tuple[list[str | None], list[float] | None, str | None]] = 
     # "" is an answer, not an abstention
     (["", "", "x"], None, ""),
 ]
+
+
+def test_top_two_counts() -> None:
+    assert top_two_counts({}) == (0, 0)
+    assert top_two_counts({"a": 3}) == (3, 0)
+    assert top_two_counts({"a": 1, "b": 5, "c": 2}) == (5, 2)
+    assert top_two_counts([2, 7, 7]) == (7, 7)
 
 
 @pytest.mark.parametrize(("answers", "weights", "winner"), MAJORITY_CASES)

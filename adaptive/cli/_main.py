@@ -62,7 +62,6 @@ def demo_strategies(setup: DemoSetup) -> Mapping[str, Strategy]:
     2 best of 4 partial solutions per step by process-reward score. Under the budget the last
     four may do less than that.
     """
-    import adaptive_strategies as _  # noqa: F401 - registers the built-in strategies by name
     from adaptive_strategies import AdaptiveConsistency, SelfConsistency
     from adaptive_strategies.beam_search import BeamSearch
     from adaptive_strategies.best_of_n import BestOfN

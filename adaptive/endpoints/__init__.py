@@ -1,5 +1,11 @@
-"""Model endpoints: one file per provider, all behind the one-method `Endpoint` contract."""
+"""Model endpoints: one file per provider, all behind the `Endpoint` contract.
 
+The HTTP providers (OpenAI chat and completions, Anthropic) are thin adapters over one HTTP
+layer (`_http`: settings, auth, errors, retries, pool; `_sse`: event streams).
+"""
+
+from .._callables import is_async_callable
+from .._models import TokenLogprob
 from ._base import (
     BaseEndpoint,
     Endpoint,
@@ -10,7 +16,10 @@ from ._base import (
     prompt_copies,
     retry_after,
 )
-from ._openai_common import OpenAIEndpoint, StreamEvent, StreamEvents, parse_usage
+from ._http import HTTPEndpoint, HTTPSettings, HTTPSettingsArgs, WireError
+from ._openai import OpenAIEndpoint
+from ._openai_wire import parse_usage
+from ._sse import ServerSaid, StreamDecoder, StreamEvent, StreamEvents
 from .anthropic import Anthropic
 from .function import FunctionEndpoint, FunctionResult
 from .openai_chat import OpenAIChat
@@ -30,6 +39,9 @@ __all__ = [
     "Endpoint",
     "FunctionEndpoint",
     "FunctionResult",
+    "HTTPEndpoint",
+    "HTTPSettings",
+    "HTTPSettingsArgs",
     "OpenAIChat",
     "OpenAICompletions",
     "OpenAIEndpoint",
@@ -37,10 +49,15 @@ __all__ = [
     "RecordedSample",
     "ReplayEndpoint",
     "RetryPolicy",
+    "ServerSaid",
+    "StreamDecoder",
     "StreamEvent",
     "StreamEvents",
+    "TokenLogprob",
     "UsageMeter",
+    "WireError",
     "current_meter",
+    "is_async_callable",
     "jsonl_rows",
     "load_recorded",
     "merge_responses",

@@ -1,9 +1,10 @@
 """The endpoint contract and what every endpoint shares: price, concurrency limit, retries.
 
 An endpoint turns one `Request` into one `Response` and decides nothing: no budgets, no
-stopping. Implementations override `_send`; `request` wraps it with the concurrency limiter,
-retries with backoff, and fan-out of `n` into parallel single requests where the server
-cannot do `n` in one call.
+stopping. `Endpoint` declares every member the SDK uses; `BaseEndpoint` gives each a default.
+Implementations override `_send`; `request` wraps it with the concurrency limiter, retries
+with backoff, and fan-out of `n` into parallel single requests where the server cannot do
+`n` in one call.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 import anyio
 from pydantic import Field
@@ -38,9 +40,14 @@ __all__ = [
 ]
 
 
+_T = TypeVar("_T")
+
+
 @runtime_checkable
 class Endpoint(Protocol):
-    """The one-method model contract. Anything with these attributes is an endpoint.
+    """The model contract: every member the client, controller and ledger use.
+
+    `BaseEndpoint` implements all of it; an endpoint written from scratch declares each one.
 
     Attributes:
         name: Display name (model and host; never credentials).
@@ -48,6 +55,11 @@ class Endpoint(Protocol):
         supports_n: Whether one request can return `n > 1` completions (prompt billed once).
         supports_prefill: Whether a chat request may carry an assistant `prefill`.
         supports_raw: Whether a raw `prompt` (text continuation) is accepted.
+
+    Streaming is not a separate method here: an endpoint that streams does it inside
+    `request` and keeps the task's `UsageMeter` (see `current_meter`) up to date while the
+    answer arrives, so a request cancelled part-way is charged what it used. One that cannot
+    count partial usage leaves the meter alone and is charged its reserved worst case.
     """
 
     price: Price | None
@@ -61,7 +73,18 @@ class Endpoint(Protocol):
         ...
 
     async def request(self, request: Request) -> Response:
-        """Send `request` and return its completions with exact usage."""
+        """Send `request` and return its completions with exact usage.
+
+        While it runs, usage counted so far goes to `current_meter()` when one is installed.
+        """
+        ...
+
+    def prompt_copies(self, request: Request) -> int:
+        """How many times the prompt of `request` is billed (1, or `n` when `n` fans out)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the endpoint holds (connections); an injected client stays open."""
         ...
 
 
@@ -111,17 +134,34 @@ class RetryPolicy(ValidatedModel):
         exc = state.outcome.exception() if state.outcome else None
         return self.delay(exc, state.attempt_number + 1)
 
-    def wait(self, state: RetryCallState) -> float:
-        """Seconds to wait before the next attempt (tenacity's `wait` hook)."""
-        exc = state.outcome.exception() if state.outcome else None
-        return self.delay(exc, state.attempt_number)
-
     def delay(self, exc: BaseException | None, attempt_number: int) -> float:
         """Seconds to wait after attempt `attempt_number` (1-based) failed with `exc`."""
         if isinstance(exc, HTTPStatusError) and exc.retry_after is not None:
             return min(max(exc.retry_after, 0.0), self.max_wait)
         ceiling = min(self.max_wait, self.initial_wait * 2 ** (attempt_number - 1))
         return random.uniform(0, ceiling)
+
+    async def call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
+        """Await `fn()`, retrying what `is_retryable` accepts with this policy's waits."""
+        # Hot path: the first attempt runs outside tenacity (which costs ~30 us per call even
+        # when nothing fails); only a retryable failure hands the remaining attempts to it.
+        try:
+            return await fn()
+        except Exception as exc:
+            if self.attempts == 1 or not self.is_retryable(exc):
+                raise
+            await anyio.sleep(self.delay(exc, 1))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.attempts - 1),
+            wait=self.wait_after,
+            retry=retry_if_exception(self.is_retryable),
+            sleep=anyio.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await fn()
+        raise AssertionError("unreachable")  # pragma: no cover - reraise=True raises
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -148,12 +188,9 @@ def prompt_copies(endpoint: Endpoint, request: Request) -> int:
     """How many times `endpoint` bills the prompt of `request`.
 
     Once when the server does `n` in one request; `n` times when the endpoint fans out
-    parallel single requests. An endpoint may say otherwise with a `prompt_copies` method.
+    parallel single requests (each endpoint says which, see `Endpoint.prompt_copies`).
     """
-    fn = getattr(endpoint, "prompt_copies", None)
-    if callable(fn):
-        return int(fn(request))
-    return 1 if endpoint.supports_n else request.n
+    return int(endpoint.prompt_copies(request))
 
 
 def merge_responses(responses: list[Response]) -> Response:
@@ -235,38 +272,33 @@ class BaseEndpoint:
         return await self._attempt(request)
 
     async def _attempt(self, request: Request) -> Response:
-        # Hot path: a free slot is taken without the limiter's two extra checkpoints, and the
-        # first attempt runs outside tenacity (which costs ~30 us per call even when nothing
-        # fails); only a retryable failure hands the remaining attempts to tenacity.
+        # A free slot is taken without the limiter's two extra checkpoints (the hot path).
         limiter = self.limiter
         try:
             limiter.acquire_nowait()
         except anyio.WouldBlock:
             await limiter.acquire()
         try:
-            policy = self.retry
-            try:
-                return await self._send(request)
-            except Exception as exc:
-                if policy.attempts == 1 or not policy.is_retryable(exc):
-                    raise
-                await anyio.sleep(policy.delay(exc, 1))
-            retrying = AsyncRetrying(
-                stop=stop_after_attempt(policy.attempts - 1),
-                wait=lambda s: policy.wait_after(s),
-                retry=retry_if_exception(policy.is_retryable),
-                sleep=anyio.sleep,
-                reraise=True,
-            )
-            async for attempt in retrying:
-                with attempt:
-                    return await self._send(request)
-            raise AssertionError("unreachable")  # pragma: no cover - reraise=True raises
+            return await self.retry.call(lambda: self._send(request))
         finally:
             limiter.release()
 
     async def _send(self, request: Request) -> Response:
         raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release what the endpoint holds; nothing by default."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     # Subclasses may hold secrets: never let default object state leak through pickling/logs.
     def __getstate__(self) -> Any:  # pragma: no cover - defensive

@@ -1,38 +1,35 @@
-"""Anthropic's Messages API over plain httpx (no vendor SDK).
+"""Anthropic's Messages API over the shared HTTP layer (no vendor SDK).
 
 Message mapping: `system` and `developer` messages are joined (blank line between) into the
 top-level `system` field; consecutive messages of the same role are merged into one turn
 (blank line between), because the API requires user and assistant turns to alternate. A
 `prefill` becomes a trailing assistant message, which Anthropic continues.
+
+Streaming (`stream=True`, or `stream()`) reads the Messages event stream: `message_start`
+(the input usage), `content_block_start` / `content_block_delta` (`text_delta`,
+`thinking_delta`; signatures and tool-input JSON are skipped) / `content_block_stop`,
+`message_delta` (the stop reason and the cumulative output usage), `message_stop` (the end),
+`ping`, and `error`. Thinking text is not part of the answer; its estimated tokens are
+reported as `Usage.reasoning_tokens`, within `completion_tokens` as Anthropic bills them.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import httpx
 
-from .._exceptions import (
-    ConfigError,
-    HTTPStatusError,
-    RateLimitError,
-    ResponseError,
-    ServerError,
-    TransportError,
-)
+from .._exceptions import ConfigError
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, Usage
-from .._prices import Price
-from ._base import BaseEndpoint, RetryPolicy, retry_after
+from .._tokens import estimate_tokens
+from ._http import HTTPEndpoint, HTTPSettings, HTTPSettingsArgs, WireError
+from ._sse import ServerSaid, StreamDecoder
 
 __all__ = ["Anthropic"]
 
-_DEFAULT_BASE_URL = "https://api.anthropic.com"
 _API_VERSION = "2023-06-01"
 
 _FINISH = {
@@ -50,26 +47,44 @@ def _count(usage: Mapping[str, Any], key: str) -> int:
     if value is None:  # cache fields are null on models / requests without caching
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"usage.{key} is {value!r}, expected a non-negative integer")
+        raise WireError(f"usage.{key} is {value!r}, expected a non-negative integer")
     return value
 
 
-class Anthropic(BaseEndpoint):
+def _finish(stop_reason: Any) -> str | None:
+    return _FINISH.get(stop_reason, stop_reason) if isinstance(stop_reason, str) else None
+
+
+def _sent_prefill(request: Request) -> str:
+    # The API refuses a final assistant turn that ends in whitespace, so it is trimmed.
+    return (request.prefill or "").rstrip()
+
+
+def _trims_prefill(request: Request) -> bool:
+    # The caller's prefill already ends in the whitespace we trimmed: the answer must not repeat it.
+    return bool(request.prefill) and _sent_prefill(request) != request.prefill
+
+
+class Anthropic(HTTPEndpoint):
     """An Anthropic model through the Messages API (`POST {base_url}/v1/messages`).
 
     One request yields one completion: `n > 1` is fanned out into parallel requests by
     `BaseEndpoint` (each billed for its prompt). Logprobs are not available from Anthropic.
+    Like every HTTP endpoint it does not stream unless asked (`stream=True`); streaming lets
+    a request the controller cancels be charged what it streamed, not its worst case.
 
     Args:
         model: The model id, e.g. "claude-sonnet-4-5".
-        base_url: API root; defaults to `$ANTHROPIC_BASE_URL`, then https://api.anthropic.com.
-        api_key: Defaults to `$ANTHROPIC_API_KEY`. Never shown in reprs or errors.
-        http_client: A client to use instead of our own; it is never closed by us.
-        price: Overrides the price looked up in genai-prices.
-        max_concurrency: Requests in flight at once.
-        retry: Retry policy for 429, 5xx, 529 (overloaded) and transport errors.
-        timeout: Seconds per request for the client we create (an injected client keeps its own).
-        headers: Extra HTTP headers (e.g. `anthropic-beta`).
+        settings: `HTTPSettings`; the keywords override its fields.
+        **kwargs: The HTTP settings (see `HTTPSettings`): `base_url` (default
+            `$ANTHROPIC_BASE_URL`, then https://api.anthropic.com), `api_key` (default
+            `$ANTHROPIC_API_KEY`; never shown in reprs or errors), `http_client`, `price`,
+            `provider`, `max_concurrency`, `retry` (429, 5xx, 529 overloaded and transport
+            errors), `timeout`, `headers` (e.g. `anthropic-beta`), `stream`.
+
+    Raises:
+        ConfigError: No API key (neither given, nor in the environment, nor in `headers`), or
+            a bad setting.
 
     Example:
         >>> async with Anthropic("claude-haiku-4-5") as claude:  # doctest: +SKIP
@@ -81,86 +96,32 @@ class Anthropic(BaseEndpoint):
     supports_prefill = True
     supports_raw = False
     provider: ClassVar[str | None] = "anthropic"
+    _path: ClassVar[str] = "/v1/messages"
+    _default_base_url: ClassVar[str] = "https://api.anthropic.com"
+    _base_url_env: ClassVar[str] = "ANTHROPIC_BASE_URL"
+    _api_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
 
     def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        price: Price | None = None,
-        max_concurrency: int = 64,
-        retry: RetryPolicy | None = None,
-        timeout: float = 60.0,
-        headers: Mapping[str, str] | None = None,
+        self, model: str, *, settings: HTTPSettings | None = None, **kwargs: Unpack[HTTPSettingsArgs]
     ) -> None:
-        if not model or not model.strip():
+        if isinstance(model, str) and not model.strip():
             raise ConfigError("model is empty: pass the Anthropic model id, e.g. 'claude-sonnet-4-5'")
-        if not (timeout > 0 and math.isfinite(timeout)):
-            raise ConfigError(f"timeout must be a positive number of seconds (got {timeout!r})")
-        if max_concurrency < 1:
-            raise ConfigError(f"max_concurrency must be at least 1 (got {max_concurrency})")
-        super().__init__(model, price=price, max_concurrency=max_concurrency, retry=retry)
-        root = base_url or os.environ.get("ANTHROPIC_BASE_URL") or _DEFAULT_BASE_URL
-        try:
-            parsed = httpx.URL(root)
-        except httpx.InvalidURL:
-            raise ConfigError("base_url is not a valid URL: pass e.g. 'https://api.anthropic.com'") from None
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ConfigError("base_url must be an http(s) URL with a host, e.g. 'https://api.anthropic.com'")
-        self._url = root.rstrip("/") + "/v1/messages"
-        self._host = parsed.host  # for the display name: never the userinfo part of the URL
-        extra = {k.lower(): v for k, v in (headers or {}).items()}
-        key = api_key if api_key is not None else os.environ.get("ANTHROPIC_API_KEY")
-        if not key and "x-api-key" not in extra and "authorization" not in extra:
+        super().__init__(model, settings=settings, **kwargs)
+
+    def _auth_headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": _API_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        return headers
+
+    def _check_auth(self, api_key: str | None, headers: httpx.Headers) -> None:
+        if not api_key and "x-api-key" not in headers and "authorization" not in headers:
             raise ConfigError(
                 "no Anthropic API key: pass api_key=... or set the ANTHROPIC_API_KEY environment variable"
             )
-        self._secrets = tuple(s for s in (key, extra.get("x-api-key"), extra.get("authorization")) if s)
-        self._headers: dict[str, str] = {"anthropic-version": _API_VERSION, **extra}
-        if key:
-            self._headers["x-api-key"] = key
-        self._headers["content-type"] = "application/json"
-        self._timeout = timeout
-        self._injected = http_client
-        self._own: httpx.AsyncClient | None = None
-
-    @property
-    def name(self) -> str:
-        """Display name: the model, plus the host when it is not Anthropic's."""
-        if self._host == httpx.URL(_DEFAULT_BASE_URL).host:
-            return f"Anthropic({self.model})"
-        return f"Anthropic({self.model} @ {self._host})"
-
-    # -- client lifetime ---------------------------------------------------------------
-    def _client(self) -> httpx.AsyncClient:
-        if self._injected is not None:
-            return self._injected
-        if self._own is None:
-            # Created lazily so that an endpoint built outside an event loop costs nothing.
-            self._own = httpx.AsyncClient(timeout=self._timeout)
-        return self._own
-
-    async def aclose(self) -> None:
-        """Close the client this endpoint created (an injected client is left open)."""
-        own, self._own = self._own, None
-        if own is not None:
-            await own.aclose()
-
-    async def __aenter__(self) -> Anthropic:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- building the request ----------------------------------------------------------
-    def build_body(self, request: Request) -> dict[str, Any]:
+    def build_body(self, request: Request, *, stream: bool = False) -> dict[str, Any]:
         """Build the JSON body sent for `request` (useful for inspection and tests).
 
         Raises:
@@ -199,7 +160,7 @@ class Anthropic(BaseEndpoint):
                 turns[-1]["content"] += "\n\n" + m.content
             else:
                 turns.append({"role": m.role, "content": m.content})
-        prefill = self._sent_prefill(request)
+        prefill = _sent_prefill(request)
         if request.prefill is not None and turns and turns[-1]["role"] == "assistant":
             raise ConfigError(
                 "the messages already end with an assistant message and a prefill was given: put "
@@ -218,105 +179,48 @@ class Anthropic(BaseEndpoint):
             body["top_p"] = request.top_p
         if request.stop:
             body["stop_sequences"] = list(request.stop)
+        if stream:
+            body["stream"] = True
         # Anthropic has no seed parameter; a seed only distinguishes fanned-out samples here.
         body.update(request.extra)
         return body
 
-    @staticmethod
-    def _sent_prefill(request: Request) -> str:
-        # The API refuses a final assistant turn that ends in whitespace, so it is trimmed.
-        return (request.prefill or "").rstrip()
-
-    # -- sending -----------------------------------------------------------------------
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    async def _send(self, request: Request) -> Response:
-        body = self.build_body(request)
-        try:
-            reply = await self._client().post(self._url, json=body, headers=self._headers)
-        except httpx.RequestError as exc:
-            # Not chained: the httpx request object carries the headers, API key included.
-            raise TransportError(
-                f"{self.name}: request failed: {type(exc).__name__}: {self._scrub(str(exc)) or 'no detail'}",
-                endpoint=self.name,
-            ) from None
-        if not 200 <= reply.status_code < 300:
-            raise self._status_error(reply)
-        return self._parse(reply, request)
-
-    def _status_error(self, reply: httpx.Response) -> HTTPStatusError:
-        status = reply.status_code
-        text = self._scrub(reply.text)
-        detail = text[:300]
-        try:
-            err = json.loads(text).get("error") or {}
-            detail = f"{err.get('type', 'error')}: {err.get('message', '')}".strip()
-        except (ValueError, AttributeError):
-            pass
-        message = f"{self.name}: HTTP {status}: {detail or reply.reason_phrase}"
-        if status == 429:
-            return RateLimitError(
-                message,
-                status_code=status,
-                body=text,
-                endpoint=self.name,
-                retry_after=retry_after(reply.headers),
-            )
-        # 529 is Anthropic's "overloaded": transient, like any 5xx.
-        cls = ServerError if status >= 500 else HTTPStatusError
-        return cls(
-            message,
-            status_code=status,
-            body=text,
-            endpoint=self.name,
-            retry_after=retry_after(reply.headers),
-        )
-
-    def _bad(self, what: str) -> ResponseError:
-        return ResponseError(f"{self.name}: unusable answer: {self._scrub(what)}", endpoint=self.name)
-
-    def _parse(self, reply: httpx.Response, request: Request) -> Response:
-        try:
-            data = reply.json()
-        except ValueError:
-            raise self._bad(f"not JSON: {reply.text[:200]!r}") from None
+    # -- reading the answer ------------------------------------------------------------
+    def _parse(self, request: Request, data: Any) -> Response:
         if not isinstance(data, dict):
-            raise self._bad(f"expected a JSON object, got {type(data).__name__}")
+            raise WireError(f"unusable answer: expected a JSON object, got {type(data).__name__}")
         if data.get("type") == "error":
             err = data.get("error")
             err = err if isinstance(err, dict) else {}
-            raise self._bad(
-                f"error object in a {reply.status_code} answer: {err.get('type')}: {err.get('message')}"
-            )
+            raise WireError(f"unusable answer: an error object: {err.get('type')}: {err.get('message')}")
         blocks = data.get("content")
         if not isinstance(blocks, list):
-            raise self._bad("no 'content' list in the answer")
+            raise WireError("unusable answer: no 'content' list in the answer")
         texts: list[str] = []
-        thinking = 0
+        thinking = thinking_bytes = 0
         for block in blocks:
             kind = block.get("type") if isinstance(block, dict) else None
             if kind == "text":
                 if not isinstance(block.get("text"), str):
-                    raise self._bad("a text block without a string 'text'")
+                    raise WireError("unusable answer: a text block without a string 'text'")
                 texts.append(block["text"])
             elif kind in _THINKING:
                 thinking += 1  # not part of the answer; its tokens are in usage.output_tokens
+                if isinstance(block.get("thinking"), str):
+                    thinking_bytes += len(block["thinking"].encode())
         text = "".join(texts)
-        if request.prefill and self._sent_prefill(request) != request.prefill:
-            # The caller's prefill already ends in the whitespace we trimmed: do not repeat it.
+        if _trims_prefill(request):
             text = text.lstrip()
-        stop_reason = data.get("stop_reason")
-        finish = _FINISH.get(stop_reason, stop_reason) if isinstance(stop_reason, str) else None
         usage, reported = self._usage(data.get("usage"), request, text, thinking)
+        if thinking_bytes:
+            reasoning = estimate_tokens(thinking_bytes, usage.completion_tokens)
+            usage = usage.model_copy(update={"reasoning_tokens": reasoning})
         extra: dict[str, Any] = {"thinking_blocks": thinking}
         if data.get("stop_sequence") is not None:
             extra["stop_sequence"] = data["stop_sequence"]
         completion = Completion(
             text=text,
-            finish_reason=finish,
+            finish_reason=_finish(data.get("stop_reason")),
             completion_tokens=usage.completion_tokens if reported else None,
         )
         return Response(
@@ -335,19 +239,173 @@ class Anthropic(BaseEndpoint):
             out = request.max_tokens if thinking else min(request.max_tokens, len(text.encode()))
             return Usage(prompt_tokens=prompt_token_bound(request), completion_tokens=out), False
         if not isinstance(raw, dict):
-            raise self._bad(f"'usage' is {type(raw).__name__}, expected an object")
-        try:
-            fresh = _count(raw, "input_tokens")
-            read = _count(raw, "cache_read_input_tokens")
-            write = _count(raw, "cache_creation_input_tokens")
-            output = _count(raw, "output_tokens")
-        except ValueError as exc:
-            raise self._bad(str(exc)) from None
-        # Anthropic reports fresh, cache-read and cache-write input separately; ours is the sum.
-        usage = Usage(
-            prompt_tokens=fresh + read + write,
-            completion_tokens=output,
-            cached_prompt_tokens=read,
-            cache_write_tokens=write,
+            raise WireError(f"unusable answer: 'usage' is {type(raw).__name__}, expected an object")
+        return _input_usage(raw, _count(raw, "output_tokens")), True
+
+    def _decoder(self, request: Request) -> StreamDecoder:
+        return AnthropicStreamDecoder(request, model=self.model)
+
+
+def _input_usage(raw: Mapping[str, Any], output: int) -> Usage:
+    fresh = _count(raw, "input_tokens")
+    read = _count(raw, "cache_read_input_tokens")
+    write = _count(raw, "cache_creation_input_tokens")
+    # Anthropic reports fresh, cache-read and cache-write input separately; ours is the sum.
+    return Usage(
+        prompt_tokens=fresh + read + write,
+        completion_tokens=output,
+        cached_prompt_tokens=read,
+        cache_write_tokens=write,
+    )
+
+
+class AnthropicStreamDecoder:
+    """Assembles a Messages event stream into one completion.
+
+    Each event's data carries its `type` (the SSE event name repeats it), so the data alone
+    is read. Until `message_delta` reports the cumulative output tokens, the output is counted
+    from what arrived: at least a token per delta, else the byte estimate.
+
+    Args:
+        request: The request being answered (its `max_tokens`, prefill and prompt bound).
+        model: The model name to report if `message_start` names none.
+    """
+
+    end_marker = "message_stop"
+
+    def __init__(self, request: Request, *, model: str) -> None:
+        self._request = request
+        self._model = model
+        self._id: str | None = None
+        self._parts: list[str] = []
+        self._trim = _trims_prefill(request)
+        self._text_chunks = self._text_bytes = 0
+        self._thinking_chunks = self._thinking_bytes = 0
+        self._thinking_blocks = 0
+        self._input: Usage | None = None  # from message_start: exact prompt, cache split
+        self._start_output = 0
+        self._output: int | None = None  # cumulative, from message_delta
+        self._stop_reason: str | None = None
+        self._stop_sequence: str | None = None
+        self._stopped = False
+
+    def feed(self, data: str, deltas: list[tuple[int, str]]) -> bool:
+        """Read one event; True at `message_stop`."""
+        event = json.loads(data)
+        if not isinstance(event, dict):
+            raise ValueError("an event is not a JSON object")
+        kind = event.get("type")
+        if kind == "content_block_delta":  # the common case first
+            delta = event["delta"]
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                self._text(delta["text"], deltas)
+            elif dtype == "thinking_delta":
+                thought = delta["thinking"]
+                if not isinstance(thought, str):
+                    raise TypeError("a thinking delta is not text")
+                self._thinking_chunks += 1
+                self._thinking_bytes += len(thought.encode())
+            # signature_delta, input_json_delta and newer kinds carry no answer text.
+        elif kind == "message_start":
+            message = event["message"]
+            if isinstance(message.get("model"), str):
+                self._model = message["model"]
+            if isinstance(message.get("id"), str):
+                self._id = message["id"]
+            usage = message.get("usage")
+            if isinstance(usage, dict):
+                self._input = _input_usage(usage, 0)
+                self._start_output = _count(usage, "output_tokens")
+        elif kind == "content_block_start":
+            block = event["content_block"]
+            if block.get("type") in _THINKING:
+                self._thinking_blocks += 1
+            elif block.get("type") == "text" and block.get("text"):
+                self._text(block["text"], deltas)
+        elif kind == "message_delta":
+            delta = event.get("delta") or {}
+            if isinstance(delta.get("stop_reason"), str):
+                self._stop_reason = delta["stop_reason"]
+            if isinstance(delta.get("stop_sequence"), str):
+                self._stop_sequence = delta["stop_sequence"]
+            usage = event.get("usage")
+            if isinstance(usage, dict):
+                self._output = _count(usage, "output_tokens")
+                if usage.get("input_tokens") is not None:
+                    # Newer servers repeat the (cumulative) input usage here: the later wins.
+                    self._input = _input_usage(usage, 0)
+        elif kind == "message_stop":
+            self._stopped = True
+            return True
+        elif kind == "error":
+            err = event.get("error")
+            err = err if isinstance(err, dict) else {}
+            raise ServerSaid(f"{err.get('type', 'error')}: {err.get('message', '')}")
+        # ping, content_block_stop and event types added later carry nothing to assemble.
+        return False
+
+    def _text(self, text: Any, deltas: list[tuple[int, str]]) -> None:
+        if not isinstance(text, str):
+            raise TypeError("a text delta is not text")
+        if self._trim and not self._parts:
+            text = text.lstrip()  # see _trims_prefill: until the first visible character
+        if text:
+            self._parts.append(text)
+            self._text_chunks += 1
+            self._text_bytes += len(text.encode())
+            deltas.append((0, text))
+
+    def complete(self) -> bool:
+        """Without `message_stop`, an answer whose stop reason and usage arrived is whole."""
+        return self._stop_reason is not None and self._output is not None and self._input is not None
+
+    def reported(self) -> bool:
+        """Whether the input and the final output usage have both been reported."""
+        return self._input is not None and self._output is not None
+
+    def _reasoning(self, cap: int) -> int:
+        if not self._thinking_chunks:
+            return 0
+        return min(cap, max(self._thinking_chunks, estimate_tokens(self._thinking_bytes)))
+
+    def usage(self) -> Usage:
+        """The reported usage once `message_delta` came, else the usage counted so far."""
+        max_tokens = self._request.max_tokens
+        if self._output is not None:
+            output = self._output
+        else:
+            text = max(self._text_chunks, estimate_tokens(self._text_bytes))
+            output = min(max_tokens, max(self._start_output, text + self._reasoning(max_tokens)))
+        base = self._input or Usage(prompt_tokens=prompt_token_bound(self._request))
+        return base.model_copy(
+            update={"completion_tokens": output, "reasoning_tokens": self._reasoning(output)}
         )
-        return usage, True
+
+    def started(self) -> int:
+        """1 once any text or thinking arrived."""
+        return 1 if self._text_chunks or self._thinking_chunks else 0
+
+    def build(self, *, complete: bool) -> Response:
+        """The `Response` so far (not complete: finish_reason "cancelled" unless it stopped)."""
+        usage = self.usage()
+        reported = self.reported()
+        finish = _finish(self._stop_reason)
+        if finish is None and not complete:
+            finish = "cancelled"
+        extra: dict[str, Any] = {"thinking_blocks": self._thinking_blocks}
+        if self._stop_sequence is not None:
+            extra["stop_sequence"] = self._stop_sequence
+        completion = Completion(
+            text="".join(self._parts),
+            finish_reason=finish,
+            completion_tokens=usage.completion_tokens if reported else None,
+        )
+        return Response(
+            completions=(completion,),
+            usage=usage,
+            model=self._model,
+            id=self._id,
+            usage_reported=reported,
+            extra=extra,
+        )

@@ -1,7 +1,7 @@
 """OpenAI-compatible chat completions (`POST {base_url}/chat/completions`).
 
 Works with OpenAI and with the many servers that speak its protocol (vLLM, SGLang, llama.cpp,
-Ollama, OpenRouter, ...). See `OpenAIEndpoint` for the constructor arguments.
+Ollama, OpenRouter, ...). See `OpenAIEndpoint` and `HTTPSettings` for the constructor arguments.
 
 Example:
     >>> chat = OpenAIChat("gpt-4o-mini")  # doctest: +SKIP
@@ -10,38 +10,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
-
-import httpx
+from typing import Any, ClassVar, Unpack
 
 from .._exceptions import ConfigError
-from .._models import Request, TokenLogprob
-from .._prices import Price
-from ._base import RetryPolicy
-from ._openai_common import OpenAIEndpoint
+from .._models import Request
+from . import _openai_wire as wire
+from ._http import HTTPSettings, HTTPSettingsArgs
+from ._openai import OpenAIEndpoint
 
 __all__ = ["OpenAIChat"]
-
-
-def _chat_logprobs(raw: Any) -> list[TokenLogprob] | None:
-    # {"content": [{"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}, ...]}
-    if not isinstance(raw, dict):
-        return None
-    content = raw.get("content")
-    if not isinstance(content, list):
-        return None
-    out = []
-    for item in content:
-        top = item.get("top_logprobs") or ()
-        out.append(
-            TokenLogprob(
-                token=item["token"],
-                logprob=item["logprob"],
-                top=tuple((t["token"], t["logprob"]) for t in top),
-            )
-        )
-    return out
 
 
 class OpenAIChat(OpenAIEndpoint):
@@ -55,47 +32,31 @@ class OpenAIChat(OpenAIEndpoint):
     Args:
         model: Model name sent to the server.
         prefill_params: Send the continue-final-message flags with a prefill.
-        base_url, api_key, http_client, price, provider, max_concurrency, retry, timeout,
-            supports_n, stream, headers, max_tokens_field: See `OpenAIEndpoint`.
+        supports_n: False for servers that ignore `n` (see `OpenAIEndpoint`).
+        max_tokens_field: "max_tokens" or "max_completion_tokens" (see `OpenAIEndpoint`).
+        settings: `HTTPSettings`; the keywords override its fields.
+        **kwargs: The HTTP settings (`base_url`, `api_key`, `http_client`, `price`, `provider`,
+            `max_concurrency`, `retry`, `timeout`, `headers`, `stream`): see `HTTPSettings`.
     """
 
     supports_n = True
     supports_prefill = True
     supports_raw = False
     _path: ClassVar[str] = "/chat/completions"
+    _choices: ClassVar[wire.Choices] = wire.Choices(wire.chat_choice, wire.chat_delta)
 
     def __init__(
         self,
         model: str,
         *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        http_client: httpx.AsyncClient | None = None,
-        price: Price | None = None,
-        provider: str | None = None,
-        max_concurrency: int = 64,
-        retry: RetryPolicy | None = None,
-        timeout: float = 60.0,
-        supports_n: bool = True,
-        stream: bool = False,
-        headers: Mapping[str, str] | None = None,
-        max_tokens_field: str = "max_tokens",
         prefill_params: bool = True,
+        supports_n: bool = True,
+        max_tokens_field: str = "max_tokens",
+        settings: HTTPSettings | None = None,
+        **kwargs: Unpack[HTTPSettingsArgs],
     ) -> None:
         super().__init__(
-            model,
-            base_url=base_url,
-            api_key=api_key,
-            http_client=http_client,
-            price=price,
-            provider=provider,
-            max_concurrency=max_concurrency,
-            retry=retry,
-            timeout=timeout,
-            supports_n=supports_n,
-            stream=stream,
-            headers=headers,
-            max_tokens_field=max_tokens_field,
+            model, supports_n=supports_n, max_tokens_field=max_tokens_field, settings=settings, **kwargs
         )
         self.prefill_params = prefill_params
 
@@ -117,19 +78,3 @@ class OpenAIChat(OpenAIEndpoint):
         body["logprobs"] = True
         if request.top_logprobs:
             body["top_logprobs"] = request.top_logprobs
-
-    def _choice(self, choice: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None]:
-        message = choice["message"]
-        content = message.get("content") if message is not None else None
-        if content is not None and not isinstance(content, str):
-            raise TypeError(f"message content is {type(content).__name__}, not text")
-        return content or "", _chat_logprobs(choice.get("logprobs"))
-
-    def _delta(self, choice: dict[str, Any]) -> tuple[str, str, list[TokenLogprob] | None]:
-        delta = choice.get("delta") or {}
-        content = delta.get("content") or ""
-        # Reasoning servers stream thoughts under one of these names; they are billed output.
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-        if not isinstance(content, str) or not isinstance(reasoning, str):
-            raise TypeError("a delta's content is not text")
-        return content, reasoning, _chat_logprobs(choice.get("logprobs"))

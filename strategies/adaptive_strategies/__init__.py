@@ -1,6 +1,8 @@
 """Test-time strategies built on adaptive's public API only.
 
-Importing this package registers every strategy by name (for `strategy_from_config`).
+Each strategy is declared by name as an entry point in the distribution's pyproject.toml
+(group `adaptive.strategies`), so `client.run(q, strategy="best-of-n")` finds it without this
+package being imported first.
 """
 
 from .beam_search import DVTS, BeamSearch, default_finish_marker
@@ -25,9 +27,7 @@ from .verifiers import (
     Verification,
     Verifier,
     VerifierField,
-    affordable,
-    call_worst_case,
-    scoring_worst_case,
+    scoring_calls,
     verifier_from_config,
     verifier_names,
 )
@@ -49,16 +49,14 @@ __all__ = [
     "Verifier",
     "VerifierField",
     "VoteRun",
-    "affordable",
     "aggregate_steps",
-    "call_worst_case",
     "default_finish_marker",
     "parse_rating",
     "parse_reward",
     "parse_step_scores",
     "parse_yes_no",
     "read_score",
-    "scoring_worst_case",
+    "scoring_calls",
     "verifier_from_config",
     "verifier_names",
 ]

@@ -49,12 +49,11 @@ from adaptive import (
     AfterMarker,
     AnswerIs,
     AnswerSpec,
-    AnswerSpecField,
     Boxed,
     Call,
+    Completion,
     ConfigError,
     Evidence,
-    ExtractorField,
     Final,
     FirstOf,
     Outcome,
@@ -68,16 +67,14 @@ from adaptive import (
     ValidatedModel,
     budget_exhausted,
     candidate_bytes,
-    register_strategy,
 )
 
+from ._fields import AnswerSpecField, ExtractorField
 from ._scoring import Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, ScoreValue, aggregate_steps
 from .verifiers import (
     VerifierField,
-    affordable,
-    call_worst_case,
-    scoring_worst_case,
+    scoring_calls,
 )
 
 __all__ = ["DVTS", "BeamSearch", "default_finish_marker"]
@@ -196,7 +193,7 @@ class BeamSearch(_TreeSearch):
             be scored (an estimate; the ledger enforces the limits exactly).
     """
 
-    kind: ClassVar[str] = "beam_search"
+    kind: ClassVar[str] = "beam-search"
     width: int = Field(default=4, ge=1, le=128)
     candidates: int = Field(default=16, ge=1, le=1024)
     select: Literal["best", "weighted_majority"] = "best"
@@ -215,7 +212,7 @@ class BeamSearch(_TreeSearch):
     @property
     def name(self) -> str:
         """Short name shown on receipts."""
-        return "beam_search"
+        return "beam-search"
 
     def start(self, task: Task) -> StrategyRun:
         """Begin one call."""
@@ -299,9 +296,11 @@ class _TreeRun:
         self.last_kept: list[_Node] = []
 
     # -- the protocol ----------------------------------------------------------------------
-    def parse(self, text: str) -> str | None:
-        """Return the normalized answer in a text, for the receipt."""
-        return self.cfg.answer.read(text)
+    def answer_of(self, completion: Completion) -> str | None:
+        """Return the answer in an expansion, for the receipt: the endpoint's own, else its text's."""
+        if completion.answer is not None:
+            return completion.answer
+        return self.cfg.answer.read(completion.text)
 
     def plan(self, state: State) -> Plan | None:
         if self.phase == "expanded":
@@ -396,23 +395,16 @@ class _TreeRun:
         if not beams:
             return None
         calls: list[Call] = []
-        total = [0, 0, 0]
+        work: list[tuple[Call, tuple[Call, ...]]] = []  # each expansion and its steps' scoring
         self.parents = {}
         for position, beam in enumerate(beams):
             call = Call(request=self._request(beam), purpose="generate", tag=("expand", position, position))
             if self.cfg.reserve_for_scoring:
-                pico, tokens = call_worst_case(call, self.task.endpoint, default_price=self.task.price)
                 size = candidate_bytes(call.request.max_tokens, self._partial(beam.steps))
-                v_pico, v_tokens, v_samples = scoring_worst_case(
-                    self.cfg.prm, self.task.question, size, self.task.endpoint, default_price=self.task.price
-                )
-                n = call.request.n
-                total[0] += pico + n * v_pico
-                total[1] += tokens + n * v_tokens
-                total[2] += n + n * v_samples
-                fit = affordable(state, total[0], total[1], total[2])
+                work.append((call, scoring_calls(self.cfg.prm, self.task.question, size)))
+                fit = self.task.affordable(state, work)
                 if fit is not None and fit < 1:
-                    break
+                    break  # the weakest beams go: what is expanded can still be scored
             self.parents[position] = beam
             calls.append(call)
         if not calls:
@@ -526,7 +518,3 @@ class _TreeRun:
             if node.group not in best or self._rank(node) < self._rank(best[node.group]):
                 best[node.group] = node
         return [best[g] for g in sorted(best)]
-
-
-register_strategy("beam_search", BeamSearch)
-register_strategy("dvts", DVTS)

@@ -22,7 +22,6 @@ from pydantic import ConfigDict, Field
 
 from adaptive import (
     AnswerSpec,
-    AnswerSpecField,
     Call,
     Completion,
     Evidence,
@@ -39,16 +38,14 @@ from adaptive import (
     budget_exhausted,
     candidate_bytes,
     majority_vote,
-    register_strategy,
 )
 
+from ._fields import AnswerSpecField
 from ._scoring import Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, read_score
 from .verifiers import (
     VerifierField,
-    affordable,
-    call_worst_case,
-    scoring_worst_case,
+    scoring_calls,
 )
 
 __all__ = ["BestOfN"]
@@ -93,7 +90,7 @@ class BestOfN(ValidatedModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
-    kind: ClassVar[str] = "best_of_n"
+    kind: ClassVar[str] = "best-of-n"
 
     n: int = Field(default=8, ge=1, le=4096)
     verifier: VerifierField
@@ -107,7 +104,7 @@ class BestOfN(ValidatedModel):
     @property
     def name(self) -> str:
         """Short name shown on receipts."""
-        return "best_of_n"
+        return "best-of-n"
 
     def start(self, task: Task) -> StrategyRun:
         """Begin one call."""
@@ -132,12 +129,14 @@ class _BestOfNRun:
         self.arrivals = 0
         self.scorer: Scorer[int] = Scorer(config.verifier, task)
         self.scoring = False
-        self._scoring_cost: tuple[int, int, int] | None = None
+        self._scoring: tuple[Call, ...] | None = None  # what scoring one candidate takes
 
     # -- the protocol ----------------------------------------------------------------------
-    def parse(self, text: str) -> str | None:
-        """Return the normalized answer in a candidate, for the receipt."""
-        return self.cfg.answer.read(text)
+    def answer_of(self, completion: Completion) -> str | None:
+        """Return the answer of a candidate: the endpoint's own, else the one in its text."""
+        if completion.answer is not None:
+            return completion.answer
+        return self.cfg.answer.read(completion.text)
 
     def plan(self, state: State) -> Plan | None:
         if self.scoring:
@@ -215,8 +214,7 @@ class _BestOfNRun:
         return sorted(self.candidates, key=lambda c: c.key)
 
     def _add(self, comp: Completion, key: tuple[int, int, int]) -> None:
-        answer = comp.answer if comp.answer is not None else self.cfg.answer.read(comp.text)
-        self.candidates.append(_Candidate(key=key, text=comp.text, answer=answer))
+        self.candidates.append(_Candidate(key=key, text=comp.text, answer=self.answer_of(comp)))
 
     def _scoring_calls(self, indices: list[int]) -> list[Call]:
         calls: list[Call] = []
@@ -235,16 +233,9 @@ class _BestOfNRun:
         self.candidates[i].score = read_score(self.scorer.finish(i), self.how)
 
     def _fits(self, state: State, request: Request) -> int | None:
-        gen_pico, gen_tokens = call_worst_case(
-            Call(request=request), self.task.endpoint, default_price=self.task.price
-        )
-        if self._scoring_cost is None:
+        """How many candidates, each generated alone and then scored, the budget still holds."""
+        if self._scoring is None:
             size = candidate_bytes(request.max_tokens)
-            self._scoring_cost = scoring_worst_case(
-                self.cfg.verifier, self.task.question, size, self.task.endpoint, default_price=self.task.price
-            )
-        v_pico, v_tokens, v_samples = self._scoring_cost
-        return affordable(state, gen_pico + v_pico, gen_tokens + v_tokens, 1 + v_samples)
-
-
-register_strategy("best_of_n", BestOfN)
+            self._scoring = scoring_calls(self.cfg.verifier, self.task.question, size)
+        work = [(Call(request=request), self._scoring)]
+        return self.task.affordable(state, work)

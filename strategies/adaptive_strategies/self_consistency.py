@@ -15,7 +15,6 @@ from pydantic import Field
 
 from adaptive import (
     AnswerSpec,
-    AnswerSpecField,
     Completion,
     Evidence,
     Final,
@@ -31,9 +30,10 @@ from adaptive import (
     logprob_weight,
     low_marginal_gain,
     majority_vote,
-    register_strategy,
     weighted_vote,
 )
+
+from ._fields import AnswerSpecField
 
 __all__ = ["AdaptiveConsistency", "SelfConsistency", "VoteRun"]
 
@@ -192,7 +192,3 @@ class AdaptiveConsistency(SelfConsistency):
             | low_marginal_gain(self.min_gain, value_usd=self.value_usd)
             | budget_exhausted()
         )
-
-
-register_strategy("self-consistency", SelfConsistency)
-register_strategy("adaptive", AdaptiveConsistency)

@@ -36,25 +36,21 @@ from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_
 
 from adaptive import (
     AnswerSpec,
-    AnswerSpecField,
     Call,
     Completion,
     ConfigError,
     Endpoint,
     FunctionEndpoint,
-    Ledger,
     Message,
-    Price,
     Request,
     Response,
-    State,
     Usage,
     ValidatedModel,
-    is_async_callable,
     normalize_answer,
-    prompt_copies,
 )
+from adaptive.endpoints import is_async_callable
 
+from ._fields import AnswerSpecField
 from .replies import (
     Aggregation,
     ScoreValue,
@@ -76,9 +72,7 @@ __all__ = [
     "Verification",
     "Verifier",
     "VerifierField",
-    "affordable",
-    "call_worst_case",
-    "scoring_worst_case",
+    "scoring_calls",
     "verifier_from_config",
     "verifier_names",
 ]
@@ -138,27 +132,6 @@ class Verifier(Protocol):
     ) -> Verification:
         """How to score `solution` for `question`."""
         ...
-
-
-def call_worst_case(
-    call: Call, default_endpoint: Endpoint, *, default_price: Price | None = None
-) -> tuple[int, int]:
-    """(picodollars, tokens) a call may cost at most, by the ledger's own bound.
-
-    Used by strategies to size work so that what they generate can also be scored.
-
-    Args:
-        call: The call to bound.
-        default_endpoint: Where a call without an endpoint goes (the task's endpoint).
-        default_price: The price that endpoint is charged at in this call (`Task.price`,
-            which carries a per-call override); None: the endpoint's own price.
-    """
-    endpoint = call.endpoint if call.endpoint is not None else default_endpoint
-    price = endpoint.price
-    if endpoint is default_endpoint and default_price is not None:
-        price = default_price
-    request = call.request
-    return Ledger().worst_case(request, price, prompt_copies=prompt_copies(endpoint, request))
 
 
 def _pair(question: str, solution: str) -> tuple[Message, ...]:
@@ -580,42 +553,10 @@ VerifierField = Annotated[Verifier, BeforeValidator(_as_verifier)]
 registered name or a config dict, built with `verifier_from_config`."""
 
 
-def affordable(state: State, pico: int, tokens: int, samples: int) -> int | None:
-    """Count the units of work that fit in what is left of the budget in `state`.
+def scoring_calls(verifier: Verifier, question: str, solution_bytes: int) -> tuple[Call, ...]:
+    """The calls `verifier` would send to score a candidate of `solution_bytes` UTF-8 bytes.
 
-    Each unit costs at most `pico` picodollars, `tokens` tokens and `samples` samples. Returns
-    None when no limit binds.
+    For a candidate not yet generated (a placeholder of that size is scored): what a plan
+    holds budget back for, by the core's `work_worst_case`.
     """
-    usd, left_tokens, left_samples = state.remaining_usd, state.remaining_tokens, state.remaining_samples
-    fits: list[int] = []
-    if usd is not None and pico > 0:
-        fits.append(max(0, math.floor(usd * 1e12)) // pico)
-    if left_tokens is not None and tokens > 0:
-        fits.append(max(0, left_tokens) // tokens)
-    if left_samples is not None and samples > 0:
-        fits.append(max(0, left_samples) // samples)
-    return min(fits) if fits else None
-
-
-def scoring_worst_case(
-    verifier: Verifier,
-    question: str,
-    solution_bytes: int,
-    default_endpoint: Endpoint,
-    *,
-    default_price: Price | None = None,
-) -> tuple[int, int, int]:
-    """Estimate (picodollars, tokens, samples) that scoring one candidate may cost.
-
-    The candidate is taken to be `solution_bytes` UTF-8 bytes long: the verifier's calls for a
-    placeholder of that size are bounded like the ledger bounds them.
-
-    An estimate (a real candidate may be longer in bytes than the placeholder); strategies use
-    it to hold back budget for scoring what they generate, while the ledger enforces the limit.
-    """
-    v = verifier.verification(question, "x" * max(1, solution_bytes), steps=None, seed=None)
-    pico = tokens = samples = 0
-    for call in v.calls:
-        p, t = call_worst_case(call, default_endpoint, default_price=default_price)
-        pico, tokens, samples = pico + p, tokens + t, samples + call.request.n
-    return pico, tokens, samples
+    return verifier.verification(question, "x" * max(1, solution_bytes), steps=None, seed=None).calls

@@ -1,0 +1,203 @@
+"""Dispatch: sending calls under ledger reservations.
+
+Before a call is sent its worst case is reserved in the ledger (a refusal is recorded and the
+call is never sent); samples of a batch are seeded from the task's seed and their index; a
+round of calls runs in one anyio task group. Every call ends with one charge: settled to the
+reported usage, failed (an error answer: only what was reported), or cancelled (stopped by
+us: what was counted, else the worst case). Each outcome goes to the controller as it
+arrives, and the controller may then cancel the rest of the round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+
+from ._events import Recorder
+from ._exceptions import BudgetExceededError, StreamError
+from ._ledger import Charge, Ledger, Reservation
+from ._models import Request, Response
+from ._prices import Price
+from ._strategy import Call, Outcome, Plan, Task
+from .endpoints._base import Endpoint, UsageMeter, prompt_copies, set_meter
+
+# The controller's own machinery: nothing here is public API (see `Controller`).
+__all__: list[str] = []
+
+Send = tuple[Call, Reservation]
+Observe = Callable[[Outcome], None]
+StopNow = Callable[[], bool]
+
+
+class Dispatcher:
+    """Reserves, seeds and sends the calls of one controller run.
+
+    Args:
+        task: The call's task (its endpoint is where calls without one go; its seed).
+        ledger: The call's ledger.
+        recorder: Where refusals and each call's end are recorded.
+        price: A price override for the task's endpoint (None: the endpoint's own).
+        as_n: Send a batch as one request with `n` (the endpoint supports it and it is wanted).
+        shrink: Lower `max_tokens` to fit the budget instead of refusing.
+        min_max_tokens: With `shrink`, the smallest `max_tokens` worth sending.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        ledger: Ledger,
+        recorder: Recorder,
+        *,
+        price: Price | None,
+        as_n: bool,
+        shrink: bool,
+        min_max_tokens: int,
+    ) -> None:
+        self.task = task
+        self.ledger = ledger
+        self.recorder = recorder
+        self.price_override = price
+        self.as_n = as_n
+        self.shrink = shrink
+        self.min_max_tokens = min_max_tokens
+
+    def endpoint(self, call: Call) -> Endpoint:
+        """Where `call` goes."""
+        return call.endpoint if call.endpoint is not None else self.task.endpoint
+
+    def price(self, endpoint: Endpoint) -> Price | None:
+        """The price `endpoint` is charged at in this call."""
+        if endpoint is self.task.endpoint and self.price_override is not None:
+            return self.price_override
+        return endpoint.price
+
+    # -- reserving -----------------------------------------------------------------------
+    def reserve(self, call: Call) -> Send | None:
+        """Hold the worst case of `call`; None (and a "refuse" event) when it does not fit."""
+        ep = self.endpoint(call)
+        try:
+            r = self.ledger.reserve(
+                call.request,
+                self.price(ep),
+                endpoint=ep.name,
+                prompt_copies=prompt_copies(ep, call.request),
+                shrink=self.shrink,
+                min_max_tokens=self.min_max_tokens,
+            )
+        except BudgetExceededError as exc:
+            self.recorder.emit(
+                "refuse", endpoint=ep.name, purpose=call.purpose, limit=exc.dimension, why=str(exc)
+            )
+            return None
+        # With `shrink` the reservation's request may be the lowered one: send that.
+        return dataclasses.replace(call, request=r.request), r
+
+    def reserve_samples(self, plan: Plan, k: int, *, first_index: int) -> list[Send]:
+        """Reserve a batch of k samples of `plan.sample`, shrinking k until it fits.
+
+        Samples are seeded `task.seed + index` (indices from `first_index`), unless the
+        request carries its own seed.
+        """
+        assert plan.sample is not None
+        sample = plan.sample
+        if self.as_n:
+            while k >= plan.min_batch and k >= 1:
+                send = self.reserve(Call(self._seeded(sample, first_index, k)))
+                if send is not None:
+                    return [send]
+                k -= 1
+            return []
+        out: list[Send] = []
+        for i in range(k):
+            send = self.reserve(Call(self._seeded(sample, first_index + i, 1)))
+            if send is None:
+                break
+            out.append(send)
+        if len(out) < plan.min_batch:
+            for _, r in out:
+                self.ledger.release(r)
+            return []
+        return out
+
+    def _seeded(self, request: Request, index: int, n: int) -> Request:
+        changes: dict[str, Any] = {"n": n}
+        if self.task.seed is not None and request.seed is None:
+            changes["seed"] = self.task.seed + index
+        return request.model_copy(update=changes)
+
+    # -- sending -------------------------------------------------------------------------
+    async def run_round(self, sends: Sequence[Send], observe: Observe, stop: StopNow | None) -> None:
+        """Send every call at once, each outcome to `observe` as it arrives.
+
+        Args:
+            sends: The reserved calls.
+            observe: Takes each call's outcome before its event is recorded.
+            stop: Asked after each answer (None: never); True cancels what is still in
+                flight (it is still charged).
+        """
+        async with anyio.create_task_group() as tg:
+            for call, r in sends:
+                tg.start_soon(self._send, call, r, tg.cancel_scope, observe, stop)
+
+    async def _send(
+        self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None
+    ) -> None:
+        ep = self.endpoint(call)
+        meter = UsageMeter()  # a stream counts its usage here, for the charge if it is cancelled
+        token = set_meter(meter)
+        response: Response | None = None
+        error: Exception | None = None
+        try:
+            response = await ep.request(r.request)
+        except anyio.get_cancelled_exc_class():
+            charge = self.ledger.cancel(r, meter.usage, samples=meter.samples)
+            self._ended(observe, call, ep, charge, "cancel", usd=charge.usd, estimated=charge.estimated)
+            raise
+        except Exception as exc:  # an endpoint or a user callable failed: record, charge, go on
+            error = exc
+        finally:
+            token.var.reset(token)
+        if error is not None:
+            partial = error.partial if isinstance(error, StreamError) else None
+            charge = self.ledger.fail(r, partial.usage if partial is not None else None)
+            name, message = type(error).__name__, str(error)[:300]
+            self._ended(observe, call, ep, charge, "error", failure=error, error=name, message=message)
+            return
+        assert response is not None
+        charge = self.ledger.settle(r, response, prompt_copies=prompt_copies(ep, r.request))
+        self._ended(
+            observe,
+            call,
+            ep,
+            charge,
+            "done",
+            response=response,
+            completions=len(response.completions),
+            tokens=response.usage.total_tokens,
+            usd=charge.usd,
+        )
+        if stop is not None and not scope.cancel_called and stop():
+            scope.cancel()
+
+    def _ended(
+        self,
+        observe: Observe,
+        call: Call,
+        ep: Endpoint,
+        charge: Charge,
+        kind: str,
+        *,
+        response: Response | None = None,
+        failure: Exception | None = None,
+        **data: Any,
+    ) -> None:
+        """Keep a finished call's outcome, hand it to the controller, then record its event."""
+        outcome = Outcome(
+            call=call, response=response, charge=charge, error=failure, round=self.recorder.round
+        )
+        self.recorder.keep(outcome)  # on the receipt even if the strategy fails to take it in
+        observe(outcome)
+        self.recorder.emit(kind, endpoint=ep.name, purpose=call.purpose, **data)

@@ -1,0 +1,163 @@
+"""The event recorder: the one source of a call's trace, its charges and its samples.
+
+Everything the controller decides or sees goes through `Recorder.emit`; every finished request's
+`Outcome` is also kept (`Recorder.keep`) for the charges and samples of the receipt. The recorder stamps
+each event with the seconds since the call began and the current round, keeps it for
+`Result.trace`, and hands it to every subscriber as it happens: a subscriber is any sync
+callable taking a `TraceEvent` (live callbacks, logging and tracing attach here).
+
+Event kinds (`TraceEvent.kind`) and their `data` keys:
+
+- "decide": a decision of the controller, with the numbers behind it (see `numbers`:
+  samples, votes (top four), confidence, marginal_gain (None unless a stop rule reads it),
+  spent_usd, remaining_usd, remaining_tokens, remaining_samples, elapsed, next_batch,
+  next_cost_usd) and
+  - action="continue": calls (requests about to be sent), reserved_usd (their worst case
+    held by the ledger), note (the plan's word for the trace);
+  - action="stop": reason (the stop rule that fired), and during="round" when the rule fired
+    part-way through a round (what was still in flight is then cancelled).
+- "done": a request answered: endpoint, purpose, completions, tokens, usd.
+- "cancel": a request the controller stopped (it is still charged): endpoint, purpose, usd,
+  estimated (True when its usage was not counted and the worst case was charged).
+- "error": a request that failed: endpoint, purpose, error (the exception's type name),
+  message (at most 300 characters).
+- "refuse": a request the budget (or `max_samples`) could not fit, never sent: endpoint,
+  purpose, limit ("usd", "tokens", "samples" or "max_samples"), why.
+- "stop": the call ends: reason ("strategy_done", "budget", "max_samples" or "deadline")
+  and the numbers.
+
+A plan and the requests sent for it show as one "decide" event with action="continue"
+(its note and the number of calls); each request's arrival as "done", "cancel" or "error".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from ._ledger import Charge
+from ._result import ChargeRecord, SampleRecord, TraceEvent
+from ._state import State
+from ._strategy import Outcome, StrategyRun
+
+# The controller's own machinery: nothing here is public API (see `Controller`).
+__all__: list[str] = []
+
+Subscriber = Callable[[TraceEvent], None]
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
+
+
+def numbers(state: State, *, reads_gain: bool) -> dict[str, Any]:
+    """The figures a decision is made on, as they go into a "decide" or "stop" event.
+
+    Args:
+        state: The state the decision read.
+        reads_gain: Whether a stop rule reads the marginal gain (it is only computed then: it
+            costs more than everything else here).
+    """
+    return {
+        "samples": state.samples,
+        "votes": dict(list(state.votes.items())[:4]),
+        "confidence": None if state.confidence is None else round(state.confidence, 6),
+        "marginal_gain": _round(state.gain()) if reads_gain else None,
+        "spent_usd": round(state.spent_usd, 9),
+        "remaining_usd": state.remaining_usd,
+        "remaining_tokens": state.remaining_tokens,
+        "remaining_samples": state.remaining_samples,
+        "elapsed": round(state.elapsed, 4),
+        "next_batch": state.next_batch,
+        "next_cost_usd": state.next_cost_usd,
+    }
+
+
+class Recorder:
+    """Records one call's events and outcomes, and passes each event on to its subscribers.
+
+    Args:
+        subscribers: Sync callables that receive every event as it is emitted. They run
+            inside the controller's loop: keep them quick, and an exception they raise
+            ends the call.
+
+    Attributes:
+        round: The round stamped on the events emitted now.
+        events: Every event so far, in order (the trace).
+        outcomes: Every finished request so far, in arrival order (the charges and samples).
+    """
+
+    def __init__(self, subscribers: list[Subscriber] | None = None) -> None:
+        self.subscribers: list[Subscriber] = list(subscribers or [])
+        self.round = 0
+        self.events: list[TraceEvent] = []
+        self.outcomes: list[Outcome] = []
+        self._t0 = anyio.current_time()
+
+    def now(self) -> float:
+        """Seconds since the call began."""
+        return anyio.current_time() - self._t0
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Pass every event emitted from now on to `subscriber`."""
+        self.subscribers.append(subscriber)
+
+    def emit(self, kind: str, **data: Any) -> TraceEvent:
+        """Record an event of `kind` with `data` and hand it to every subscriber."""
+        event = TraceEvent(t=round(self.now(), 6), kind=kind, round=self.round, data=data)
+        self.events.append(event)
+        for subscriber in self.subscribers:
+            subscriber(event)
+        return event
+
+    def keep(self, outcome: Outcome) -> None:
+        """Keep a finished request's outcome for the receipt (its charge and completions)."""
+        self.outcomes.append(outcome)
+
+    # -- the receipt -------------------------------------------------------------------
+    def charges(self) -> list[ChargeRecord]:
+        """One line per request: what it cost and how it ended."""
+        return [_charge_record(o.charge, o.round) for o in self.outcomes]
+
+    def samples(self, run: StrategyRun) -> list[SampleRecord]:
+        """Every completion received; a generated one with the answer `run` counted for it."""
+        out: list[SampleRecord] = []
+        for o in self.outcomes:
+            if o.response is None:
+                continue
+            generated = o.call.purpose == "generate"
+            for comp in o.response.completions:
+                out.append(
+                    SampleRecord(
+                        text=comp.text,
+                        answer=run.answer_of(comp) if generated else comp.answer,
+                        purpose=o.call.purpose,
+                        round=o.round,
+                        finish_reason=comp.finish_reason,
+                        completion_tokens=comp.completion_tokens,
+                        mean_logprob=comp.mean_logprob(),
+                        score=comp.score,
+                        # The ledger names the charge after the endpoint the call went to.
+                        endpoint=o.charge.endpoint,
+                    )
+                )
+        return out
+
+    def trace(self) -> list[TraceEvent]:
+        """Every event so far (a copy)."""
+        return list(self.events)
+
+
+def _charge_record(c: Charge, round: int) -> ChargeRecord:
+    return ChargeRecord(
+        endpoint=c.endpoint,
+        status=c.status,
+        usd=c.usd,
+        usage=c.usage,
+        samples=c.samples,
+        estimated=c.estimated,
+        overrun=c.overrun,
+        round=round,
+    )
