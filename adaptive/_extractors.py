@@ -7,15 +7,15 @@ before answers are compared (`adaptive._normalize`); `AnswerSpec` pairs the two 
 
 Extractors (registry name in brackets):
 
-- `AnswerIs` [answer_is]: the text after the last "answer is" / "answer:".
+- `AnswerIs` [answer-is]: the text after the last "answer is" / "answer:".
 - `Boxed` [boxed]: the content of the last `\boxed{...}` / `\fbox{...}` (nested braces ok).
-- `AfterMarker` [after_marker, gsm8k]: the rest of the line after the last marker (`####`).
-- `LastNumber` [last_number]: the last number in the text.
-- `MultipleChoice` [multiple_choice]: a choice letter such as "(B)" or "answer is B".
-- `JSONField` [json_field, json]: a field of the last JSON object in the text.
+- `AfterMarker` [after-marker, gsm8k]: the rest of the line after the last marker (`####`).
+- `LastNumber` [last-number]: the last number in the text.
+- `MultipleChoice` [multiple-choice]: a choice letter such as "(B)" or "answer is B".
+- `JSONField` [json-field, json]: a field of the last JSON object in the text.
 - `Regex` [regex]: a capture group of the last (or first) match of a pattern.
 - `FunctionExtractor` [function]: any user function `str -> str | None`.
-- `FirstOf` [first_of]: the first of several extractors that does not abstain.
+- `FirstOf` [first-of]: the first of several extractors that does not abstain.
 - `default_extractor()` [default]: boxed, then `####`, then "answer is", then last number.
 """
 
@@ -32,8 +32,10 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from ._exceptions import ConfigError
 from ._models import ValidatedModel
 from ._normalize import brace_pairs
+from ._registry import Registry
 
 __all__ = [
+    "EXTRACTORS",
     "AfterMarker",
     "AnswerIs",
     "Boxed",
@@ -76,29 +78,28 @@ class Extractor(ValidatedModel):
 
 
 _E = TypeVar("_E", bound=Extractor)
-_REGISTRY: dict[str, Callable[..., Extractor]] = {}
+#: Extractors by name (`answer-is`, `boxed`, ...); installed distributions may declare more
+#: under the `adaptive.extractors` entry-point group.
+EXTRACTORS: Registry[Extractor] = Registry("extractor", group="adaptive.extractors")
 
 
 def register_extractor(name: str, *aliases: str) -> Callable[[type[_E]], type[_E]]:
     """Class decorator: make an `Extractor` subclass buildable by name.
 
     Example:
-        >>> @register_extractor("last_word")
+        >>> @register_extractor("last-word")
         ... class LastWord(Extractor):
         ...     def extract(self, text: str) -> str | None:
         ...         words = text.split()
         ...         return words[-1] if words else None
 
     Raises:
-        ConfigError: The name is already taken by another extractor.
+        ConfigError: The name is not lower-case words joined by hyphens, or is taken.
     """
 
     def decorate(cls: type[_E]) -> type[_E]:
         for key in (name, *aliases):
-            known = _REGISTRY.get(key)
-            if known is not None and known is not cls:
-                raise ConfigError(f"an extractor named {key!r} is already registered; pick another name")
-            _REGISTRY[key] = cls
+            EXTRACTORS.register(key, cls)
         cls.kind = name
         return cls
 
@@ -107,7 +108,7 @@ def register_extractor(name: str, *aliases: str) -> Callable[[type[_E]], type[_E
 
 def extractor_names() -> tuple[str, ...]:
     """Return the names (and aliases) that `extractor_from_config` knows, sorted."""
-    return tuple(sorted(_REGISTRY))
+    return EXTRACTORS.names()
 
 
 def extractor_from_config(
@@ -123,7 +124,8 @@ def extractor_from_config(
         options: Options for a name given as a string.
 
     Raises:
-        ConfigError: Unknown name, missing name, or options the extractor does not accept.
+        ConfigError: Unknown name (the message lists the known ones), missing name, or
+            options the extractor does not accept.
 
     Example:
         >>> extractor_from_config("regex", {"pattern": r"Final: (\d+)"}).extract("Final: 7")
@@ -133,31 +135,16 @@ def extractor_from_config(
         if options:
             raise ConfigError("options were given with an Extractor instance; configure the instance instead")
         return config
-    if isinstance(config, str):
-        name, opts = config, dict(options or {})
-    elif isinstance(config, Mapping):
-        if options:
-            raise ConfigError("give the options inside the config dict or in `options`, not both")
-        opts = dict(config)
-        name = opts.pop("name", None)
-        if not isinstance(name, str):
-            raise ConfigError(
-                f"an extractor config dict needs a 'name' key (one of {', '.join(extractor_names())}); "
-                f"got {config!r}"
-            )
-    elif callable(config):
+    if isinstance(config, str | Mapping):
+        return EXTRACTORS.build(config, options)
+    if callable(config):
         if options:
             raise ConfigError("options cannot be given with a function extractor")
         return FunctionExtractor(fn=config)
-    else:
-        raise ConfigError(
-            f"cannot build an extractor from {type(config).__name__}; pass a name, a config dict, "
-            "an Extractor or a function str -> str | None"
-        )
-    factory = _REGISTRY.get(name)
-    if factory is None:
-        raise ConfigError(f"unknown extractor {name!r}; known extractors: {', '.join(extractor_names())}")
-    return factory(**opts)
+    raise ConfigError(
+        f"cannot build an extractor from {type(config).__name__}; pass a name, a config dict, "
+        "an Extractor or a function str -> str | None"
+    )
 
 
 def _last_match(pattern: re.Pattern[str] | str, text: str) -> re.Match[str] | None:
@@ -193,7 +180,7 @@ _TRAILING_CLAUSE = re.compile(
 )
 
 
-@register_extractor("answer_is")
+@register_extractor("answer-is")
 class AnswerIs(Extractor):
     """The text after the last "answer is" (also "answer:" and "answer =").
 
@@ -263,7 +250,7 @@ class Boxed(Extractor):
         return None
 
 
-@register_extractor("after_marker", "gsm8k")
+@register_extractor("after-marker", "gsm8k")
 class AfterMarker(Extractor):
     r"""The rest of the line after the last `marker` (GSM8K's `#### 18` by default).
 
@@ -292,7 +279,7 @@ _NUMBER = re.compile(
 )
 
 
-@register_extractor("last_number")
+@register_extractor("last-number")
 class LastNumber(Extractor):
     """The last number in the text, as plain digits.
 
@@ -341,7 +328,7 @@ def _choice_patterns(choices: str) -> tuple[re.Pattern[str], ...]:
     )
 
 
-@register_extractor("multiple_choice")
+@register_extractor("multiple-choice")
 class MultipleChoice(Extractor):
     r"""A multiple-choice letter, returned upper-case.
 
@@ -415,7 +402,7 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
     return found
 
 
-@register_extractor("json_field", "json")
+@register_extractor("json-field", "json")
 class JSONField(Extractor):
     r"""A field of the last JSON object in the text that has it.
 
@@ -536,14 +523,14 @@ class FunctionExtractor(Extractor):
         return {"name": self.kind, "fn": self.fn}
 
 
-@register_extractor("first_of")
+@register_extractor("first-of")
 class FirstOf(Extractor):
     """Try extractors in order and return the first answer that is not an abstention.
 
     Each item may be an `Extractor`, a registered name, a config dict or a function.
 
     Example:
-        >>> FirstOf("boxed", "answer_is").extract("The answer is 7.")
+        >>> FirstOf("boxed", "answer-is").extract("The answer is 7.")
         '7'
     """
 
@@ -572,7 +559,7 @@ class FirstOf(Extractor):
         return None
 
     def to_config(self) -> dict[str, Any]:
-        """`{"name": "first_of", "extractors": [<each extractor's config>]}`."""
+        """`{"name": "first-of", "extractors": [<each extractor's config>]}`."""
         return {"name": self.kind, "extractors": [e.to_config() for e in self.extractors]}
 
 
@@ -587,7 +574,7 @@ def _default_factory(**options: Any) -> Extractor:
     return default_extractor()
 
 
-_REGISTRY["default"] = _default_factory
+EXTRACTORS.register("default", _default_factory)
 
 
 def _as_extractor(value: Any) -> Extractor:

@@ -155,7 +155,10 @@ class Registry(Generic[T]):
             data = dict(config)
             name = data.pop("name", None)
             if not isinstance(name, str):
-                raise ConfigError(f"a {self.kind} config needs a 'name' (one of: {', '.join(self.names())})")
+                raise ConfigError(
+                    f"the {self.kind} config {dict(config)!r} needs a 'name' key "
+                    f"(one of: {', '.join(self.names())})"
+                )
         else:
             raise ConfigError(
                 f"a {self.kind} is given by a name or a config dict, not {type(config).__name__}"

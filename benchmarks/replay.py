@@ -327,8 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--check", type=int, default=100, help="questions to cross-check through the full stack")
     ap.add_argument(
         "--extract",
-        default="answer_is",
-        help="answer extractor for text samples: an extractor name (answer_is, boxed, last_number, ...) "
+        default="answer-is",
+        help="answer extractor for text samples: an extractor name (answer-is, boxed, last-number, ...) "
         "or 'letters' (letters after the last 'answer is', the last-letters reference rule); "
         "FILE=NAME sets it per file",
     )

@@ -37,7 +37,7 @@ def test_answer_spec_coercion() -> None:
     assert AnswerSpec(extractor={"name": "json", "field": "a"}).extractor == JSONField(field="a")
     assert AnswerSpec(normalizer={"lowercase": False}).normalizer == Normalizer(lowercase=False)
     assert AnswerSpec(normalizer=None).normalizer == Normalizer()
-    spec = AnswerSpec(extractor="multiple_choice")
+    spec = AnswerSpec(extractor="multiple-choice")
     assert as_answer_spec(spec) is spec
     assert as_answer_spec(None) == AnswerSpec()
     assert as_answer_spec("boxed") == AnswerSpec(extractor="boxed")

@@ -200,7 +200,7 @@ def test_function_extractor() -> None:
 
 
 def test_first_of_uses_the_first_that_answers() -> None:
-    chain = FirstOf(Boxed(), "answer_is", {"name": "regex", "pattern": r"got (\d+)"}, lambda t: "fallback")
+    chain = FirstOf(Boxed(), "answer-is", {"name": "regex", "pattern": r"got (\d+)"}, lambda t: "fallback")
     assert chain.extract("\\boxed{1}. The answer is 2.") == "1"
     assert chain.extract("The answer is 2. got 3") == "2"
     assert chain.extract("got 3") == "3"
@@ -240,20 +240,20 @@ def test_extractor_from_config_forms() -> None:
     assert extractor_from_config("boxed", {}) == Boxed()
     assert extractor_from_config("gsm8k") == AfterMarker()
     assert extractor_from_config({"name": "regex", "pattern": r"(\d+)"}) == Regex(r"(\d+)")
-    assert extractor_from_config("multiple_choice", {"choices": "ABCD"}) == MultipleChoice(choices="ABCD")
+    assert extractor_from_config("multiple-choice", {"choices": "ABCD"}) == MultipleChoice(choices="ABCD")
     assert extractor_from_config("default") == default_extractor()
     box = Boxed()
     assert extractor_from_config(box) is box
     wrapped = extractor_from_config(str.strip)
     assert isinstance(wrapped, FunctionExtractor)
     assert wrapped.extract("  x ") == "x"
-    assert {"answer_is", "boxed", "first_of", "json", "last_number", "regex"} <= set(extractor_names())
+    assert {"answer-is", "boxed", "first-of", "json", "last-number", "regex"} <= set(extractor_names())
 
 
 @pytest.mark.parametrize(
     ("config", "options", "message"),
     [
-        ("nope", None, "unknown extractor 'nope'; known extractors: .*boxed"),
+        ("nope", None, "unknown extractor 'nope'; known: .*boxed"),
         ({"pattern": "x"}, None, "needs a 'name' key"),
         ({"name": "boxed"}, {"x": 1}, "not both"),
         ("boxed", {"bogus": 1}, "bogus"),
@@ -287,14 +287,14 @@ def test_to_config_round_trips(extractor: Extractor) -> None:
 
 
 def test_register_custom_extractor() -> None:
-    @register_extractor("test_last_word")
+    @register_extractor("test-last-word")
     class LastWord(Extractor):
         def extract(self, text: str) -> str | None:
             words = text.split()
             return words[-1] if words else None
 
-    assert extractor_from_config("test_last_word").extract("hello there world") == "world"
-    assert LastWord().to_config() == {"name": "test_last_word"}
+    assert extractor_from_config("test-last-word").extract("hello there world") == "world"
+    assert LastWord().to_config() == {"name": "test-last-word"}
     with pytest.raises(ConfigError, match="already registered"):
 
         @register_extractor("boxed")

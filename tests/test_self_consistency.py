@@ -233,7 +233,7 @@ async def test_unextractable_samples_abstain() -> None:
 @pytest.mark.asyncio
 async def test_custom_answer_spec() -> None:
     ep = endpoint(lambda r: "So... Answer: B")
-    result = await run(ep, SelfConsistency(n=2, answer="multiple_choice"))
+    result = await run(ep, SelfConsistency(n=2, answer="multiple-choice"))
     assert result.answer is not None and result.answer.lower() == "b"
 
 

@@ -163,7 +163,7 @@ def test_exact_checker_compares_normalized_answers() -> None:
     assert checker.verification("q", "so the answer is 999").score == 0.0
     assert checker.verification("q", "no idea").score == 0.0
     assert ExactChecker(expected=42).verification("q", r"\boxed{42}").score == 1.0
-    assert ExactChecker("B", answer="multiple_choice").verification("q", "The answer is (B)").score == 1.0
+    assert ExactChecker("B", answer="multiple-choice").verification("q", "The answer is (B)").score == 1.0
     assert checker.verification("q", "x").calls == ()
 
 

@@ -23,7 +23,7 @@ from ..endpoints.replay import jsonl_rows, recorded_question
 __all__ = ["DEFAULT_EXTRACTOR", "DEFAULT_PRIOR", "calibrate", "read_vote_logs"]
 
 DEFAULT_PRIOR = "adaptive-prior.json"
-DEFAULT_EXTRACTOR = "answer_is"
+DEFAULT_EXTRACTOR = "answer-is"
 CALIBRATE_TABLE = ((2, 0), (3, 0), (3, 1), (4, 1), (5, 2))
 
 

@@ -249,8 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--extract",
         default=DEFAULT_EXTRACTOR,
         metavar="NAME",
-        help="answer extractor for sample texts without a pre-extracted answer: answer_is, boxed, "
-        "last_number, ... (default: %(default)s)",
+        help="answer extractor for sample texts without a pre-extracted answer: answer-is, boxed, "
+        "last-number, ... (default: %(default)s)",
     )
     calibrate.add_argument(
         "--first",
