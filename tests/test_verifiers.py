@@ -255,9 +255,9 @@ def test_verification_needs_a_reader_for_calls() -> None:
 
 
 def test_verifier_from_config() -> None:
-    assert set(verifier_names()) >= {"exact", "function", "llm_judge", "reward_model", "prm"}
+    assert set(verifier_names()) >= {"exact", "function", "llm-judge", "reward-model", "prm"}
     ep = endpoint("rm")
-    rm = verifier_from_config({"name": "reward_model", "endpoint": ep, "transform": "sigmoid"})
+    rm = verifier_from_config({"name": "reward-model", "endpoint": ep, "transform": "sigmoid"})
     assert isinstance(rm, RewardModel) and rm.transform == "sigmoid"
     exact = verifier_from_config("exact", {"expected": "7"})
     assert isinstance(exact, ExactChecker) and exact.verification("q", "answer is 7").score == 1.0
@@ -270,7 +270,7 @@ def test_verifier_from_config() -> None:
     with pytest.raises(ConfigError, match="cannot build"):
         verifier_from_config(3)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="transform"):
-        verifier_from_config({"name": "reward_model", "endpoint": ep, "transform": "tanh"})
+        verifier_from_config({"name": "reward-model", "endpoint": ep, "transform": "tanh"})
 
 
 def scoring_worst_case(

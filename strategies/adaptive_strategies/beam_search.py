@@ -73,6 +73,7 @@ from ._fields import AnswerSpecField, ExtractorField
 from ._scoring import Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, ScoreValue, aggregate_steps
 from .verifiers import (
+    LLMJudge,
     VerifierField,
     scoring_calls,
 )
@@ -113,7 +114,7 @@ class _TreeSearch(ValidatedModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    prm: VerifierField
+    prm: VerifierField = Field(default_factory=LLMJudge)
     max_depth: int = Field(default=20, ge=1, le=1000)
     step_delimiter: str = Field(default="\n\n", min_length=1)
     aggregation: Aggregation | None = None
@@ -182,7 +183,9 @@ class BeamSearch(_TreeSearch):
         aggregation: "last" | "min" | "product" | "mean" over a beam's step scores; None uses
             the PRM's own (`ProcessRewardModel.aggregation`), else "last".
         prm: The verifier that scores partial solutions (a `ProcessRewardModel`, or any
-            `Verifier`, whose single score is taken as the newest step's), or its config.
+            `Verifier`, whose single score is taken as the newest step's), its config, or a
+            function `(question, solution) -> score`. Default: `LLMJudge()`, the generation
+            model rating each partial solution.
         mode: "raw" (completions endpoint), "prefill" (chat endpoint) or "auto".
         raw_template: The raw prompt before the partial solution; `{question}` is replaced.
         answer: How the final answer is extracted and normalized.

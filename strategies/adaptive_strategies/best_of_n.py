@@ -44,6 +44,7 @@ from ._fields import AnswerSpecField
 from ._scoring import Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, read_score
 from .verifiers import (
+    LLMJudge,
     VerifierField,
     scoring_calls,
 )
@@ -70,7 +71,9 @@ class BestOfN(ValidatedModel):
 
     Args:
         n: Candidates to generate (at most; the budget or a stop rule may end it sooner).
-        verifier: A `Verifier` (`RewardModel`, `LLMJudge`, `ExactChecker`, ...) or its config.
+        verifier: A `Verifier` (`RewardModel`, `LLMJudge`, `ExactChecker`, ...), its config, or a
+            function `(question, solution) -> score`. Default: `LLMJudge()`, the generation
+            model judging its own candidates.
         select: "max" picks the candidate with the highest score (ties: the earliest);
             "weighted_majority" sums scores per extracted answer and picks the heaviest
             (scores below 0 count as 0).
@@ -93,7 +96,7 @@ class BestOfN(ValidatedModel):
     kind: ClassVar[str] = "best-of-n"
 
     n: int = Field(default=8, ge=1, le=4096)
-    verifier: VerifierField
+    verifier: VerifierField = Field(default_factory=LLMJudge)
     select: Literal["max", "weighted_majority"] = "max"
     answer: AnswerSpecField = Field(default_factory=AnswerSpec)
     sampling: Sampling = Field(default_factory=Sampling)

@@ -42,6 +42,7 @@ from adaptive import (
     Endpoint,
     FunctionEndpoint,
     Message,
+    Registry,
     Request,
     Response,
     Usage,
@@ -148,7 +149,9 @@ def _fill(template: str, question: str, solution: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-_REGISTRY: dict[str, type[_VerifierModel]] = {}
+#: Verifiers by name (`llm-judge`, `reward-model`, `prm`, `exact`, `function`); installed
+#: distributions may declare more under the `adaptive.verifiers` entry-point group.
+VERIFIERS: Registry[Verifier] = Registry("verifier", group="adaptive.verifiers")
 
 
 class _VerifierModel(ValidatedModel):
@@ -160,7 +163,7 @@ class _VerifierModel(ValidatedModel):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.kind:
-            _REGISTRY[cls.kind] = cls
+            VERIFIERS.register(cls.kind, cls)
 
     @property
     def name(self) -> str:
@@ -177,7 +180,7 @@ class _VerifierModel(ValidatedModel):
 class _EndpointVerifier(_VerifierModel):
     """A verifier that calls an endpoint, given positionally or as `endpoint=`."""
 
-    endpoint: Endpoint
+    endpoint: Endpoint | None
 
     def __init__(self, endpoint: Endpoint | None = None, /, **data: Any) -> None:
         if endpoint is not None:
@@ -192,8 +195,8 @@ class _EndpointVerifier(_VerifierModel):
 
     @property
     def name(self) -> str:
-        """`prefix:endpoint name`, for receipts."""
-        return f"{self.prefix}:{self.endpoint.name}"
+        """`prefix:endpoint name` (`prefix:task` on the call's own endpoint), for receipts."""
+        return f"{self.prefix}:{'task' if self.endpoint is None else self.endpoint.name}"
 
     def _one_call(self, request: Request) -> Verification:
         """Score with one call of `request` to the endpoint, read back by `_score`."""
@@ -211,6 +214,7 @@ class _EndpointVerifier(_VerifierModel):
 
 SyncScoreFn = Callable[[str, str], float | bool | None]
 AsyncScoreFn = Callable[[str, str], Awaitable[float | bool | None]]
+ScoreFn = SyncScoreFn | AsyncScoreFn
 
 
 class FunctionVerifier(_VerifierModel):
@@ -362,7 +366,8 @@ class LLMJudge(_EndpointVerifier):
     picked over a scored candidate and adds no weight to a vote.
 
     Args:
-        endpoint: The judge's endpoint.
+        endpoint: The judge's endpoint (default None: the endpoint of the call it scores,
+            i.e. the generation model judges its own candidates).
         prompt_template: The user message; `{question}` and `{solution}` are replaced.
             Default: a grading prompt suited to `score_parser`.
         score_parser: "rating", "yes_no", or a callable.
@@ -372,7 +377,8 @@ class LLMJudge(_EndpointVerifier):
         system: Optional system message.
     """
 
-    kind: ClassVar[str] = "llm_judge"
+    kind: ClassVar[str] = "llm-judge"
+    endpoint: Endpoint | None = None
     prefix: ClassVar[str] = "judge"
     prompt_template: str | None = None
     score_parser: Literal["rating", "yes_no"] | Callable[[Completion], float | None] = "rating"
@@ -439,7 +445,8 @@ class RewardModel(_EndpointVerifier):
             which need non-negative weights); "none" keeps it.
     """
 
-    kind: ClassVar[str] = "reward_model"
+    kind: ClassVar[str] = "reward-model"
+    endpoint: Endpoint
     prefix: ClassVar[str] = "rm"
     transform: Literal["none", "sigmoid"] = "none"
 
@@ -479,6 +486,7 @@ class ProcessRewardModel(_EndpointVerifier):
     """
 
     kind: ClassVar[str] = "prm"
+    endpoint: Endpoint
     prefix: ClassVar[str] = "prm"
     step_delimiter: str = Field(default="\n\n", min_length=1)
     aggregation: Aggregation = "last"
@@ -508,39 +516,39 @@ class ProcessRewardModel(_EndpointVerifier):
 
 def verifier_names() -> tuple[str, ...]:
     """Names that `verifier_from_config` knows."""
-    return tuple(sorted(_REGISTRY))
+    return VERIFIERS.names()
 
 
 def verifier_from_config(
-    config: Verifier | str | Mapping[str, Any], params: Mapping[str, Any] | None = None
+    config: Verifier | ScoreFn | str | Mapping[str, Any], params: Mapping[str, Any] | None = None
 ) -> Verifier:
-    """Build a verifier from a name and parameters, or `{"name": ..., **params}`.
+    """Build a verifier from a name and parameters, `{"name": ..., **params}`, or a function.
 
     Endpoint-backed verifiers take their endpoint object among the parameters
-    (`{"name": "reward_model", "endpoint": my_endpoint}`). A verifier instance is returned as is.
+    (`{"name": "reward-model", "endpoint": my_endpoint}`). A verifier instance is returned as
+    is; a plain function `fn(question, solution) -> float | bool | None` (sync or async)
+    becomes a `FunctionVerifier`.
 
     Raises:
-        ConfigError: Unknown name, missing name or bad parameters.
+        ConfigError: Unknown name (the message lists the known ones), missing name or bad
+            parameters.
     """
-    if isinstance(config, str):
-        name, data = config, dict(params or {})
-    elif isinstance(config, Mapping):
+    if isinstance(config, Verifier):
         if params:
-            raise ConfigError("give the parameters inside the config dict or in params, not both")
-        data = dict(config)
-        name = data.pop("name", None)
-        if not isinstance(name, str):
-            raise ConfigError(f"a verifier config needs a 'name' (one of {', '.join(verifier_names())})")
-    elif isinstance(config, Verifier):
+            raise ConfigError(
+                "parameters were given with a Verifier instance; configure the instance instead"
+            )
         return config
-    else:
-        raise ConfigError(
-            f"cannot build a verifier from {type(config).__name__}: pass a Verifier, a name or a config dict"
-        )
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ConfigError(f"unknown verifier {name!r}; known: {', '.join(verifier_names())}")
-    return cls(**data)
+    if isinstance(config, str | Mapping):
+        return VERIFIERS.build(config, params)
+    if callable(config) and not isinstance(config, type):
+        if params:
+            raise ConfigError("parameters cannot be given with a function verifier")
+        return FunctionVerifier(config)
+    raise ConfigError(
+        f"cannot build a verifier from {type(config).__name__}: pass a Verifier, a function "
+        "(question, solution) -> score, a name or a config dict"
+    )
 
 
 def _as_verifier(value: Any) -> Verifier:
