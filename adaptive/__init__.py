@@ -15,9 +15,11 @@ from ._costing import candidate_bytes
 from ._exceptions import (
     AdaptiveError,
     BudgetExceededError,
+    BudgetTooSmallError,
     ConfigError,
     EndpointError,
     HTTPStatusError,
+    LedgerError,
     RateLimitError,
     ResponseError,
     ServerError,
@@ -42,7 +44,7 @@ from ._normalize import answers_equivalent, normalize_answer
 from ._posterior import ConsistencyPrior
 from ._prices import Price, lookup_price
 from ._registry import Registry
-from ._result import ChargeRecord, Result, SampleRecord, TraceEvent
+from ._result import ChargeRecord, OverrunRecord, Result, SampleRecord, StopRecord, TraceEvent
 from ._state import State
 from ._stop import (
     Check,
@@ -96,11 +98,15 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "Result",
     "SampleRecord",
     "ChargeRecord",
+    "StopRecord",
+    "OverrunRecord",
     "TraceEvent",
     # errors (the tree is drawn in adaptive/_exceptions.py)
     "AdaptiveError",
     "ConfigError",
     "BudgetExceededError",
+    "BudgetTooSmallError",
+    "LedgerError",
     "UnknownPriceError",
     "EndpointError",
     "HTTPStatusError",

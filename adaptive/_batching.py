@@ -120,6 +120,7 @@ class Batching:
         ledger: The call's ledger (read only: nothing is reserved here).
         supports_n: Whether the task's endpoint does `n` in one request.
         price: The price the task's endpoint is charged at in this call.
+        endpoint: The task's endpoint name (its learned reservation bound applies).
     """
 
     def __init__(
@@ -130,7 +131,9 @@ class Batching:
         *,
         supports_n: bool,
         price: Price | None,
+        endpoint: str = "",
     ) -> None:
+        self.endpoint = endpoint
         self.cfg = config
         self.sizer = sizer
         self.ledger = ledger
@@ -139,7 +142,9 @@ class Batching:
 
     def size(self, plan: Plan, state: State, rule: StopRule | None, *, generated: int, first: bool) -> int:
         """The samples to ask for under `plan`: sized by the rules, capped, then fitted to the budget."""
-        cap = min(self.cfg.max_batch, self.cfg.max_samples - generated)
+        cap = self.cfg.max_batch
+        if self.cfg.max_samples is not None:
+            cap = min(cap, self.cfg.max_samples - generated)
         if plan.max_batch is not None:
             cap = min(cap, plan.max_batch)
         if state.remaining_samples is not None:
@@ -161,7 +166,7 @@ class Batching:
             return k  # reserving lowers max_tokens to fit instead
         while k >= max(1, plan.min_batch):
             request, copies = self.shape(plan.sample, k)
-            if self.ledger.fits(request, self.price, prompt_copies=copies):
+            if self.ledger.fits(request, self.price, prompt_copies=copies, endpoint=self.endpoint):
                 return k
             k -= 1
         return 0
@@ -171,6 +176,8 @@ class Batching:
         if k < 1:
             return state.replace(next_batch=0, next_cost_usd=None, next_tokens=0)
         request, copies = self.shape(sample, k)
-        pico, tokens = self.ledger.worst_case(request, self.price, prompt_copies=copies)
+        pico, tokens = self.ledger.worst_case(
+            request, self.price, prompt_copies=copies, endpoint=self.endpoint
+        )
         cost = pico / 1e12 if self.price is not None else None
         return state.replace(next_batch=k, next_cost_usd=cost, next_tokens=tokens)

@@ -22,12 +22,12 @@ from ._batching import Assessment, Batching, assess, hypothetical, next_batch, o
 from ._budget import Budget
 from ._dispatch import Dispatcher, Send
 from ._events import Recorder, numbers
-from ._exceptions import AdaptiveError, ConfigError
-from ._ledger import Ledger
+from ._exceptions import AdaptiveError, BudgetTooSmallError, ConfigError
+from ._ledger import Charge, Ledger, ReservationBounds
 from ._models import ValidatedModel
 from ._posterior import ConsistencyPrior
 from ._prices import Price
-from ._result import Result
+from ._result import OverrunRecord, Result, StopReason, StopRecord
 from ._state import State
 from ._stop import AllOf, AnyOf, Check, LowMarginalGain, StopRule
 from ._strategy import Final, Outcome, Plan, Strategy, StrategyRun, Task
@@ -42,8 +42,10 @@ class ControllerConfig(ValidatedModel):
         first_batch: Samples in the first batch; None sizes it like every other batch (the
             fewest samples that could let the stop rules stop).
         max_batch: Largest batch of samples in one round.
-        max_samples: Hard cap on generated samples per call, whatever the rules say: batches
-            and a strategy's own generating calls (e.g. beam expansions) count against it.
+        max_samples: Cap on generated samples per call, whatever the rules say (None: none,
+            the budget and the strategy decide): batches and a strategy's own generating
+            calls (e.g. beam expansions) count against it. When it binds the call stops with
+            reason "max_samples" and `Result.stop` names `ControllerConfig.max_samples`.
         batch_as_n: Send a batch as one request with `n` (prompt billed once) where the
             endpoint supports it; False sends parallel single requests, which lets a stop
             part-way through a batch cancel the rest.
@@ -59,7 +61,7 @@ class ControllerConfig(ValidatedModel):
 
     first_batch: int | None = Field(default=None, ge=1)
     max_batch: int = Field(default=16, ge=1, le=128)
-    max_samples: int = Field(default=64, ge=1)
+    max_samples: int | None = Field(default=None, ge=1)
     batch_as_n: bool = True
     early_cancel: bool = True
     shrink_max_tokens: bool = False
@@ -87,6 +89,8 @@ class Controller:
     def __init__(self, config: ControllerConfig | None = None, prior: ConsistencyPrior | None = None) -> None:
         self.config = config or ControllerConfig()
         self.prior = prior or ConsistencyPrior()
+        # Learned from overruns, per endpoint: later calls of this controller reserve enough.
+        self.bounds = ReservationBounds()
 
     def assess(self, votes: Mapping[str, int]) -> Assessment:
         """(confidence, marginal gain per sample) for votes ordered leader first.
@@ -125,7 +129,7 @@ class Controller:
         price: Price | None = None,
     ) -> Result:
         """Run `strategy` on `task` until it finishes, a stop rule fires or the budget ends."""
-        call = _CallRun(self, strategy, task, Ledger(budget), stop, price)
+        call = _CallRun(self, strategy, task, Ledger(budget, self.bounds), stop, price)
         result = await call.run()
         if self.config.calibrate and result.votes:
             v = list(result.votes.values())
@@ -166,17 +170,22 @@ class _CallRun:
             shrink=cfg.shrink_max_tokens,
             min_max_tokens=cfg.min_max_tokens,
         )
+        self.dispatch.on_overrun = self.overran
         self.batching = Batching(
             cfg,
             controller.next_batch,
             ledger,
             supports_n=task.endpoint.supports_n,
             price=self.dispatch.price(task.endpoint),
+            endpoint=task.endpoint.name,
         )
         self.generated = 0
-        self.stop_reason = ""
+        self.stop_reason: StopReason = "strategy_done"
+        self.stop_record: StopRecord | None = None
         self.stop_check: Check | None = None
+        self.overruns: list[OverrunRecord] = []
         self.run_state: StrategyRun | None = None
+        self.plan: Plan | None = None
         # The gain is worth computing for the trace only when a rule reads it.
         self.reads_gain = stop is not None and uses_gain(stop)
 
@@ -220,10 +229,86 @@ class _CallRun:
     def numbers(self, state: State | None = None) -> dict[str, Any]:
         return numbers(state if state is not None else self.state(), reads_gain=self.reads_gain)
 
-    def stop(self, reason: str, state: State | None = None) -> None:
-        """End the call for `reason` (the strategy is done, nothing fits, the deadline)."""
-        self.stop_reason = reason
-        self.recorder.emit("stop", reason=reason, **self.numbers(state))
+    def stop(self, record: StopRecord, state: State | None = None) -> None:
+        """End the call for `record` (the strategy is done, nothing fits, the deadline, ...)."""
+        self.stop_reason = record.reason
+        self.stop_record = record
+        self.recorder.emit("stop", reason=record.reason, rule=record.rule, **self.numbers(state))
+
+    def rule_record(self, check: Check) -> StopRecord:
+        """The stop record of a rule's verdict: the rule that fired, its figure and threshold."""
+        assert self.rule is not None
+        rule, leaf = self.rule.fired(check)
+        reason = rule.reason_for(leaf)
+        dimension = self.binding_dimension(since=len(self.dispatch.refusals)) if reason == "budget" else None
+        return StopRecord(
+            reason=reason, rule=leaf.rule, value=leaf.value, threshold=leaf.threshold, dimension=dimension
+        )
+
+    def binding_dimension(self, since: int = 0) -> Any:
+        """The budget limit that refused the latest request ("usd", "tokens", "samples"), or None.
+
+        A refusal recorded after the first `since` ones names it; else the plan's smallest
+        sample request is checked against what is left.
+        """
+        if len(self.dispatch.refusals) > since:
+            dim = self.dispatch.refusals[-1].error.dimension
+            return dim if dim in ("usd", "tokens", "samples") else None
+        probe = self.first_request()
+        if probe is None:
+            return None
+        request, copies, endpoint, price = probe
+        pico, tokens = self.ledger.worst_case(request, price, prompt_copies=copies, endpoint=endpoint)
+        return self.ledger.over(pico, tokens, request.n)
+
+    def first_request(self) -> tuple[Any, int, str, Price | None] | None:
+        """The smallest sample request of the current plan: (request, copies, endpoint, price)."""
+        plan = self.plan
+        if plan is None or plan.sample is None:
+            return None
+        k = max(1, plan.min_batch)
+        request, copies = self.batching.shape(plan.sample, k)
+        ep = self.task.endpoint
+        return request, copies, ep.name, self.dispatch.price(ep)
+
+    def overran(self, charge: Charge) -> None:
+        """A server reported more than was reserved: record it; the call stops at once."""
+        o = charge.overrun
+        assert o is not None
+        record = OverrunRecord(
+            endpoint=o.endpoint,
+            reserved=o.reserved,
+            reported=o.reported,
+            reserved_usd=o.reserved_pico / 1e12,
+            reported_usd=o.reported_pico / 1e12,
+            reserved_samples=o.reserved_samples,
+            reported_samples=o.reported_samples,
+            round=self.round,
+        )
+        self.overruns.append(record)
+        self.recorder.emit(
+            "overrun",
+            endpoint=o.endpoint,
+            reserved_tokens=o.reserved.total_tokens,
+            reported_tokens=o.reported.total_tokens,
+            reserved_usd=record.reserved_usd,
+            reported_usd=record.reported_usd,
+            reserved_samples=o.reserved_samples,
+            reported_samples=o.reported_samples,
+        )
+        if self.stop_reason != "overrun":
+            self.stop_reason = "overrun"
+            self.stop_record = StopRecord(
+                reason="overrun",
+                rule=o.endpoint,
+                value=float(o.reported.total_tokens),
+                threshold=float(o.reserved.total_tokens),
+                detail=(
+                    f"{o.endpoint!r} reported {o.reported.total_tokens} tokens and {o.reported_samples} "
+                    f"sample(s) for a request reserved at {o.reserved.total_tokens} tokens and "
+                    f"{o.reserved_samples} sample(s); booked at most the reservation, nothing more sent"
+                ),
+            )
 
     # -- the loop ------------------------------------------------------------------------
     async def run(self) -> Result:
@@ -238,33 +323,147 @@ class _CallRun:
         try:
             with anyio.move_on_after(seconds if seconds is not None else math.inf) as deadline:
                 await self.loop(run)
-            if deadline.cancelled_caught:
-                self.stop("deadline")
+            if deadline.cancelled_caught and self.stop_reason != "overrun":
+                elapsed = self.recorder.now()
+                self.stop(
+                    StopRecord(
+                        reason="deadline",
+                        rule="Budget.seconds",
+                        value=elapsed,
+                        threshold=seconds,
+                        dimension="seconds",
+                    )
+                )
+        except BudgetTooSmallError:
+            raise  # nothing was sent: there is no receipt to attach
         except AdaptiveError as exc:
-            raise exc.with_receipt(self.result(Final(answer=None), "error")) from None
+            raise exc.with_receipt(self.error_result(exc)) from None
         final = run.finish(self.state())
+        if self.stop_record is None:  # pragma: no cover - every way out of the loop records one
+            self.stop_record = StopRecord(reason=self.stop_reason)
         return self.result(final, self.stop_reason)
+
+    def error_result(self, exc: BaseException) -> Result:
+        """The partial result attached to an error as its receipt."""
+        self.stop_reason = "error"
+        self.stop_record = StopRecord(reason="error", rule=type(exc).__name__, detail=str(exc)[:300])
+        return self.result(Final(answer=None), "error")
 
     async def loop(self, run: StrategyRun) -> None:
         """State, plan, batch size, stop rules, reserve, dispatch: until something says stop."""
+        cap = self.cfg.max_samples
         while True:
             state = self.state()
-            plan = run.plan(state)
+            self.plan = plan = run.plan(state)
             if plan is None:
-                self.stop("strategy_done")
+                self.stop(StopRecord(reason="strategy_done", rule=self.strategy.name))
+                return
+            if plan.sample is not None and cap is not None and self.generated >= cap:
+                self.stop(self.max_samples_record())
                 return
             k, state = self.size(plan, state)
             if self.rules_stop(plan, state):
                 return
+            refused = len(self.dispatch.refusals)
             sends, capped = self.reserve(plan, k)
             if not sends:
-                capped = capped or (plan.sample is not None and self.generated >= self.cfg.max_samples)
-                self.stop("max_samples" if capped else "budget")
+                if capped:
+                    self.stop(self.max_samples_record())
+                    return
+                fresh = len(self.dispatch.refusals) > refused
+                if self.round == 0 and not self.recorder.outcomes and (fresh or plan.sample is not None):
+                    raise self.too_small()
+                self.stop(self.budget_record(self.binding_dimension(since=refused)))
                 return
             await self.send(plan, state, sends)
-            if self.stop_check is not None:  # the rules said stop part-way through the round
-                self.stop_reason = self.stop_check.reason()
+            if self.stop_reason == "overrun":
+                self.recorder.emit(
+                    "stop",
+                    reason="overrun",
+                    rule=self.stop_record.rule if self.stop_record else "",
+                    **self.numbers(),
+                )
                 return
+            if self.stop_check is not None:  # the rules said stop part-way through the round
+                record = self.rule_record(self.stop_check)
+                self.stop_reason, self.stop_record = record.reason, record
+                return
+
+    def max_samples_record(self) -> StopRecord:
+        return StopRecord(
+            reason="max_samples",
+            rule="ControllerConfig.max_samples",
+            value=float(self.generated),
+            threshold=float(self.cfg.max_samples) if self.cfg.max_samples is not None else None,
+            dimension="samples",
+        )
+
+    def budget_record(self, dimension: Any) -> StopRecord:
+        """The stop record when nothing more fits: the limit that bound, spent vs the limit."""
+        b = self.ledger.budget
+        value: float | None = None
+        threshold: float | None = None
+        if dimension == "usd":
+            value, threshold = self.ledger.spent_usd, b.usd
+        elif dimension == "tokens":
+            value, threshold = float(self.ledger.spent_tokens), float(b.tokens) if b.tokens else None
+        elif dimension == "samples":
+            value, threshold = float(self.ledger.spent_samples), float(b.samples) if b.samples else None
+        rule = f"Budget.{dimension}" if dimension else "Budget"
+        return StopRecord(reason="budget", rule=rule, value=value, threshold=threshold, dimension=dimension)
+
+    def too_small(self) -> BudgetTooSmallError:
+        """The error for a budget that cannot fit the call's first request (nothing was sent)."""
+        if self.dispatch.refusals:
+            ref = self.dispatch.refusals[0]
+            request, copies, endpoint = ref.request, ref.prompt_copies, ref.endpoint
+            ep = self.task.endpoint if endpoint == self.task.endpoint.name else None
+            price = self.dispatch.price(ep) if ep is not None else None
+            if ep is None:
+                # A call to another endpoint (a verifier): the refusal message says enough.
+                for call in self.plan.calls if self.plan is not None else ():
+                    if call.endpoint is not None and call.endpoint.name == endpoint:
+                        price = call.endpoint.price
+        else:
+            probe = self.first_request()
+            assert probe is not None, "no request was refused and the plan has no sample"
+            request, copies, endpoint, price = probe
+        pico, tokens = Ledger(bounds=self.ledger.bounds).worst_case(
+            request, price, prompt_copies=copies, endpoint=endpoint
+        )
+        dimension = self.ledger.over(pico, tokens, request.n) or "usd"
+        b = self.ledger.budget
+        fit = self.ledger.max_tokens_that_fit(request, price, copies, endpoint)
+        if dimension == "usd":
+            smallest: float = math.ceil(pico / 1e6) / 1e6  # rounded up to a micro-dollar
+            have, need = f"Budget(usd={b.usd})", f"Budget(usd={smallest:.6f})"
+            worst = f"${pico / 1e12:.6f}"
+        elif dimension == "tokens":
+            smallest = float(tokens)
+            have, need, worst = f"Budget(tokens={b.tokens})", f"Budget(tokens={tokens})", f"{tokens} tokens"
+        else:
+            smallest = float(request.n)
+            have, need, worst = (
+                f"Budget(samples={b.samples})",
+                f"Budget(samples={request.n})",
+                f"{request.n} samples",
+            )
+            fit = request.max_tokens if request.n <= (b.samples or 0) else 0
+        prompt = self.ledger.prompt_tokens(request, endpoint) * copies
+        hint = (
+            f"max_tokens={fit} fits this budget"
+            if fit >= 1
+            else "no max_tokens fits this budget (the prompt alone does not)"
+        )
+        return BudgetTooSmallError(
+            f"{have} cannot fit even the first request to {endpoint!r}: its worst case is {worst} "
+            f"(prompt bound {prompt} tokens + n={request.n} x max_tokens={request.max_tokens}); "
+            f"the smallest budget that fits it is {need}; {hint} "
+            f"(or pass ControllerConfig(shrink_max_tokens=True) to lower max_tokens automatically)",
+            dimension=dimension,
+            smallest=smallest,
+            max_tokens=fit,
+        )
 
     # -- the steps of a round ------------------------------------------------------------
     def size(self, plan: Plan, state: State) -> tuple[int, State]:
@@ -282,8 +481,11 @@ class _CallRun:
         check = self.rule.check(state)
         if not check.stop:
             return False
-        self.stop_reason = check.reason()
-        self.recorder.emit("decide", action="stop", reason=self.stop_reason, **self.numbers(state))
+        record = self.rule_record(check)
+        self.stop_reason, self.stop_record = record.reason, record
+        self.recorder.emit(
+            "decide", action="stop", reason=record.reason, rule=record.rule, **self.numbers(state)
+        )
         return True
 
     def reserve(self, plan: Plan, k: int) -> tuple[list[Send], bool]:
@@ -292,7 +494,8 @@ class _CallRun:
         if plan.sample is not None and k > 0:
             sends.extend(self.dispatch.reserve_samples(plan, k, first_index=self.generated))
         # Generating calls of the strategy's own count against max_samples like batches do.
-        room = self.cfg.max_samples - self.generated - sum(r.request.n for _, r in sends)
+        cap = self.cfg.max_samples
+        room = (cap if cap is not None else math.inf) - self.generated - sum(r.request.n for _, r in sends)
         capped = False
         for call in plan.calls:
             if call.purpose == "generate":
@@ -343,8 +546,14 @@ class _CallRun:
         if not check.stop:
             return False
         self.stop_check = check
+        record = self.rule_record(check)
         self.recorder.emit(
-            "decide", action="stop", during="round", reason=check.reason(), **self.numbers(now)
+            "decide",
+            action="stop",
+            during="round",
+            reason=record.reason,
+            rule=record.rule,
+            **self.numbers(now),
         )
         return True
 
@@ -354,16 +563,16 @@ class _CallRun:
             return
         first = outcomes[0].error
         assert first is not None
-        self.stop_reason = "error"
-        receipt = self.result(Final(answer=None), "error")
+        receipt = self.error_result(first)
         if isinstance(first, AdaptiveError):
             raise first.with_receipt(receipt)
+        # A failing user callable (a function endpoint) keeps its type: it is the user's own.
         with contextlib.suppress(AttributeError):  # exotic exception types
             first.receipt = receipt  # type: ignore[attr-defined]
         raise first
 
     # -- the receipt ---------------------------------------------------------------------
-    def result(self, final: Final, stop_reason: str) -> Result:
+    def result(self, final: Final, stop_reason: StopReason) -> Result:
         assert self.run_state is not None
         state = self.state()
         confidence = final.confidence
@@ -376,6 +585,7 @@ class _CallRun:
             confidence=confidence,
             strategy=self.strategy.name,
             stop_reason=stop_reason,
+            stop=self.stop_record,
             samples=self.recorder.samples(self.run_state),
             votes=dict(state.votes),
             usage=self.ledger.usage,
@@ -383,6 +593,7 @@ class _CallRun:
             elapsed_s=self.recorder.now(),
             rounds=self.round,
             charges=self.recorder.charges(),
+            overruns=list(self.overruns),
             trace=self.recorder.trace(),
             details=dict(final.details),
         )

@@ -3,9 +3,14 @@
 Before a call is sent its worst case is reserved in the ledger (a refusal is recorded and the
 call is never sent); samples of a batch are seeded from the task's seed and their index; a
 round of calls runs in one anyio task group. Every call ends with one charge: settled to the
-reported usage, failed (an error answer: only what was reported), or cancelled (stopped by
-us: what was counted, else the worst case). Each outcome goes to the controller as it
-arrives, and the controller may then cancel the rest of the round.
+reported usage, failed (what the error says was billed; the reserved worst case when the
+server may have generated and nothing says what), or cancelled (stopped by us: what was
+counted, else the worst case); each booked at most at its reservation (see `_ledger`). Each
+outcome goes to the controller as it arrives, and the controller may then cancel the rest of
+the round; a charge that overran its reservation cancels the rest at once.
+
+What leaves `run_round` is one exception, never an `ExceptionGroup`: the first failure of
+the round's tasks (an exception inside the ledger becomes a `LedgerError`).
 """
 
 from __future__ import annotations
@@ -17,10 +22,18 @@ from typing import Any
 import anyio
 
 from ._events import Recorder
-from ._exceptions import BudgetExceededError, StreamError
+from ._exceptions import (
+    AdaptiveError,
+    BudgetExceededError,
+    EndpointError,
+    HTTPStatusError,
+    LedgerError,
+    StreamError,
+)
 from ._ledger import Charge, Ledger, Reservation
-from ._models import Request, Response
+from ._models import Request, Response, Usage
 from ._prices import Price
+from ._result import EventKind
 from ._strategy import Call, Outcome, Plan, Task
 from .endpoints._base import Endpoint, UsageMeter, prompt_copies, set_meter
 
@@ -30,6 +43,38 @@ __all__: list[str] = []
 Send = tuple[Call, Reservation]
 Observe = Callable[[Outcome], None]
 StopNow = Callable[[], bool]
+OnOverrun = Callable[[Charge], None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request the ledger refused, kept for the error that says what budget would fit it."""
+
+    request: Request
+    endpoint: str
+    prompt_copies: int
+    error: BudgetExceededError
+
+
+def billed(error: Exception) -> tuple[Usage | None, int]:
+    """(usage, samples) a failed request is known to have been billed; None: unknown.
+
+    An `EndpointError` that carries `usage` says it (None there too means unknown). Without
+    that attribute: an HTTP error status bills nothing, a cut stream what it counted, any
+    other endpoint error (a malformed 200 body, a connection lost mid-answer) may have been
+    generated in full: unknown. An exception that is not an `EndpointError` comes from user
+    code (a function endpoint), not from a server: nothing is billed for it.
+    """
+    if isinstance(error, StreamError) and error.partial is not None:
+        return error.partial.usage, len(error.partial.completions)
+    if not isinstance(error, EndpointError):
+        return Usage(), 0
+    if hasattr(error, "usage"):
+        usage = error.usage
+        return (usage, 0) if isinstance(usage, Usage) else (None, 0)
+    if isinstance(error, HTTPStatusError):
+        return Usage(), 0
+    return None, 0
 
 
 class Dispatcher:
@@ -63,6 +108,8 @@ class Dispatcher:
         self.as_n = as_n
         self.shrink = shrink
         self.min_max_tokens = min_max_tokens
+        self.refusals: list[Refusal] = []
+        self.on_overrun: OnOverrun | None = None
 
     def endpoint(self, call: Call) -> Endpoint:
         """Where `call` goes."""
@@ -78,16 +125,18 @@ class Dispatcher:
     def reserve(self, call: Call) -> Send | None:
         """Hold the worst case of `call`; None (and a "refuse" event) when it does not fit."""
         ep = self.endpoint(call)
+        copies = prompt_copies(ep, call.request)
         try:
             r = self.ledger.reserve(
                 call.request,
                 self.price(ep),
                 endpoint=ep.name,
-                prompt_copies=prompt_copies(ep, call.request),
+                prompt_copies=copies,
                 shrink=self.shrink,
                 min_max_tokens=self.min_max_tokens,
             )
         except BudgetExceededError as exc:
+            self.refusals.append(Refusal(call.request, ep.name, copies, exc))
             self.recorder.emit(
                 "refuse", endpoint=ep.name, purpose=call.purpose, limit=exc.dimension, why=str(exc)
             )
@@ -138,9 +187,13 @@ class Dispatcher:
             stop: Asked after each answer (None: never); True cancels what is still in
                 flight (it is still charged).
         """
-        async with anyio.create_task_group() as tg:
-            for call, r in sends:
-                tg.start_soon(self._send, call, r, tg.cancel_scope, observe, stop)
+        try:
+            async with anyio.create_task_group() as tg:
+                for call, r in sends:
+                    tg.start_soon(self._send, call, r, tg.cancel_scope, observe, stop)
+        except BaseExceptionGroup as group:
+            # One exception out, never a group: the first that is not a cancellation.
+            raise _first(group) from None
 
     async def _send(
         self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None
@@ -153,7 +206,7 @@ class Dispatcher:
         try:
             response = await ep.request(r.request)
         except anyio.get_cancelled_exc_class():
-            charge = self.ledger.cancel(r, meter.usage, samples=meter.samples)
+            charge = self._book(lambda: self.ledger.cancel(r, meter.usage, samples=meter.samples))
             self._ended(observe, call, ep, charge, "cancel", usd=charge.usd, estimated=charge.estimated)
             raise
         except Exception as exc:  # an endpoint or a user callable failed: record, charge, go on
@@ -161,13 +214,26 @@ class Dispatcher:
         finally:
             token.var.reset(token)
         if error is not None:
-            partial = error.partial if isinstance(error, StreamError) else None
-            charge = self.ledger.fail(r, partial.usage if partial is not None else None)
+            usage, samples = billed(error)
+            charge = self._book(lambda: self.ledger.fail(r, usage, samples=samples))
             name, message = type(error).__name__, str(error)[:300]
-            self._ended(observe, call, ep, charge, "error", failure=error, error=name, message=message)
+            self._ended(
+                observe,
+                call,
+                ep,
+                charge,
+                "error",
+                failure=error,
+                error=name,
+                message=message,
+                usd=charge.usd,
+                estimated=charge.estimated,
+            )
+            self._overran(charge, scope)
             return
         assert response is not None
-        charge = self.ledger.settle(r, response, prompt_copies=prompt_copies(ep, r.request))
+        copies = prompt_copies(ep, r.request)
+        charge = self._book(lambda: self.ledger.settle(r, response, prompt_copies=copies))
         self._ended(
             observe,
             call,
@@ -176,11 +242,32 @@ class Dispatcher:
             "done",
             response=response,
             completions=len(response.completions),
-            tokens=response.usage.total_tokens,
+            tokens=charge.usage.total_tokens,
             usd=charge.usd,
+            estimated=charge.estimated,
         )
+        if self._overran(charge, scope):
+            return
         if stop is not None and not scope.cancel_called and stop():
             scope.cancel()
+
+    def _book(self, book: Callable[[], Charge]) -> Charge:
+        """Run one ledger booking; anything it raises becomes a `LedgerError`."""
+        try:
+            return book()
+        except AdaptiveError:
+            raise
+        except Exception as exc:
+            raise LedgerError(f"the ledger could not book a charge: {type(exc).__name__}: {exc}") from exc
+
+    def _overran(self, charge: Charge, scope: anyio.CancelScope) -> bool:
+        """Stop the round at once when `charge` overran its reservation (the controller is told)."""
+        if charge.overrun is None:
+            return False
+        if self.on_overrun is not None:
+            self.on_overrun(charge)
+        scope.cancel()
+        return True
 
     def _ended(
         self,
@@ -188,7 +275,7 @@ class Dispatcher:
         call: Call,
         ep: Endpoint,
         charge: Charge,
-        kind: str,
+        kind: EventKind,
         *,
         response: Response | None = None,
         failure: Exception | None = None,
@@ -201,3 +288,14 @@ class Dispatcher:
         self.recorder.keep(outcome)  # on the receipt even if the strategy fails to take it in
         observe(outcome)
         self.recorder.emit(kind, endpoint=ep.name, purpose=call.purpose, **data)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception of a (nested) group that is not a cancellation."""
+    cancelled = anyio.get_cancelled_exc_class()
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        if not isinstance(exc, cancelled):
+            return exc
+    return group.exceptions[0]

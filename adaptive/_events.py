@@ -6,25 +6,10 @@ each event with the seconds since the call began and the current round, keeps it
 `Result.trace`, and hands it to every subscriber as it happens: a subscriber is any sync
 callable taking a `TraceEvent` (live callbacks, logging and tracing attach here).
 
-Event kinds (`TraceEvent.kind`) and their `data` keys:
-
-- "decide": a decision of the controller, with the numbers behind it (see `numbers`:
-  samples, votes (top four), confidence, marginal_gain (None unless a stop rule reads it),
-  spent_usd, remaining_usd, remaining_tokens, remaining_samples, elapsed, next_batch,
-  next_cost_usd) and
-  - action="continue": calls (requests about to be sent), reserved_usd (their worst case
-    held by the ledger), note (the plan's word for the trace);
-  - action="stop": reason (the stop rule that fired), and during="round" when the rule fired
-    part-way through a round (what was still in flight is then cancelled).
-- "done": a request answered: endpoint, purpose, completions, tokens, usd.
-- "cancel": a request the controller stopped (it is still charged): endpoint, purpose, usd,
-  estimated (True when its usage was not counted and the worst case was charged).
-- "error": a request that failed: endpoint, purpose, error (the exception's type name),
-  message (at most 300 characters).
-- "refuse": a request the budget (or `max_samples`) could not fit, never sent: endpoint,
-  purpose, limit ("usd", "tokens", "samples" or "max_samples"), why.
-- "stop": the call ends: reason ("strategy_done", "budget", "max_samples" or "deadline")
-  and the numbers.
+Event kinds (`TraceEvent.kind`, an `EventKind`) and their `data`: one TypedDict per kind in
+`adaptive._result` (`DecideData`, `DoneData`, `CancelData`, `ErrorData`, `RefuseData`,
+`OverrunData`, `StopData`; `EVENT_DATA` maps each kind to its type, and a test checks every
+emitted event against it). `numbers` gives the figures shared by "decide" and "stop".
 
 A plan and the requests sent for it show as one "decide" event with action="continue"
 (its note and the number of calls); each request's arrival as "done", "cancel" or "error".
@@ -38,7 +23,7 @@ from typing import Any
 import anyio
 
 from ._ledger import Charge
-from ._result import ChargeRecord, SampleRecord, TraceEvent
+from ._result import ChargeRecord, EventKind, SampleRecord, TraceEvent
 from ._state import State
 from ._strategy import Outcome, StrategyRun
 
@@ -104,7 +89,7 @@ class Recorder:
         """Pass every event emitted from now on to `subscriber`."""
         self.subscribers.append(subscriber)
 
-    def emit(self, kind: str, **data: Any) -> TraceEvent:
+    def emit(self, kind: EventKind, **data: Any) -> TraceEvent:
         """Record an event of `kind` with `data` and hand it to every subscriber."""
         event = TraceEvent(t=round(self.now(), 6), kind=kind, round=self.round, data=data)
         self.events.append(event)
@@ -158,6 +143,7 @@ def _charge_record(c: Charge, round: int) -> ChargeRecord:
         usage=c.usage,
         samples=c.samples,
         estimated=c.estimated,
-        overrun=c.overrun,
+        overrun=c.overrun is not None,
+        reported=c.overrun.reported if c.overrun is not None else None,
         round=round,
     )

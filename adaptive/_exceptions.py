@@ -7,6 +7,8 @@ derive from `ValueError`, so `except ValueError` keeps working for callers who e
     ├── ConfigError (ValueError)          bad input: budgets, sampling parameters, messages
     │   └── UnknownPriceError             a dollar budget on a model with no known price
     ├── BudgetExceededError               a request cannot fit in what is left of the budget
+    │   └── BudgetTooSmallError           the budget cannot fit the call's first request
+    ├── LedgerError                       the ledger could not book a charge (a bug: report it)
     └── EndpointError                     anything that went wrong talking to a model
         ├── TransportError                connect / read timeouts and network failures
         ├── HTTPStatusError               a non-2xx answer (keeps status_code and body)
@@ -30,9 +32,11 @@ if TYPE_CHECKING:  # _models raises ConfigError: a runtime import would be circu
 __all__ = [
     "AdaptiveError",
     "BudgetExceededError",
+    "BudgetTooSmallError",
     "ConfigError",
     "EndpointError",
     "HTTPStatusError",
+    "LedgerError",
     "RateLimitError",
     "ResponseError",
     "ServerError",
@@ -79,6 +83,32 @@ class BudgetExceededError(AdaptiveError):
     def __init__(self, message: str, *, dimension: str) -> None:
         super().__init__(message)
         self.dimension = dimension
+
+
+class BudgetTooSmallError(BudgetExceededError):
+    """The budget cannot fit even the first request of the call; nothing was sent.
+
+    Raised instead of returning an empty result: the message gives the smallest budget that
+    fits this request and the `max_tokens` that would fit this budget (or pass
+    `ControllerConfig(shrink_max_tokens=True)` to have it lowered automatically).
+
+    Attributes:
+        dimension: The limit that binds: "usd", "tokens" or "samples".
+        smallest: The smallest value of that limit that fits the request.
+        max_tokens: The largest `max_tokens` whose worst case fits this budget (0: none).
+    """
+
+    def __init__(self, message: str, *, dimension: str, smallest: float, max_tokens: int) -> None:
+        super().__init__(message, dimension=dimension)
+        self.smallest = smallest
+        self.max_tokens = max_tokens
+
+
+class LedgerError(AdaptiveError):
+    """The ledger could not book a charge (an internal failure; `__cause__` has the original).
+
+    The call ends at once; its `receipt` has everything booked before.
+    """
 
 
 class EndpointError(AdaptiveError):

@@ -2,13 +2,104 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._models import Usage
 
-__all__ = ["ChargeRecord", "Result", "SampleRecord", "TraceEvent"]
+__all__ = [
+    "STOP_REASONS",
+    "ChargeRecord",
+    "EventKind",
+    "OverrunRecord",
+    "Result",
+    "SampleRecord",
+    "StopReason",
+    "StopRecord",
+    "TraceEvent",
+]
+
+#: Why a call stopped (`Result.stop_reason`); one meaning per value (`STOP_REASONS`).
+StopReason = Literal[
+    "confident",
+    "low_gain",
+    "not_worth_cost",
+    "budget",
+    "deadline",
+    "max_samples",
+    "strategy_done",
+    "overrun",
+    "error",
+    "rule",
+]
+
+#: The meaning of every stop reason (the README's table is this one).
+STOP_REASONS: dict[str, str] = {
+    "confident": "a confidence rule fired: the answer is settled (confident, ac-beta, dirichlet, "
+    "esc-window, vote-margin, score-threshold)",
+    "low_gain": "low-marginal-gain: one more sample would raise the confidence by less than min_gain",
+    "not_worth_cost": "low-marginal-gain with value_usd: the next batch's expected value is below its "
+    "worst-case cost",
+    "budget": "the budget could not fit the next request (Result.stop.dimension says which limit), "
+    "or the budget-exhausted rule fired",
+    "deadline": "Budget.seconds (or the deadline rule) ran out; work in flight was cancelled and charged",
+    "max_samples": "ControllerConfig.max_samples (or the max-samples rule) was reached",
+    "strategy_done": "the strategy had nothing more to ask for",
+    "overrun": "a server reported more than was reserved (Result.overruns); nothing more was sent",
+    "error": "the call raised; this is the reason on the error's receipt",
+    "rule": "a custom stop rule (a function or a user StopRule subclass) fired",
+}
+
+
+class StopRecord(BaseModel):
+    """What ended the call, with the figure that fired.
+
+    Attributes:
+        reason: The stop reason (`Result.stop_reason`).
+        rule: What fired: a stop rule's name (`ac_beta`), a limit (`Budget.usd`,
+            `ControllerConfig.max_samples`), the strategy's name, the overrunning endpoint or
+            the error's type.
+        value: The figure compared (confidence, samples, seconds, dollars spent), if any.
+        threshold: What it was compared with, if any.
+        dimension: For "budget" and "deadline": the limit that bound ("usd", "tokens",
+            "samples", "seconds").
+        detail: One line for people.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: StopReason
+    rule: str = ""
+    value: float | None = None
+    threshold: float | None = None
+    dimension: Literal["usd", "tokens", "samples", "seconds"] | None = None
+    detail: str = ""
+
+
+class OverrunRecord(BaseModel):
+    """A server that reported more than was reserved for one request (it stopped the call).
+
+    Attributes:
+        endpoint: The endpoint.
+        reserved: The reserved worst case (prompt and completion tokens).
+        reported: What the server reported.
+        reserved_usd / reported_usd: The same in dollars (the booked cost is `reserved_usd`
+            at most).
+        reserved_samples / reported_samples: Completions asked for and returned.
+        round: The round it happened in.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    endpoint: str
+    reserved: Usage
+    reported: Usage
+    reserved_usd: float
+    reported_usd: float
+    reserved_samples: int
+    reported_samples: int
+    round: int = 0
 
 
 class SampleRecord(BaseModel):
@@ -28,7 +119,14 @@ class SampleRecord(BaseModel):
 
 
 class ChargeRecord(BaseModel):
-    """One request's cost on the receipt."""
+    """One request's cost on the receipt.
+
+    Attributes:
+        usd / usage / samples: What was booked against the budget (at most the reservation).
+        estimated: The server reported no usage (or failed after it may have generated): an
+            upper bound was booked.
+        overrun: The server reported more than was reserved; `reported` has what it said.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -39,21 +137,129 @@ class ChargeRecord(BaseModel):
     samples: int
     estimated: bool = False
     overrun: bool = False
+    reported: Usage | None = None
     round: int = 0
+
+
+#: The kinds of trace events; each kind's `data` is the TypedDict of the same name below.
+EventKind = Literal["decide", "done", "cancel", "error", "refuse", "overrun", "stop"]
+
+
+class Numbers(TypedDict):
+    """The figures a decision read (in "decide" and "stop" events)."""
+
+    samples: int
+    votes: dict[str, int]
+    confidence: float | None
+    marginal_gain: float | None
+    spent_usd: float
+    remaining_usd: float | None
+    remaining_tokens: int | None
+    remaining_samples: int | None
+    elapsed: float
+    next_batch: int
+    next_cost_usd: float | None
+
+
+class DecideData(Numbers, total=False):
+    """Kind "decide": a decision, with the figures it read.
+
+    Action "continue" has calls, reserved_usd and note; action "stop" has reason and rule,
+    and during="round" when the rule fired part-way through a round.
+    """
+
+    action: Literal["continue", "stop"]
+    calls: int
+    reserved_usd: float
+    note: str
+    reason: StopReason
+    rule: str
+    during: Literal["round"]
+
+
+class DoneData(TypedDict):
+    """Kind "done": a request answered; tokens and usd as booked, estimated without reported usage."""
+
+    endpoint: str
+    purpose: str
+    completions: int
+    tokens: int
+    usd: float
+    estimated: bool
+
+
+class CancelData(TypedDict):
+    """Kind "cancel": a request the controller stopped (still charged; estimated: worst case)."""
+
+    endpoint: str
+    purpose: str
+    usd: float
+    estimated: bool
+
+
+class ErrorData(TypedDict):
+    """Kind "error": a failed request; usd booked (estimated: the worst case, it may have been billed)."""
+
+    endpoint: str
+    purpose: str
+    error: str
+    message: str
+    usd: float
+    estimated: bool
+
+
+class RefuseData(TypedDict):
+    """Kind "refuse": a request never sent: limit "usd", "tokens", "samples" or "max_samples"."""
+
+    endpoint: str
+    purpose: str
+    limit: str
+    why: str
+
+
+class OverrunData(TypedDict):
+    """Kind "overrun": a server reported more than was reserved; the call stops."""
+
+    endpoint: str
+    reserved_tokens: int
+    reported_tokens: int
+    reserved_usd: float
+    reported_usd: float
+    reserved_samples: int
+    reported_samples: int
+
+
+class StopData(Numbers):
+    """Kind "stop": the call ends: its reason and what fired."""
+
+    reason: StopReason
+    rule: str
+
+
+#: The `data` of each event kind.
+EVENT_DATA: dict[str, type] = {
+    "decide": DecideData,
+    "done": DoneData,
+    "cancel": CancelData,
+    "error": ErrorData,
+    "refuse": RefuseData,
+    "overrun": OverrunData,
+    "stop": StopData,
+}
 
 
 class TraceEvent(BaseModel):
     """One decision or event, with the numbers behind it.
 
-    Kinds: "decide" (continue, with the plan's note and the calls sent, or stop; with the
-    confidence, marginal gain, spend and what remains), "done", "cancel", "error", "refuse"
-    (a request the budget could not fit), "stop". `adaptive._events` lists each kind's data.
+    `kind` is one of `EventKind`; `data` has the keys of that kind's TypedDict
+    (`DecideData`, `DoneData`, `CancelData`, `ErrorData`, `RefuseData`, `OverrunData`,
+    `StopData`; `EVENT_DATA` maps kind to type).
     """
 
     model_config = ConfigDict(frozen=True)
 
     t: float
-    kind: str
+    kind: EventKind
     round: int
     data: dict[str, Any] = Field(default_factory=dict)
 
@@ -67,8 +273,8 @@ class Result(BaseModel):
         confidence: The controller's confidence that the answer is what unlimited voting
             would give (voting strategies), or the strategy's own.
         strategy: Name of the strategy that ran.
-        stop_reason: Why the call stopped: a stop rule's name, "strategy_done",
-            "budget" (nothing more fitted), "deadline", or "error".
+        stop_reason: Why the call stopped: one `StopReason` (see `STOP_REASONS`).
+        stop: What fired: the rule or limit, its value and threshold, the budget dimension.
         samples: Every completion, verifier calls included.
         votes: Votes per answer, leader first.
         usage: Tokens of every request, cancelled ones included.
@@ -76,6 +282,7 @@ class Result(BaseModel):
         elapsed_s: Wall-clock seconds.
         rounds: Batches / rounds run.
         charges: One line per request: what it cost and how it ended.
+        overruns: Requests whose server reported more than was reserved.
         trace: Every decision with the numbers behind it.
         details: Strategy-specific figures.
     """
@@ -86,7 +293,8 @@ class Result(BaseModel):
     text: str | None = None
     confidence: float | None = None
     strategy: str = ""
-    stop_reason: str = ""
+    stop_reason: StopReason = "strategy_done"
+    stop: StopRecord | None = None
     samples: list[SampleRecord] = Field(default_factory=list)
     votes: dict[str, int] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
@@ -94,6 +302,7 @@ class Result(BaseModel):
     elapsed_s: float = 0.0
     rounds: int = 0
     charges: list[ChargeRecord] = Field(default_factory=list)
+    overruns: list[OverrunRecord] = Field(default_factory=list)
     trace: list[TraceEvent] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -110,9 +319,15 @@ class Result(BaseModel):
     def receipt(self) -> str:
         """A short human-readable receipt."""
         conf = f"{self.confidence:.3f}" if self.confidence is not None else "-"
+        fired = ""
+        if self.stop is not None and self.stop.rule:
+            fired = f" ({self.stop.rule}"
+            if self.stop.value is not None and self.stop.threshold is not None:
+                fired += f" {self.stop.value:.6g} vs {self.stop.threshold:.6g}"
+            fired += ")"
         lines = [
             f"answer      {self.answer!r}  (confidence {conf})",
-            f"strategy    {self.strategy}, stopped by {self.stop_reason} after {self.rounds} round(s)",
+            f"strategy    {self.strategy}, stopped by {self.stop_reason}{fired} after {self.rounds} round(s)",
             f"samples     {self.generated} generated, {len(self.samples) - self.generated} verifier calls, "
             f"{self.cancelled} request(s) cancelled",
             f"tokens      {self.usage.prompt_tokens} prompt + {self.usage.completion_tokens} completion",
@@ -121,4 +336,19 @@ class Result(BaseModel):
         if self.votes:
             top = ", ".join(f"{a!r}: {v}" for a, v in list(self.votes.items())[:5])
             lines.append(f"votes       {top}")
+        refused = [e for e in self.trace if e.kind == "refuse"]
+        if refused:
+            lines.append(f"refused     {len(refused)} request(s): {refused[-1].data.get('why', '')}")
+        estimated = [c for c in self.charges if c.estimated]
+        if estimated:
+            usd = sum(c.usd for c in estimated)
+            lines.append(
+                f"estimated   {len(estimated)} charge(s), ${usd:.6f}: usage not reported, upper bound booked"
+            )
+        for o in self.overruns:
+            lines.append(
+                f"overrun     {o.endpoint}: reported {o.reported.total_tokens} tokens / {o.reported_samples} "
+                f"sample(s) (${o.reported_usd:.6f}), reserved {o.reserved.total_tokens} / "
+                f"{o.reserved_samples} (${o.reserved_usd:.6f}); booked at most the reservation"
+            )
         return "\n".join(lines)

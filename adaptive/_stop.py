@@ -25,6 +25,7 @@ from ._exceptions import ConfigError
 from ._models import ValidatedModel
 from ._posterior import beta_confidence
 from ._registry import Registry
+from ._result import StopReason
 from ._state import State
 
 __all__ = [
@@ -93,6 +94,16 @@ class StopRule(ValidatedModel, abc.ABC):
     """
 
     kind: ClassVar[str] = ""
+    #: What this rule's firing means, as `Result.stop_reason` (custom rules: "rule").
+    stop_reason: ClassVar[StopReason] = "rule"
+
+    def reason_for(self, check: Check) -> StopReason:
+        """The stop reason of `check`, this rule's own verdict."""
+        return self.stop_reason
+
+    def fired(self, check: Check) -> tuple[StopRule, Check]:
+        """The rule (and its check) that made `check`, this rule's verdict, say stop."""
+        return self, check
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -191,6 +202,13 @@ class AnyOf(StopRule):
         parts = tuple(r.check(state) for r in self.rules)
         return Check(any(p.stop for p in parts), "any", parts=parts)
 
+    def fired(self, check: Check) -> tuple[StopRule, Check]:
+        """The first part that said stop (itself when none did)."""
+        for rule, part in zip(self.rules, check.parts, strict=False):
+            if part.stop:
+                return as_stop_rule(rule).fired(part)
+        return self, check
+
     def config(self) -> dict[str, Any]:
         return {"any": [r.config() for r in self.rules]}
 
@@ -206,6 +224,12 @@ class AllOf(StopRule):
         stop = all(p.stop for p in parts)
         return Check(stop, "all", parts=parts)
 
+    def fired(self, check: Check) -> tuple[StopRule, Check]:
+        """The first part (all said stop; the first is named)."""
+        if check.stop and self.rules:
+            return as_stop_rule(self.rules[0]).fired(check.parts[0])
+        return self, check
+
     def config(self) -> dict[str, Any]:
         return {"all": [r.config() for r in self.rules]}
 
@@ -218,6 +242,7 @@ class Confident(StopRule):
     """
 
     kind: ClassVar[str] = "confident"
+    stop_reason: ClassVar[StopReason] = "confident"
     threshold: float = Field(default=0.95, gt=0, lt=1)
     min_votes: int = Field(default=2, ge=1)
 
@@ -235,6 +260,7 @@ class ACBeta(StopRule):
     """
 
     kind: ClassVar[str] = "ac-beta"
+    stop_reason: ClassVar[StopReason] = "confident"
     threshold: float = Field(default=0.95, gt=0, lt=1)
 
     def check(self, state: State) -> Check:
@@ -251,6 +277,7 @@ class Dirichlet(StopRule):
     """
 
     kind: ClassVar[str] = "dirichlet"
+    stop_reason: ClassVar[StopReason] = "confident"
     threshold: float = Field(default=0.95, gt=0, lt=1)
     draws: int = Field(default=2000, ge=100)
     seed: int = 0
@@ -274,6 +301,7 @@ class ESCWindow(StopRule):
     """
 
     kind: ClassVar[str] = "esc-window"
+    stop_reason: ClassVar[StopReason] = "confident"
     size: int = Field(default=5, ge=1)
 
     def check(self, state: State) -> Check:
@@ -286,6 +314,7 @@ class VoteMargin(StopRule):
     """Stop when the leader is `margin` votes ahead of the runner-up."""
 
     kind: ClassVar[str] = "vote-margin"
+    stop_reason: ClassVar[StopReason] = "confident"
     margin: int = Field(default=3, ge=1)
 
     def check(self, state: State) -> Check:
@@ -297,6 +326,7 @@ class ScoreThreshold(StopRule):
     """Stop when a verifier has scored some candidate at least `threshold`."""
 
     kind: ClassVar[str] = "score-threshold"
+    stop_reason: ClassVar[StopReason] = "confident"
     threshold: float = Field(allow_inf_nan=False)
 
     def check(self, state: State) -> Check:
@@ -308,6 +338,7 @@ class BudgetExhausted(StopRule):
     """Stop when not even one more sample fits in what is left of the budget."""
 
     kind: ClassVar[str] = "budget-exhausted"
+    stop_reason: ClassVar[StopReason] = "budget"
 
     def check(self, state: State) -> Check:
         return Check(state.next_batch < 1, self.label, float(state.next_batch), 1.0)
@@ -317,6 +348,7 @@ class Deadline(StopRule):
     """Stop once `seconds` have passed (the budget's `seconds` also cancels work in flight)."""
 
     kind: ClassVar[str] = "deadline"
+    stop_reason: ClassVar[StopReason] = "deadline"
     seconds: float = Field(gt=0, allow_inf_nan=False)
 
     def check(self, state: State) -> Check:
@@ -327,6 +359,7 @@ class MaxSamples(StopRule):
     """Stop after `samples` completions."""
 
     kind: ClassVar[str] = "max-samples"
+    stop_reason: ClassVar[StopReason] = "max_samples"
     samples: int = Field(ge=1)
 
     def check(self, state: State) -> Check:
@@ -343,6 +376,7 @@ class LowMarginalGain(StopRule):
     """
 
     kind: ClassVar[str] = "low-marginal-gain"
+    stop_reason: ClassVar[StopReason] = "low_gain"
     min_gain: float = Field(default=0.0, ge=0, le=1)
     value_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     min_votes: int = Field(default=2, ge=1)
@@ -355,6 +389,12 @@ class LowMarginalGain(StopRule):
             worth = g * state.next_batch * self.value_usd
             return Check(worth < state.next_cost_usd, self.label, worth, state.next_cost_usd)
         return Check(g < self.min_gain, self.label, g, self.min_gain)
+
+    def reason_for(self, check: Check) -> StopReason:
+        """Reason "not_worth_cost" when it compared value with cost (`value_usd`), else "low_gain"."""
+        # With a value and a priced next batch, the check compared worth with cost.
+        compared_cost = self.value_usd is not None and check.threshold != self.min_gain
+        return "not_worth_cost" if compared_cost else "low_gain"
 
 
 def confident(threshold: float = 0.95, min_votes: int = 2) -> Confident:

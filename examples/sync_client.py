@@ -55,7 +55,8 @@ def main(args: argparse.Namespace) -> None:
             seed=7,
             max_tokens=512,
         )
-        print(f"adaptive, vote_margin(3): answer {result.answer}, stopped by {result.stop_reason}")
+        fired = result.stop.rule if result.stop is not None else "-"
+        print(f"adaptive, vote_margin(3): answer {result.answer}, stopped by {result.stop_reason} ({fired})")
 
         # Bad input is a typed error that says what to fix, raised before anything is spent.
         try:

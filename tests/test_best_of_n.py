@@ -116,7 +116,8 @@ async def test_score_threshold_stops_between_batches() -> None:
         stopped = await client.run("q?", strategy=strategy, stop=score_threshold(0.9), seed=0)
         full = await client.run("q?", strategy=strategy, seed=0)
     # Batches of two: [1, 2] then [9, 3]; 0.95 >= 0.9 ends it before a third batch.
-    assert stopped.stop_reason == "score_threshold"
+    assert stopped.stop_reason == "confident" and stopped.stop is not None
+    assert stopped.stop.rule == "score_threshold"
     assert stopped.generated == 4 and len(verify_samples(stopped)) == 4
     assert stopped.answer == "9"
     assert full.generated == 12 and full.answer == "9" and full.cost_usd > stopped.cost_usd

@@ -174,7 +174,8 @@ async def test_per_call_stop_rule_by_name_and_instance() -> None:
     a = await client.run("2 + 2?", stop="ac-beta")
     b = await client.run("2 + 2?", stop=ac_beta(0.95))
     c = await client.run("2 + 2?", stop={"name": "max-samples", "samples": 7})
-    assert a.stop_reason == b.stop_reason == "ac_beta"
+    assert a.stop_reason == b.stop_reason == "confident"
+    assert a.stop is not None and b.stop is not None and a.stop.rule == b.stop.rule == "ac_beta"
     assert a.generated == b.generated == 4
     assert c.stop_reason == "max_samples" and c.generated == 7
 
@@ -420,8 +421,10 @@ async def test_any_callable_is_a_stop_rule_that_composes_and_shows_on_the_trace(
 
     async with Client(ep) as client:
         result = await client.run("2 + 2?", strategy="adaptive", stop=five_samples)
-        assert result.generated == 5 and result.stop_reason == "five_samples"
+        assert result.generated == 5 and result.stop_reason == "rule"
+        assert result.stop is not None and result.stop.rule == "five_samples"
         composed = await client.run("2 + 2?", strategy="adaptive", stop=budget_exhausted() | five_samples)
-        assert composed.generated == 5 and composed.stop_reason == "five_samples"
+        assert composed.generated == 5 and composed.stop_reason == "rule"
+        assert composed.stop is not None and composed.stop.rule == "five_samples"
         stops = [e for e in composed.trace if e.kind == "decide" and e.data["action"] == "stop"]
-        assert stops and stops[-1].data["reason"] == "five_samples"
+        assert stops and stops[-1].data["reason"] == "rule" and stops[-1].data["rule"] == "five_samples"

@@ -193,7 +193,7 @@ def test_sync_client(started: dict[str, subprocess.Popen[str]]) -> None:
         assert answer.isdigit() and int(samples) >= 1
         assert 0 < float(spent) <= float(budget)
     assert re.search(r"self-consistency n=8: answer \d+, votes \{", out)
-    assert "stopped by vote_margin" in out
+    assert "stopped by confident (vote_margin)" in out
     assert "ConfigError: unknown strategy 'best-of-everything'" in out
 
 

@@ -52,7 +52,8 @@ def test_every_private_module_defines_all(path: Path) -> None:
 
 
 # The curated surface: what an application needs, each name documented; helpers stay private.
-MAX_PUBLIC = 80
+# 80, plus issue #9's typed stop record, overrun record, BudgetTooSmallError and LedgerError.
+MAX_PUBLIC = 84
 NEVER_PUBLIC = {
     # the loopback HTTP server (test and simulator plumbing)
     "serve",

@@ -107,12 +107,15 @@ def test_unreported_usage_does_not_teach_prompt_tokens() -> None:
     assert ledger.prompt_tokens(request) == prompt_token_bound(request)
 
 
-def test_overrun_is_recorded_at_its_true_cost() -> None:
+def test_an_overrun_keeps_what_was_reported_and_books_at_most_the_reservation() -> None:
     ledger = Ledger()
     r = ledger.reserve(chat("hi", max_tokens=5), PRICE)
     charge = ledger.settle(r, response(prompt=2, completion=500))  # server ignored max_tokens
-    assert charge.overrun
-    assert charge.pico == 2 * 1_000_000 + 500 * 2_000_000
+    assert charge.overrun is not None
+    assert charge.overrun.reported == Usage(prompt_tokens=2, completion_tokens=500)
+    assert charge.overrun.reported_pico == 2 * 1_000_000 + 500 * 2_000_000
+    assert charge.usage == Usage(prompt_tokens=2, completion_tokens=5)  # booked
+    assert charge.pico == 2 * 1_000_000 + 5 * 2_000_000 <= r.pico
     assert ledger.spent_pico == charge.pico
 
 
@@ -137,15 +140,18 @@ def test_cancel_with_partial_usage_charges_what_was_counted() -> None:
     assert ledger.spent_tokens == 10 and ledger.spent_samples == 0
 
 
-def test_fail_charges_reported_usage_or_nothing() -> None:
+def test_fail_charges_reported_usage_or_the_worst_case_when_unknown() -> None:
     ledger = Ledger()
-    nothing = ledger.fail(ledger.reserve(chat("a"), PRICE))
+    nothing = ledger.fail(ledger.reserve(chat("z"), PRICE), Usage())  # e.g. an HTTP error status
     assert (nothing.status, nothing.pico, nothing.samples) == ("failed", 0, 0)
+    r = ledger.reserve(chat("a"), PRICE)
+    unknown = ledger.fail(r)  # the server may have generated it all (a malformed 200 body)
+    assert (unknown.status, unknown.pico, unknown.samples, unknown.estimated) == ("failed", r.pico, 1, True)
     some = ledger.fail(ledger.reserve(chat("b"), PRICE), Usage(prompt_tokens=4, completion_tokens=2))
     assert some.pico == 4 * 1_000_000 + 2 * 2_000_000
-    assert ledger.spent_pico == some.pico
+    assert ledger.spent_pico == unknown.pico + some.pico
     assert ledger.reserved_pico == 0 and ledger.reserved_samples == 0
-    assert [c.status for c in ledger.charges] == ["failed", "failed"]
+    assert [c.status for c in ledger.charges] == ["failed", "failed", "failed"]
 
 
 def test_release_frees_the_reservation_without_a_charge() -> None:

@@ -95,7 +95,7 @@ async def test_adaptive_stops_early_on_unanimous_answers() -> None:
     result = await run(ep, AdaptiveConsistency(max_samples=40))
     assert result.answer == "42"
     assert result.generated <= 6
-    assert result.stop_reason in ("confident", "low_marginal_gain")
+    assert result.stop_reason in ("confident", "low_gain")
     assert result.confidence is not None and result.confidence > 0.9
 
 
@@ -114,7 +114,7 @@ async def test_adaptive_respects_max_samples_and_budget() -> None:
     capped = await run(ep, AdaptiveConsistency(max_samples=7))
     assert capped.generated == 7 and capped.stop_reason == "strategy_done"
     budgeted = await run(ep, AdaptiveConsistency(max_samples=40), budget=Budget(samples=5))
-    assert budgeted.generated == 5 and budgeted.stop_reason == "budget_exhausted"
+    assert budgeted.generated == 5 and budgeted.stop_reason == "budget"
 
 
 def test_default_stop_rules() -> None:
