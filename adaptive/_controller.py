@@ -30,7 +30,7 @@ from ._prices import Price
 from ._result import OverrunRecord, Result, StopReason, StopRecord
 from ._state import State
 from ._stop import AllOf, AnyOf, Check, LowMarginalGain, StopRule
-from ._strategy import Final, Outcome, Plan, Strategy, StrategyRun, Task
+from ._strategy import Call, Final, Outcome, Plan, Strategy, StrategyRun, Task
 
 __all__ = ["Controller", "ControllerConfig", "uses_gain"]
 
@@ -304,9 +304,11 @@ class _CallRun:
                 value=float(o.reported.total_tokens),
                 threshold=float(o.reserved.total_tokens),
                 detail=(
-                    f"{o.endpoint!r} reported {o.reported.total_tokens} tokens and {o.reported_samples} "
-                    f"sample(s) for a request reserved at {o.reserved.total_tokens} tokens and "
-                    f"{o.reserved_samples} sample(s); booked at most the reservation, nothing more sent"
+                    f"{o.endpoint!r} reported {o.reported.prompt_tokens} prompt + "
+                    f"{o.reported.completion_tokens} completion tokens and {o.reported_samples} "
+                    f"sample(s) for a request reserved at {o.reserved.prompt_tokens} + "
+                    f"{o.reserved.completion_tokens} tokens and {o.reserved_samples} sample(s); "
+                    "booked at most the reservation, nothing more sent"
                 ),
             )
 
@@ -370,6 +372,8 @@ class _CallRun:
                 if capped:
                     self.stop(self.max_samples_record())
                     return
+                if len(self.dispatch.refusals) == refused:
+                    self.refuse_smallest()  # the batching found no size that fits: say which limit
                 fresh = len(self.dispatch.refusals) > refused
                 if self.round == 0 and not self.recorder.outcomes and (fresh or plan.sample is not None):
                     raise self.too_small()
@@ -388,6 +392,19 @@ class _CallRun:
                 record = self.rule_record(self.stop_check)
                 self.stop_reason, self.stop_record = record.reason, record
                 return
+
+    def refuse_smallest(self) -> None:
+        """Try to reserve the plan's smallest sample request, so its refusal is recorded."""
+        probe = self.first_request()
+        if probe is None:
+            return
+        request = probe[0]
+        if self.batching.as_n or request.n == 1:
+            send = self.dispatch.reserve(Call(request))
+        else:
+            send = self.dispatch.reserve(Call(request.model_copy(update={"n": 1})))
+        if send is not None:  # it fits after all (a minimum batch did not): hold nothing
+            self.ledger.release(send[1])
 
     def max_samples_record(self) -> StopRecord:
         return StopRecord(

@@ -56,25 +56,55 @@ class Refusal:
     error: BudgetExceededError
 
 
-def billed(error: Exception) -> tuple[Usage | None, int]:
-    """(usage, samples) a failed request is known to have been billed; None: unknown.
+@dataclasses.dataclass(frozen=True, slots=True)
+class Billed:
+    """What a failed request is known to have been billed.
 
-    An `EndpointError` that carries `usage` says it (None there too means unknown). Without
-    that attribute: an HTTP error status bills nothing, a cut stream what it counted, any
-    other endpoint error (a malformed 200 body, a connection lost mid-answer) may have been
-    generated in full: unknown. An exception that is not an `EndpointError` comes from user
-    code (a function endpoint), not from a server: nothing is billed for it.
+    Attributes:
+        usage: Usage known to be billed (None: nothing is known, book the worst case).
+        samples: Completions billed with `usage`.
+        unknown: Fanned-out single requests whose usage is unknown on top of `usage`: each is
+            booked at its share of the worst case.
     """
-    if isinstance(error, StreamError) and error.partial is not None:
-        return error.partial.usage, len(error.partial.completions)
+
+    usage: Usage | None
+    samples: int = 0
+    unknown: int = 0
+
+
+def billed(error: BaseException) -> Billed:
+    """What a failed request is known to have been billed.
+
+    An `EndpointError` that carries `usage` says it (None there too means unknown); one that
+    carries the `partial` response and the `errors` of a fanned-out `n` says it per request.
+    Without those attributes: an HTTP error status bills nothing, a cut stream what it
+    counted, any other endpoint error (a malformed 200 body, a connection lost mid-answer)
+    may have been generated in full: unknown. An exception group (a fan-out whose other
+    requests may have been billed) is unknown. An exception that is not an `EndpointError`
+    comes from user code (a function endpoint), not from a server: nothing is billed for it.
+    """
+    partial = getattr(error, "partial", None)
+    errors = getattr(error, "errors", None)
+    if isinstance(error, EndpointError) and isinstance(partial, Response) and isinstance(errors, tuple):
+        unknown = sum(1 for e in errors if not isinstance(getattr(e, "usage", None), Usage))
+        known = partial.usage
+        for e in errors:
+            used = getattr(e, "usage", None)
+            if isinstance(used, Usage):
+                known = known + used
+        return Billed(known, len(partial.completions), unknown)
+    if isinstance(error, StreamError) and isinstance(partial, Response):
+        return Billed(partial.usage, len(partial.completions))
+    if isinstance(error, BaseExceptionGroup):
+        return Billed(None)
     if not isinstance(error, EndpointError):
-        return Usage(), 0
+        return Billed(Usage())
     if hasattr(error, "usage"):
         usage = error.usage
-        return (usage, 0) if isinstance(usage, Usage) else (None, 0)
+        return Billed(usage if isinstance(usage, Usage) else None)
     if isinstance(error, HTTPStatusError):
-        return Usage(), 0
-    return None, 0
+        return Billed(Usage())
+    return Billed(None)
 
 
 class Dispatcher:
@@ -208,14 +238,21 @@ class Dispatcher:
         except anyio.get_cancelled_exc_class():
             charge = self._book(lambda: self.ledger.cancel(r, meter.usage, samples=meter.samples))
             self._ended(observe, call, ep, charge, "cancel", usd=charge.usd, estimated=charge.estimated)
+            if charge.overrun is not None and self.on_overrun is not None:
+                self.on_overrun(charge)  # a stream that ran past its reservation before the cut
             raise
         except Exception as exc:  # an endpoint or a user callable failed: record, charge, go on
             error = exc
         finally:
             token.var.reset(token)
         if error is not None:
-            usage, samples = billed(error)
-            charge = self._book(lambda: self.ledger.fail(r, usage, samples=samples))
+            bill = billed(error)
+            if isinstance(error, ExceptionGroup):
+                error = _first(error)  # type: ignore[assignment]  # one typed error, never a group
+            assert error is not None
+            charge = self._book(
+                lambda: self.ledger.fail(r, bill.usage, samples=bill.samples, unknown=bill.unknown)
+            )
             name, message = type(error).__name__, str(error)[:300]
             self._ended(
                 observe,

@@ -447,6 +447,9 @@ class Ledger:
         self._release(r)
         usage = response.usage
         samples = len(response.completions)
+        if not _credible(usage):
+            # A negative count is no bound on anything: book the worst case, marked estimated.
+            return self._book(r, self.worst(r), max(samples, r.samples), "ok", estimated=True)
         if not response.usage_reported:
             per = r.request.max_tokens
             completion = sum(min(per, len(c.text.encode()) + 1) for c in response.completions)
@@ -463,7 +466,7 @@ class Ledger:
     def cancel(self, r: Reservation, partial: Usage | None = None, *, samples: int = 0) -> Charge:
         """Charge a request we stopped: its counted usage when known, else the worst case."""
         self._release(r)
-        if partial is None:
+        if partial is None or not _credible(partial):
             return self._book(r, self.worst(r), r.samples, "cancelled", estimated=True)
         if partial.prompt_tokens > r.prompt_tokens:
             # A stream cut before the server reported usage counts the prompt by its byte bound;
@@ -471,7 +474,9 @@ class Ledger:
             partial = partial.model_copy(update={"prompt_tokens": r.prompt_tokens})
         return self._book(r, partial, samples, "cancelled", estimated=True)
 
-    def fail(self, r: Reservation, usage: Usage | None = None, *, samples: int = 0) -> Charge:
+    def fail(
+        self, r: Reservation, usage: Usage | None = None, *, samples: int = 0, unknown: int = 0
+    ) -> Charge:
         """Record a request that failed.
 
         Args:
@@ -481,11 +486,34 @@ class Ledger:
                 connection lost mid-answer: the server may have generated all of it), which
                 books the reserved worst case, marked estimated.
             samples: Completions known to have been billed with `usage`.
+            unknown: Fanned-out single requests (of the `n` the reservation holds) whose
+                usage is unknown on top of `usage`: each adds its share of the worst case
+                (one prompt copy and `max_tokens`), and the charge is marked estimated.
         """
         self._release(r)
-        if usage is None:
+        if usage is None or not _credible(usage):
             return self._book(r, self.worst(r), r.samples, "failed", estimated=True)
+        if unknown:
+            share = Usage(
+                prompt_tokens=-(-r.prompt_tokens // max(1, r.samples)),
+                completion_tokens=r.request.max_tokens,
+            )
+            for _ in range(unknown):
+                usage = usage + share
+            return self._book(r, usage, samples + unknown, "failed", estimated=True)
         return self._book(r, usage, samples, "failed", estimated=False)
+
+
+def _credible(usage: Usage) -> bool:
+    """Whether every count of `usage` is a non-negative integer (not a bool)."""
+    counts = (
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.reasoning_tokens,
+        usage.cached_prompt_tokens,
+        usage.cache_write_tokens,
+    )
+    return all(type(c) is int and c >= 0 for c in counts)
 
 
 def _clamped(usage: Usage, prompt: int, completion: int) -> Usage:
