@@ -107,6 +107,64 @@ def billed(error: BaseException) -> Billed:
     return Billed(None)
 
 
+class AttemptMeter(UsageMeter):
+    """The meter a call is sent with: counts a stream's usage, and books retried attempts.
+
+    An endpoint that retries after an attempt the server may have billed (a connection lost
+    mid-answer, a malformed 200 body) calls `before_retry(error)` first: that attempt is
+    booked under a reservation of its own (its known usage, else its worst case, marked
+    estimated), so the call's own reservation still covers the next attempt; when the budget
+    cannot hold another attempt the retry is refused (False) and the endpoint raises `error`.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, call: Call, r: Reservation, observe: Observe) -> None:
+        super().__init__()
+        self.dispatcher = dispatcher
+        self.call = call
+        self.reservation = r
+        self.observe = observe
+
+    def before_retry(self, error: BaseException) -> bool:
+        """Book the failed attempt before the endpoint retries; False: no budget for a retry."""
+        bill = billed(error)
+        if bill.usage is not None and bill.unknown == 0 and bill.usage.total_tokens == 0:
+            return True  # nothing was billed (an HTTP error status, no connection)
+        d, r = self.dispatcher, self.reservation
+        ep = d.endpoint(self.call)
+        try:
+            attempt = d.ledger.reserve(
+                r.request, r.price, endpoint=r.endpoint, prompt_copies=prompt_copies(ep, r.request)
+            )
+        except BudgetExceededError as exc:
+            d.refusals.append(Refusal(r.request, r.endpoint, prompt_copies(ep, r.request), exc))
+            d.recorder.emit(
+                "refuse",
+                endpoint=ep.name,
+                purpose=self.call.purpose,
+                limit=exc.dimension,
+                why=f"retry: {exc}",
+            )
+            return False
+        charge = d._book(
+            lambda: d.ledger.fail(attempt, bill.usage, samples=bill.samples, unknown=bill.unknown)
+        )
+        # On the receipt, not handed to the strategy: the call itself has not ended yet.
+        d.recorder.keep(
+            Outcome(call=self.call, response=None, charge=charge, error=None, round=d.recorder.round)
+        )
+        d.recorder.emit(
+            "error",
+            endpoint=ep.name,
+            purpose=self.call.purpose,
+            error=type(error).__name__,
+            message=str(error)[:300],
+            usd=charge.usd,
+            estimated=charge.estimated,
+            retried=True,
+        )
+        return True
+
+
 class Dispatcher:
     """Reserves, seeds and sends the calls of one controller run.
 
@@ -229,7 +287,8 @@ class Dispatcher:
         self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None
     ) -> None:
         ep = self.endpoint(call)
-        meter = UsageMeter()  # a stream counts its usage here, for the charge if it is cancelled
+        # A stream counts its usage here (for the charge if it is cancelled); retries book here.
+        meter = AttemptMeter(self, call, r, observe)
         token = set_meter(meter)
         response: Response | None = None
         error: Exception | None = None

@@ -197,8 +197,8 @@ class CancelData(TypedDict):
     estimated: bool
 
 
-class ErrorData(TypedDict):
-    """Kind "error": a failed request; usd booked (estimated: the worst case, it may have been billed)."""
+class _ErrorData(TypedDict):
+    """Kind "error": a failed request or attempt; usd booked (estimated: its worst case)."""
 
     endpoint: str
     purpose: str
@@ -206,6 +206,12 @@ class ErrorData(TypedDict):
     message: str
     usd: float
     estimated: bool
+
+
+class ErrorData(_ErrorData, total=False):
+    """Kind "error": as `_ErrorData`, and retried=True for an attempt the endpoint then retried."""
+
+    retried: bool
 
 
 class RefuseData(TypedDict):

@@ -369,3 +369,51 @@ async def test_every_trace_event_has_the_documented_fields_of_its_kind() -> None
         )  # type: ignore[attr-defined]
         if event.kind in ("stop", "decide") and "reason" in event.data:
             assert event.data["reason"] in STOP_REASONS
+
+
+class _Retrying:
+    """An endpoint whose first attempt is cut mid-body and then retried, as the HTTP layer does.
+
+    Before retrying it calls the installed meter's `before_retry` (the contract the endpoints
+    are to follow); a refused retry raises the attempt's error.
+    """
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.endpoint = FunctionEndpoint(self, name="retrying", price=PRICE)
+
+    async def __call__(self, request: Request) -> str:
+        from adaptive.endpoints import current_meter
+
+        self.attempts += 1  # the first attempt: the server generated it, the body was lost
+        lost = ResponseError("connection reset mid-body", endpoint="retrying")
+        meter = current_meter()
+        if meter is None or not meter.before_retry(lost):  # type: ignore[attr-defined]
+            raise lost
+        self.attempts += 1  # the retry
+        return answer(0)
+
+
+@pytest.mark.asyncio
+async def test_a_retried_attempt_is_booked_under_its_own_reservation_or_refused() -> None:
+    server = _Retrying()
+    one = PRICE.worst_case_pico(prompt_token_bound(chat("q?")), 8) / 1e12
+    async with Client(server.endpoint) as client:
+        both = await client.run(
+            "q?", strategy=SelfConsistency(n=1), budget=Budget(usd=one * 2.5), max_tokens=8
+        )
+        assert server.attempts == 2
+        assert [c.status for c in both.charges] == ["failed", "ok"]
+        assert both.charges[0].estimated and both.charges[0].usd == pytest.approx(one)
+        assert any(e.kind == "error" and e.data.get("retried") for e in both.trace)
+        server.attempts = 0
+        with pytest.raises(AdaptiveError, match="mid-body") as info:  # no room for a second attempt
+            await client.run("q?", strategy=SelfConsistency(n=1), budget=Budget(usd=one * 1.5), max_tokens=8)
+    assert server.attempts == 1
+    receipt = info.value.receipt
+    assert (
+        isinstance(receipt, Result)
+        and receipt.cost_usd == pytest.approx(one)
+        and receipt.cost_usd <= one * 1.5
+    )
+    assert any(e.kind == "refuse" and "retry" in e.data["why"] for e in receipt.trace)
