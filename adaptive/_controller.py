@@ -346,10 +346,15 @@ class _CallRun:
         return self.result(final, self.stop_reason)
 
     def error_result(self, exc: BaseException) -> Result:
-        """The partial result attached to an error as its receipt."""
-        self.stop_reason = "error"
-        self.stop_record = StopRecord(reason="error", rule=type(exc).__name__, detail=str(exc)[:300])
-        return self.result(Final(answer=None), "error")
+        """The partial result attached to an error as its receipt.
+
+        An overrun already seen stays the stop reason: it is what the caller must act on (the
+        error came with it, e.g. from the same fanned-out request).
+        """
+        if self.stop_reason != "overrun":
+            self.stop_reason = "error"
+            self.stop_record = StopRecord(reason="error", rule=type(exc).__name__, detail=str(exc)[:300])
+        return self.result(Final(answer=None), self.stop_reason)
 
     async def loop(self, run: StrategyRun) -> None:
         """State, plan, batch size, stop rules, reserve, dispatch: until something says stop."""

@@ -417,3 +417,21 @@ async def test_a_retried_attempt_is_booked_under_its_own_reservation_or_refused(
         and receipt.cost_usd <= one * 1.5
     )
     assert any(e.kind == "refuse" and "retry" in e.data["why"] for e in receipt.trace)
+
+
+@pytest.mark.asyncio
+async def test_an_overrun_stays_the_stop_reason_of_an_error_that_came_with_it() -> None:
+    def reply(request: Request, i: int) -> Response:
+        if i == 0:
+            usage = Usage(prompt_tokens=5, completion_tokens=900)
+            return Response(completions=(Completion(text=answer(0)),), usage=usage)
+        raise ResponseError("malformed", endpoint="srv")
+
+    server = Server(reply)
+    config = ControllerConfig(batch_as_n=False, max_batch=2, first_batch=2, early_cancel=False)
+    async with Client(server.endpoint, controller=config) as client:
+        try:
+            result = await client.run("q?", strategy=SelfConsistency(n=4), seed=0, max_tokens=8)
+        except AdaptiveError as exc:
+            result = exc.receipt
+    assert result.stop_reason == "overrun" and result.overruns

@@ -252,7 +252,7 @@ class CallRecord:
 def stopped_early(stop_reason: str) -> bool:
     """Whether a call stopped before its strategy finished its plan.
 
-    True when a stop rule fired ("confident", "low_marginal_gain", "budget_exhausted", ...),
+    True when a stop rule fired ("confident", "low_gain", "budget", ...),
     the budget left no room for the next request ("budget"), or the deadline passed; False
     when the strategy ran to its end ("strategy_done") or hit the controller's sample cap
     ("max_samples"), and for calls that failed ("error").
