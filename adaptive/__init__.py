@@ -29,6 +29,7 @@ from ._controller import ControllerConfig
 from ._exceptions import (
     AdaptiveError,
     BudgetExceededError,
+    ClientClosedError,
     ConfigError,
     EndpointError,
     HTTPStatusError,
@@ -102,6 +103,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "AdaptiveError",
     "ConfigError",
     "BudgetExceededError",
+    "ClientClosedError",
     "UnknownPriceError",
     "EndpointError",
     "HTTPStatusError",

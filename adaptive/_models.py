@@ -144,16 +144,20 @@ class Usage(BaseModel):
     """Token usage as the provider reported it.
 
     `reasoning_tokens` are part of `completion_tokens` (as OpenAI reports them);
-    `cached_prompt_tokens` are part of `prompt_tokens`.
+    `cached_prompt_tokens` (cache reads) and `cache_write_tokens` (prompt tokens written to
+    the cache) are part of `prompt_tokens`; `cache_write_1h_tokens` are the part of
+    `cache_write_tokens` written with Anthropic's 1-hour lifetime (billed at a higher rate
+    than the default 5-minute writes). No count can be negative.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    cache_write_tokens: int = 0
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)
+    cached_prompt_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    cache_write_1h_tokens: int = Field(default=0, ge=0)
 
     @property
     def total_tokens(self) -> int:
@@ -167,6 +171,7 @@ class Usage(BaseModel):
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
 

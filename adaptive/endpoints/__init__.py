@@ -1,20 +1,24 @@
 """Model endpoints: one file per provider, all behind the `Endpoint` contract.
 
 The HTTP providers (OpenAI chat and completions, Anthropic) are thin adapters over one HTTP
-layer (`_http`: settings, auth, errors, retries, pool; `_sse`: event streams).
+layer (`_http`: settings, auth, errors, retries, pool; `_sse`: event streams; `_checks`: the
+validation every answer passes before it counts).
 """
 
 from .._models import TokenLogprob
 from ._base import (
     BaseEndpoint,
     Endpoint,
+    PartialResponseError,
     RetryPolicy,
     UsageMeter,
     current_meter,
+    detach,
     merge_responses,
     prompt_copies,
     retry_after,
 )
+from ._checks import PLAUSIBLE_FACTOR, PLAUSIBLE_SLACK, check_indices, check_usage, count
 from ._http import HTTPEndpoint, HTTPSettings, HTTPSettingsArgs, WireError
 from ._openai import OpenAIEndpoint
 from ._openai_wire import parse_usage
@@ -33,6 +37,8 @@ from .replay import (
 )
 
 __all__ = [
+    "PLAUSIBLE_FACTOR",
+    "PLAUSIBLE_SLACK",
     "Anthropic",
     "BaseEndpoint",
     "Endpoint",
@@ -44,6 +50,7 @@ __all__ = [
     "OpenAIChat",
     "OpenAICompletions",
     "OpenAIEndpoint",
+    "PartialResponseError",
     "RecordedQuestion",
     "RecordedSample",
     "ReplayEndpoint",
@@ -55,7 +62,11 @@ __all__ = [
     "TokenLogprob",
     "UsageMeter",
     "WireError",
+    "check_indices",
+    "check_usage",
+    "count",
     "current_meter",
+    "detach",
     "jsonl_rows",
     "load_recorded",
     "merge_responses",
