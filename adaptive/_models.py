@@ -22,11 +22,22 @@ __all__ = [
 ]
 
 
-def _explain(error: ValidationError, what: str) -> str:
+class HiddenInputError(ValueError):
+    """A validation failure whose input must not be repeated (it may hold credentials)."""
+
+
+def _explain(error: ValidationError, what: str, model: type[BaseModel] | None = None) -> str:
     parts = []
+    fields = model.model_fields if model is not None else {}
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"]) or what
-        parts.append(f"{loc}: {item['msg']} (got {item.get('input')!r})")
+        field = fields.get(str(item["loc"][0])) if item["loc"] else None
+        # A field kept out of the repr (an API key, headers) is kept out of the message too.
+        hidden = isinstance(item.get("ctx", {}).get("error"), HiddenInputError) or (
+            field is not None and field.repr is False
+        )
+        shown = "" if hidden else f" (got {item.get('input')!r})"
+        parts.append(f"{loc}: {item['msg']}{shown}")
     return f"invalid {what}: " + "; ".join(parts)
 
 
@@ -43,7 +54,7 @@ class ValidatedModel(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, type(self).__name__)) from None
+            raise ConfigError(_explain(exc, type(self).__name__, type(self))) from None
 
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]

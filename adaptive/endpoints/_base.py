@@ -191,9 +191,10 @@ class RetryPolicy(ValidatedModel):
         max_wait: Cap on any single wait, seconds.
     """
 
-    attempts: int = Field(default=4, ge=1, le=20)
-    initial_wait: float = Field(default=0.5, ge=0, allow_inf_nan=False)
-    max_wait: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    # Strict: a boolean or a numeric string is a mistake to report, not a value to coerce.
+    attempts: int = Field(default=4, ge=1, le=20, strict=True)
+    initial_wait: float = Field(default=0.5, ge=0, allow_inf_nan=False, strict=True)
+    max_wait: float = Field(default=30.0, ge=0, allow_inf_nan=False, strict=True)
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether `exc` is worth another try."""

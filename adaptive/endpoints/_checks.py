@@ -75,8 +75,13 @@ def plausible_limit(request: Request) -> int:
     return PLAUSIBLE_FACTOR * (bound + request.n * request.max_tokens) + PLAUSIBLE_SLACK
 
 
-def check_usage(usage: Usage, request: Request) -> Usage:
+def check_usage(usage: Usage, request: Request, names: Mapping[str, str] | None = None) -> Usage:
     """Return `usage` if it is credible for `request` and consistent, else raise `WireError`.
+
+    Args:
+        usage: The usage as read from the answer.
+        request: The request it answers.
+        names: The provider's names of `prompt_tokens` / `completion_tokens`, for messages.
 
     Raises:
         WireError: A count above `plausible_limit`, or parts larger than their whole
@@ -87,8 +92,9 @@ def check_usage(usage: Usage, request: Request) -> Usage:
     for name in ("prompt_tokens", "completion_tokens"):
         value = getattr(usage, name)
         if value > limit:
+            shown = (names or {}).get(name, name)
             raise WireError(
-                f"the reported usage has {name}={value}, not credible for a request with "
+                f"the reported usage has {shown}={value}, not credible for a request with "
                 f"max_tokens={request.max_tokens}, n={request.n} and a prompt of at most "
                 f"{prompt_token_bound(request)} tokens (the limit is {limit})"
             )

@@ -44,7 +44,7 @@ from .._exceptions import (
     ServerError,
     TransportError,
 )
-from .._models import Request, Response, Usage, ValidatedModel
+from .._models import HiddenInputError, Request, Response, Usage, ValidatedModel
 from .._prices import Price
 from ._base import BaseEndpoint, RetryPolicy, detach, retry_after
 from ._checks import WireError
@@ -107,9 +107,10 @@ class HTTPSettings(ValidatedModel):
     provider: str | None = None
     max_concurrency: int = Field(default=64, ge=1, strict=True)
     retry: RetryPolicy | None = None
-    timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    # Strict: "5" or True is a mistake to report, not a value to coerce.
+    timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False, strict=True)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
 
     @field_validator("base_url")
     @classmethod
@@ -148,14 +149,17 @@ def parse_base_url(value: object, example: str) -> httpx.URL:
     except (httpx.InvalidURL, TypeError):
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
-        shown = value if isinstance(value, str) else type(value).__name__
         if isinstance(value, str) and "@" in value:
-            shown = "a value with '@' (not shown: it may hold credentials)"
+            raise HiddenInputError(
+                f"base_url must be an http(s) URL such as {example!r} (the value is not shown: "
+                "it has an '@' and may hold credentials)"
+            )
+        shown = value if isinstance(value, str) else type(value).__name__
         raise ValueError(f"base_url must be an http(s) URL such as {example!r} (got {shown!r})")
     if url.userinfo:
         # Credentials in the URL would reach every log line and error that shows the URL
         # (httpx logs each request's URL). The value is not repeated here for the same reason.
-        raise ValueError(
+        raise HiddenInputError(
             f"base_url must not carry credentials (user:password@host): pass the key as api_key= "
             f"(or a header in headers=) and give base_url without them, such as {example!r}"
         )

@@ -41,6 +41,8 @@ _FINISH = {
     "model_context_window_exceeded": "length",
 }
 _THINKING = ("thinking", "redacted_thinking")
+# How Anthropic names our usage fields, for error messages.
+_NAMES = {"prompt_tokens": "input_tokens (with cache reads and writes)", "completion_tokens": "output_tokens"}
 
 
 def _count(usage: Mapping[str, Any], key: str, *, required: bool = False) -> int:
@@ -238,7 +240,7 @@ class Anthropic(HTTPEndpoint):
         if not isinstance(raw, dict):
             raise WireError(f"unusable answer: 'usage' is {type(raw).__name__}, expected an object")
         usage = _input_usage(raw, _count(raw, "output_tokens", required=True))
-        return check_usage(usage, request), True
+        return check_usage(usage, request, _NAMES), True
 
     def _decoder(self, request: Request) -> StreamDecoder:
         return AnthropicStreamDecoder(request, model=self.model)
@@ -329,7 +331,7 @@ class AnthropicStreamDecoder:
                 self._id = message["id"]
             usage = message.get("usage")
             if isinstance(usage, dict):
-                self._input = check_usage(_input_usage(usage, 0), self._request)
+                self._input = check_usage(_input_usage(usage, 0), self._request, _NAMES)
                 self._start_output = _count(usage, "output_tokens")
             elif usage is not None:
                 raise WireError(f"message_start's usage is {usage!r}, expected an object")
@@ -352,7 +354,7 @@ class AnthropicStreamDecoder:
                     # Newer servers repeat the (cumulative) input usage here: the later wins.
                     self._input = _input_usage(usage, 0)
                 base = self._input or Usage(prompt_tokens=prompt_token_bound(self._request))
-                check_usage(base.model_copy(update={"completion_tokens": output}), self._request)
+                check_usage(base.model_copy(update={"completion_tokens": output}), self._request, _NAMES)
                 self._output = output
             elif usage is not None:
                 raise WireError(f"message_delta's usage is {usage!r}, expected an object")
