@@ -56,13 +56,18 @@ async def dropping() -> AsyncIterator[str]:
         await stream.aclose()
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    error: Exception | None = None
     async with listener, anyio.create_task_group() as tg:
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         tg.start_soon(listener.serve, drop)
         try:
             yield f"http://127.0.0.1:{port}"
+        except Exception as exc:
+            error = exc  # re-raised below, so the caller's error is not wrapped in a group
         finally:
             tg.cancel_scope.cancel()
+    if error is not None:
+        raise error
 
 
 async def refused_url() -> str:
