@@ -11,10 +11,10 @@ from ._answer_spec import AnswerSpec, as_answer_spec
 from ._budget import Budget
 from ._client import Client, SyncClient
 from ._controller import ControllerConfig
-from ._costing import candidate_bytes
 from ._exceptions import (
     AdaptiveError,
     BudgetExceededError,
+    ClientClosedError,
     ConfigError,
     EndpointError,
     HTTPStatusError,
@@ -101,6 +101,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "AdaptiveError",
     "ConfigError",
     "BudgetExceededError",
+    "ClientClosedError",
     "UnknownPriceError",
     "EndpointError",
     "HTTPStatusError",
@@ -168,7 +169,6 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "extractor_from_config",
     "normalize_answer",
     "answers_equivalent",
-    "candidate_bytes",
     "majority_vote",
     "weighted_vote",
     "logprob_weight",

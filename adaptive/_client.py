@@ -11,7 +11,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._budget import Budget, as_budget
 from ._controller import Controller, ControllerConfig
-from ._exceptions import ConfigError
+from ._exceptions import ClientClosedError, ConfigError
 from ._models import Message, as_messages
 from ._posterior import ConsistencyPrior
 from ._prices import Price
@@ -67,6 +67,7 @@ class Client:
         self.budget = as_budget(budget)
         self.stop = stop_rule_from_config(stop) if stop is not None else None
         self.controller = Controller(controller, prior)
+        self._closed = False
 
     @property
     def prior(self) -> ConsistencyPrior:
@@ -81,8 +82,19 @@ class Client:
     ) -> None:
         await self.aclose()
 
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose()` was called; a closed client refuses `run`."""
+        return self._closed
+
     async def aclose(self) -> None:
-        """Close the endpoint (endpoints never close an HTTP client they were given)."""
+        """Close the endpoint (endpoints never close an HTTP client they were given).
+
+        `run` raises `ClientClosedError` afterwards; closing twice is fine.
+        """
+        if self._closed:
+            return
+        self._closed = True
         await self.endpoint.aclose()
 
     async def run(
@@ -115,11 +127,16 @@ class Client:
             The answer with its receipt: samples, usage, cost, stop reason and trace.
 
         Raises:
+            ClientClosedError: The client was closed (`aclose()`); nothing was sent.
             ConfigError: Bad input (prompt, budget, strategy, unknown price with a dollar
                 budget); nothing was spent.
             EndpointError: Every request of a round failed; `error.receipt` holds what was
                 spent before.
         """
+        if self._closed:
+            raise ClientClosedError(
+                "this Client was closed (aclose()): make a new Client (and endpoint) to run more calls"
+            )
         messages = as_messages(prompt)
         limits = as_budget(budget) if budget is not None else self.budget
         strat = _strategy(strategy) if strategy is not None else self.strategy
@@ -177,22 +194,37 @@ class SyncClient(AbstractContextManager["SyncClient"]):
     """
 
     def __init__(self, endpoint: Endpoint, **kwargs: Any) -> None:
-        self._cm = start_blocking_portal()
-        self._portal: BlockingPortal = self._cm.__enter__()
+        # The client is made first: a bad argument must not leave a thread running.
         self.client = Client(endpoint, **kwargs)
+        self._cm = start_blocking_portal()
+        self._portal: BlockingPortal | None = self._cm.__enter__()
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called; a closed client refuses `run`."""
+        return self._portal is None
 
     def run(self, prompt: Prompt, **kwargs: Any) -> Result:
-        """Blocking `Client.run`."""
-        return self._portal.call(lambda: self.client.run(prompt, **kwargs))
+        """Blocking `Client.run`.
+
+        Raises:
+            ClientClosedError: The client was closed (`close()`); nothing was sent.
+        """
+        portal = self._portal
+        if portal is None:
+            raise ClientClosedError(
+                "this SyncClient was closed (close()): make a new SyncClient to run more calls"
+            )
+        return portal.call(lambda: self.client.run(prompt, **kwargs))
 
     def close(self) -> None:
-        """Close the endpoint and stop the background event loop."""
-        if self._portal is not None:
+        """Close the endpoint and stop the background event loop; closing twice is fine."""
+        portal, self._portal = self._portal, None
+        if portal is not None:
             try:
-                self._portal.call(self.client.aclose)
+                portal.call(self.client.aclose)
             finally:
                 self._cm.__exit__(None, None, None)
-                self._portal = None  # type: ignore[assignment]
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -22,11 +22,22 @@ __all__ = [
 ]
 
 
-def _explain(error: ValidationError, what: str) -> str:
+class HiddenInputError(ValueError):
+    """A validation failure whose input must not be repeated (it may hold credentials)."""
+
+
+def _explain(error: ValidationError, what: str, model: type[BaseModel] | None = None) -> str:
     parts = []
+    fields = model.model_fields if model is not None else {}
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"]) or what
-        parts.append(f"{loc}: {item['msg']} (got {item.get('input')!r})")
+        field = fields.get(str(item["loc"][0])) if item["loc"] else None
+        # A field kept out of the repr (an API key, headers) is kept out of the message too.
+        hidden = isinstance(item.get("ctx", {}).get("error"), HiddenInputError) or (
+            field is not None and field.repr is False
+        )
+        shown = "" if hidden else f" (got {item.get('input')!r})"
+        parts.append(f"{loc}: {item['msg']}{shown}")
     return f"invalid {what}: " + "; ".join(parts)
 
 
@@ -43,7 +54,7 @@ class ValidatedModel(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, type(self).__name__)) from None
+            raise ConfigError(_explain(exc, type(self).__name__, type(self))) from None
 
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
@@ -136,16 +147,20 @@ class Usage(BaseModel):
     """Token usage as the provider reported it.
 
     `reasoning_tokens` are part of `completion_tokens` (as OpenAI reports them);
-    `cached_prompt_tokens` are part of `prompt_tokens`.
+    `cached_prompt_tokens` (cache reads) and `cache_write_tokens` (prompt tokens written to
+    the cache) are part of `prompt_tokens`; `cache_write_1h_tokens` are the part of
+    `cache_write_tokens` written with Anthropic's 1-hour lifetime (billed at a higher rate
+    than the default 5-minute writes). No count can be negative.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    cache_write_tokens: int = 0
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)
+    cached_prompt_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    cache_write_1h_tokens: int = Field(default=0, ge=0)
 
     @property
     def total_tokens(self) -> int:
@@ -159,6 +174,7 @@ class Usage(BaseModel):
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
 

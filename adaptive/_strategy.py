@@ -93,6 +93,17 @@ class Task:
 
         return calls_worst_case(calls, self.endpoint, default_price=self.price)
 
+    @staticmethod
+    def candidate_bytes(max_tokens: int, prefix: str = "") -> int:
+        """The size, in UTF-8 bytes, assumed for a candidate not yet generated.
+
+        `prefix` plus up to `max_tokens` tokens: what a placeholder is given to bound the cost
+        of scoring a candidate before it exists (see `affordable`).
+        """
+        from ._costing import candidate_bytes
+
+        return candidate_bytes(max_tokens, prefix)
+
     def affordable(self, state: State, work: Iterable[tuple[Call, Sequence[Call]]]) -> int | None:
         """How many times `work` fits in what `state` says is left of the budget.
 

@@ -66,7 +66,6 @@ from adaptive import (
     Task,
     ValidatedModel,
     budget_exhausted,
-    candidate_bytes,
 )
 
 from ._fields import AnswerSpecField, ExtractorField
@@ -403,7 +402,7 @@ class _TreeRun:
         for position, beam in enumerate(beams):
             call = Call(request=self._request(beam), purpose="generate", tag=("expand", position, position))
             if self.cfg.reserve_for_scoring:
-                size = candidate_bytes(call.request.max_tokens, self._partial(beam.steps))
+                size = Task.candidate_bytes(call.request.max_tokens, self._partial(beam.steps))
                 work.append((call, scoring_calls(self.cfg.prm, self.task.question, size)))
                 fit = self.task.affordable(state, work)
                 if fit is not None and fit < 1:

@@ -36,7 +36,6 @@ from adaptive import (
     Task,
     ValidatedModel,
     budget_exhausted,
-    candidate_bytes,
     majority_vote,
 )
 
@@ -238,7 +237,7 @@ class _BestOfNRun:
     def _fits(self, state: State, request: Request) -> int | None:
         """How many candidates, each generated alone and then scored, the budget still holds."""
         if self._scoring is None:
-            size = candidate_bytes(request.max_tokens)
+            size = Task.candidate_bytes(request.max_tokens)
             self._scoring = scoring_calls(self.cfg.verifier, self.task.question, size)
         work = [(Call(request=request), self._scoring)]
         return self.task.affordable(state, work)
