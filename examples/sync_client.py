@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 
-
 from adaptive import Budget, ConfigError, Endpoint, OpenAIChat, SyncClient
 from adaptive.sim import SimEndpoint, demo_problems
 
