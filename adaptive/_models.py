@@ -67,17 +67,40 @@ class Message(ValidatedModel):
     content: str
 
 
+def _message(m: Any, index: int) -> Message:
+    if isinstance(m, Message):
+        return m
+    if isinstance(m, Mapping):
+        return Message(**dict(m))
+    raise ConfigError(
+        f"message {index} of the prompt must be a {{'role': ..., 'content': ...}} dict or a Message, "
+        f"not {type(m).__name__} {m!r:.60}"
+    )
+
+
 def as_messages(prompt: str | Sequence[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
     """Turn a prompt string or a list of message dicts into validated messages.
 
     Raises:
-        ConfigError: The prompt is empty or a message is malformed.
+        ConfigError: The prompt is not a str or a sequence of messages, is empty, or a message
+            is malformed.
     """
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ConfigError("the prompt is empty: pass a non-empty string or list of messages")
         return (Message(role="user", content=prompt),)
-    messages = tuple(m if isinstance(m, Message) else Message(**dict(m)) for m in prompt)
+    if (
+        isinstance(prompt, Mapping)
+        or not isinstance(prompt, Sequence)
+        or isinstance(prompt, bytes | bytearray)
+    ):
+        hint = " (decode it to a str first)" if isinstance(prompt, bytes | bytearray) else ""
+        hint = " (wrap one message in a list: [message])" if isinstance(prompt, Mapping) else hint
+        raise ConfigError(
+            f"the prompt must be a str or a list of messages ({{'role': ..., 'content': ...}} dicts "
+            f"or Message objects), not {type(prompt).__name__}{hint}"
+        )
+    messages = tuple(_message(m, i) for i, m in enumerate(prompt))
     if not messages:
         raise ConfigError("messages is empty: pass at least one message")
     if not any(m.content.strip() for m in messages):
