@@ -18,7 +18,7 @@ from ._prices import Price
 from ._result import Result
 from ._state import State
 from ._stop import StopRule, stop_rule_from_config
-from ._strategy import Sampling, SingleSample, Strategy, Task, strategy_from_config
+from ._strategy import Sampling, SingleSample, Strategy, Task, check_stop_rule, strategy_from_config
 from .endpoints._base import Endpoint
 
 __all__ = ["Client", "SyncClient"]
@@ -66,6 +66,8 @@ class Client:
         self.strategy = _strategy(strategy) if strategy is not None else SingleSample()
         self.budget = as_budget(budget)
         self.stop = stop_rule_from_config(stop) if stop is not None else None
+        if strategy is not None:  # refuse a default pair that could never work, at once
+            check_stop_rule(self.strategy, self.stop, given="Client(stop=...)")
         self.controller = Controller(controller, prior)
         self._closed = False
 
@@ -129,7 +131,7 @@ class Client:
         Raises:
             ClientClosedError: The client was closed (`aclose()`); nothing was sent.
             ConfigError: Bad input (prompt, budget, strategy, unknown price with a dollar
-                budget); nothing was spent.
+                budget, a stop rule the strategy cannot honour); nothing was spent.
             EndpointError: Every request of a round failed; `error.receipt` holds what was
                 spent before.
         """
@@ -141,6 +143,8 @@ class Client:
         limits = as_budget(budget) if budget is not None else self.budget
         strat = _strategy(strategy) if strategy is not None else self.strategy
         rule = stop_rule_from_config(stop) if stop is not None else self.stop
+        # A rule the strategy cannot honour is refused here, before anything is sent.
+        check_stop_rule(strat, rule, given="stop=..." if stop is not None else "Client(stop=...)")
         if rule is None:
             rule = strat.default_stop()
         overrides: dict[str, Any] = {}

@@ -33,6 +33,12 @@ ledger must charge the request's reserved worst case.
 
 Endpoint errors never carry a chain back to an HTTP library's request object (which holds
 the credentials): `__cause__` and `__context__` are either None or another adaptive error.
+
+What a run did instead of what was asked, when it could still answer (a fallback taken: a
+vote without the asked-for weights, a search that kept unscored candidates), is never
+silent either: it is an entry of `Final.warnings` (copied onto the result) and is also
+emitted as an `AdaptiveWarning` (a `UserWarning`), so `warnings.filterwarnings` can turn it
+into an error or hide it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # _models imports this module: the types are for annotations only
     from ._models import Response, Usage
 
+# `AdaptiveWarning` is not listed: the public surface is full, and it is reached as
+# `Final.Warning` (this list is the error tree, every name of it exported from adaptive).
 __all__ = [
     "AdaptiveError",
     "BudgetExceededError",
@@ -71,6 +79,14 @@ class AdaptiveError(Exception):
         """Attach the partial result of the run that failed and return self."""
         self.receipt = receipt
         return self
+
+
+class AdaptiveWarning(UserWarning):
+    """A fallback a run took: it answered, but not quite as configured.
+
+    Emitted with `warnings.warn` when a strategy's `Final` carries warnings; the same text is
+    kept in `Final.warnings`. Reach the class as `Final.Warning` (or filter on `UserWarning`).
+    """
 
 
 class ConfigError(AdaptiveError, ValueError):

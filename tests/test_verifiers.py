@@ -87,6 +87,8 @@ def test_llm_judge_custom_parser() -> None:
     v = judge.verification("q", "s")
     assert v.finish([response(Completion(text="abcd"))]) == pytest.approx(0.4)
     assert v.finish([response(Completion(text="boom"))]) is None
+    # A parser that raises is a failure the strategy hears of, not an unparseable reply.
+    assert v.outcome([response(Completion(text="boom"))]) == (None, "RuntimeError: bad")
 
 
 def test_llm_judge_validation() -> None:
@@ -206,6 +208,8 @@ def test_sync_function_verifier_scores_locally() -> None:
     assert v.verification("q", "abc").calls == ()
     assert v.verification("q", "yes").score == 1.0
     assert v.verification("q", "crash").score is None
+    assert v.verification("q", "crash").error == "ValueError: bad"
+    assert v.verification("q", "nan").error is None  # NaN is unscored, not a failure
     assert v.verification("q", "nan").score is None
     with pytest.raises(ConfigError, match="not both"):
         FunctionVerifier(score, fn=score)
@@ -233,6 +237,7 @@ async def test_async_function_verifier_goes_through_a_free_call() -> None:
     assert v.finish([got]) == 0.25
     crashed = await ep.request(fv.verification("Q?", "crash").calls[0].request)
     assert v.finish([crashed]) is None
+    assert v.outcome([crashed]) == (None, "ValueError: bad")
     # One endpoint per verifier, reused.
     assert fv.verification("a", "b").calls[0].endpoint is ep
 
@@ -252,6 +257,7 @@ def test_verification_needs_a_reader_for_calls() -> None:
         raise KeyError("score")
 
     assert Verification(calls=(call,), read=choke).finish([None]) is None
+    assert Verification(calls=(call,), read=choke).outcome([None]) == (None, "KeyError: 'score'")
 
 
 def test_verifier_from_config() -> None:
