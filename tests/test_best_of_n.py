@@ -265,3 +265,19 @@ async def test_on_the_simulator_with_the_sim_reward_model() -> None:
             assert result.answer == answers[scores.index(max(scores))]
             assert result.cost_usd <= 0.01
             assert {s.endpoint for s in verify_samples(result)} == {"SimRewardEndpoint(sim-verifier)"}
+
+
+@pytest.mark.asyncio
+async def test_a_plain_function_is_a_verifier() -> None:
+    problem = demo_problems(1)[0]
+
+    def has_the_answer(question: str, solution: str) -> float:
+        return float(f"The answer is {problem.answer}" in solution)
+
+    strategy = BestOfN(n=6, verifier=has_the_answer)
+    assert strategy.verifier.name == "has_the_answer"
+    async with Client(SimEndpoint()) as client:
+        result = await client.run(problem.question, strategy=strategy, seed=2)
+    verify = [s for s in result.samples if s.purpose == "verify"]
+    assert len(verify) == 6 and result.cost_usd > 0  # scored by free calls, generation billed
+    assert result.answer == problem.answer

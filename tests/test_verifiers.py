@@ -192,8 +192,14 @@ def test_exact_checker_with_a_check_function() -> None:
 # -- function verifier -------------------------------------------------------------------
 
 
-def test_sync_function_verifier_scores_locally() -> None:
+@pytest.mark.asyncio
+async def test_sync_function_verifier_runs_in_a_worker_thread() -> None:
+    import threading
+
+    threads: set[int] = set()
+
     def score(question: str, solution: str) -> float | bool | None:
+        threads.add(threading.get_ident())
         if solution == "crash":
             raise ValueError("bad")
         if solution == "nan":
@@ -204,13 +210,18 @@ def test_sync_function_verifier_scores_locally() -> None:
 
     v = FunctionVerifier(score)
     assert v.name == "score"
-    assert v.verification("q", "abc").score == pytest.approx(0.3)
-    assert v.verification("q", "abc").calls == ()
-    assert v.verification("q", "yes").score == 1.0
-    assert v.verification("q", "crash").score is None
-    assert v.verification("q", "crash").error == "ValueError: bad"
-    assert v.verification("q", "nan").error is None  # NaN is unscored, not a failure
-    assert v.verification("q", "nan").score is None
+
+    async def outcome(solution: str) -> tuple[float | None, str | None]:
+        verification = v.verification("q", solution)
+        (call,) = verification.calls
+        assert call.purpose == "verify" and call.endpoint is not None
+        return verification.outcome([await call.endpoint.request(call.request)])
+
+    assert (await outcome("abc"))[0] == pytest.approx(0.3)
+    assert await outcome("yes") == (1.0, None)
+    assert await outcome("crash") == (None, "ValueError: bad")
+    assert await outcome("nan") == (None, None)  # NaN is unscored, not a failure
+    assert threading.get_ident() not in threads  # never on the event loop's thread
     with pytest.raises(ConfigError, match="not both"):
         FunctionVerifier(score, fn=score)
 

@@ -32,6 +32,7 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
+import anyio.to_thread
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from adaptive import (
@@ -268,10 +269,10 @@ ScoreFn = SyncScoreFn | AsyncScoreFn
 class FunctionVerifier(_VerifierModel):
     """Any callable `fn(question, solution) -> float | bool | None` as a verifier.
 
-    A sync callable is scored locally and for free, in the event loop between rounds (keep it
-    quick; make it async if it is slow). An async callable is awaited by the controller through
-    a free call on a `FunctionEndpoint` (purpose "verify", $0, reported usage 0), so it runs
-    concurrently with the other scoring calls and shows on the receipt. A bool counts as
+    Either kind is scored through a free call on a `FunctionEndpoint` (purpose "verify", $0,
+    reported usage 0), so it runs concurrently with the other scoring calls and shows on the
+    receipt: an async callable is awaited, a sync one runs in a worker thread (as
+    `FunctionEndpoint` runs sync functions), so a slow check never blocks the event loop. A bool counts as
     1.0 / 0.0; None or NaN leaves the candidate unscored. An exception is a verifier failure
     (`Verification.error`): the strategy raises `VerifierError`, or with
     `on_verifier_error="skip"` leaves the candidate unscored and records it.
@@ -302,10 +303,16 @@ class FunctionVerifier(_VerifierModel):
     def _endpoint(self) -> Endpoint:
         fn = self.fn
 
+        is_async = is_async_callable(fn)
+
         async def score(request: Request) -> Completion:
             assert request.messages is not None
+            question, solution = request.messages[0].content, request.messages[-1].content
             try:
-                raw = await fn(request.messages[0].content, request.messages[-1].content)
+                if is_async:
+                    raw = await fn(question, solution)
+                else:
+                    raw = await anyio.to_thread.run_sync(fn, question, solution)
             except Exception as exc:  # carried in the reply: a failed call would fail the round
                 return Completion(text=_RAISED + describe_error(exc), finish_reason="stop")
             value = finite(float(raw)) if isinstance(raw, bool) else finite(raw)
@@ -318,16 +325,10 @@ class FunctionVerifier(_VerifierModel):
     def verification(
         self, question: str, solution: str, *, steps: Sequence[str] | None = None, seed: int | None = None
     ) -> Verification:
-        """Score locally (sync function) or with one free call (async function)."""
-        if is_async_callable(self.fn):
-            request = Request(messages=_pair(question, solution), max_tokens=1)
-            call = Call(request=request, endpoint=self._endpoint, purpose="verify")
-            return Verification(calls=(call,), read=_read_function_reply)
-        try:
-            value = self.fn(question, solution)
-        except Exception as exc:  # a failure of the check, reported by the strategy
-            return Verification(error=describe_error(exc))
-        return Verification(score=finite(float(value)) if isinstance(value, bool) else finite(value))
+        """One free call that runs the function (awaited, or in a worker thread if sync)."""
+        request = Request(messages=_pair(question, solution), max_tokens=1)
+        call = Call(request=request, endpoint=self._endpoint, purpose="verify")
+        return Verification(calls=(call,), read=_read_function_reply)
 
 
 def _read_function_reply(responses: Sequence[Response | None]) -> ScoreValue:
