@@ -126,26 +126,10 @@ def _logprobs(sample: SimSample, k: int, key: int) -> tuple[TokenLogprob, ...]:
     )
 
 
-def _fallback(request: Request) -> SimSample:
-    toks = tokenize(_NO_PROBLEM)
-    kept, lps, finish = truncate(toks, [-0.5] * len(toks), stop=request.stop, max_tokens=request.max_tokens)
-    return SimSample(
-        text="".join(kept),
-        steps=(),
-        answer=None,
-        tokens=tuple(kept),
-        token_logprobs=tuple(lps),
-        finish_reason=finish,
-        values=(),
-        on_track=(),
-        correct=None,
-    )
-
-
-def _plain(text: str, request: Request) -> SimSample:
-    """A completion of fixed text (confident tokens), cut at `max_tokens` and stop sequences."""
+def _plain(text: str, request: Request, logprob: float = -0.05) -> SimSample:
+    """A completion of fixed text, cut at `max_tokens` and stop sequences."""
     toks = tokenize(text)
-    kept, lps, finish = truncate(toks, [-0.05] * len(toks), stop=request.stop, max_tokens=request.max_tokens)
+    kept, lps, finish = truncate(toks, [logprob] * len(toks), stop=request.stop, max_tokens=request.max_tokens)
     return SimSample(
         text="".join(kept),
         steps=(),
@@ -198,7 +182,7 @@ def simulate_samples(model: SimModel, request: Request, *, auto_seed: int = 0) -
         pp, assistant = _chat_input(request)
         prefix = assistant or ""
     if pp is None:
-        return [_fallback(request)] * request.n
+        return [_plain(_NO_PROBLEM, request, logprob=-0.5)] * request.n
     seed = request.seed if request.seed is not None else _AUTO_SEED_BASE + auto_seed
     temperature = 1.0 if request.temperature is None else request.temperature
     return [
