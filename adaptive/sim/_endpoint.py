@@ -129,7 +129,8 @@ def _logprobs(sample: SimSample, k: int, key: int) -> tuple[TokenLogprob, ...]:
 def _plain(text: str, request: Request, logprob: float = -0.05) -> SimSample:
     """A completion of fixed text, cut at `max_tokens` and stop sequences."""
     toks = tokenize(text)
-    kept, lps, finish = truncate(toks, [logprob] * len(toks), stop=request.stop, max_tokens=request.max_tokens)
+    lps = [logprob] * len(toks)
+    kept, lps, finish = truncate(toks, lps, stop=request.stop, max_tokens=request.max_tokens)
     return SimSample(
         text="".join(kept),
         steps=(),
