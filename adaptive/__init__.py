@@ -11,11 +11,11 @@ from ._answer_spec import AnswerSpec, as_answer_spec
 from ._budget import Budget
 from ._client import Client, SyncClient
 from ._controller import ControllerConfig
-from ._costing import candidate_bytes
 from ._exceptions import (
     AdaptiveError,
     BudgetExceededError,
     BudgetTooSmallError,
+    ClientClosedError,
     ConfigError,
     EndpointError,
     HTTPStatusError,
@@ -107,6 +107,7 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "BudgetExceededError",
     "BudgetTooSmallError",
     "LedgerError",
+    "ClientClosedError",
     "UnknownPriceError",
     "EndpointError",
     "HTTPStatusError",
@@ -174,7 +175,6 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "extractor_from_config",
     "normalize_answer",
     "answers_equivalent",
-    "candidate_bytes",
     "majority_vote",
     "weighted_vote",
     "logprob_weight",

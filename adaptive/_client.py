@@ -11,14 +11,14 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._budget import Budget, as_budget
 from ._controller import Controller, ControllerConfig
-from ._exceptions import ConfigError
+from ._exceptions import ClientClosedError, ConfigError
 from ._models import Message, as_messages
 from ._posterior import ConsistencyPrior
 from ._prices import Price
 from ._result import Result
 from ._state import State
 from ._stop import StopRule, stop_rule_from_config
-from ._strategy import Sampling, SingleSample, Strategy, Task, strategy_from_config
+from ._strategy import Sampling, SingleSample, Strategy, Task, check_stop_rule, strategy_from_config
 from .endpoints._base import Endpoint
 
 __all__ = ["Client", "SyncClient"]
@@ -66,7 +66,10 @@ class Client:
         self.strategy = _strategy(strategy) if strategy is not None else SingleSample()
         self.budget = as_budget(budget)
         self.stop = stop_rule_from_config(stop) if stop is not None else None
+        if strategy is not None:  # refuse a default pair that could never work, at once
+            check_stop_rule(self.strategy, self.stop, given="Client(stop=...)")
         self.controller = Controller(controller, prior)
+        self._closed = False
 
     @property
     def prior(self) -> ConsistencyPrior:
@@ -81,8 +84,19 @@ class Client:
     ) -> None:
         await self.aclose()
 
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose()` was called; a closed client refuses `run`."""
+        return self._closed
+
     async def aclose(self) -> None:
-        """Close the endpoint (endpoints never close an HTTP client they were given)."""
+        """Close the endpoint (endpoints never close an HTTP client they were given).
+
+        `run` raises `ClientClosedError` afterwards; closing twice is fine.
+        """
+        if self._closed:
+            return
+        self._closed = True
         await self.endpoint.aclose()
 
     async def run(
@@ -115,15 +129,22 @@ class Client:
             The answer with its receipt: samples, usage, cost, stop reason and trace.
 
         Raises:
+            ClientClosedError: The client was closed (`aclose()`); nothing was sent.
             ConfigError: Bad input (prompt, budget, strategy, unknown price with a dollar
-                budget); nothing was spent.
+                budget, a stop rule the strategy cannot honour); nothing was spent.
             EndpointError: Every request of a round failed; `error.receipt` holds what was
                 spent before.
         """
+        if self._closed:
+            raise ClientClosedError(
+                "this Client was closed (aclose()): make a new Client (and endpoint) to run more calls"
+            )
         messages = as_messages(prompt)
         limits = as_budget(budget) if budget is not None else self.budget
         strat = _strategy(strategy) if strategy is not None else self.strategy
         rule = stop_rule_from_config(stop) if stop is not None else self.stop
+        # A rule the strategy cannot honour is refused here, before anything is sent.
+        check_stop_rule(strat, rule, given="stop=..." if stop is not None else "Client(stop=...)")
         if rule is None:
             rule = strat.default_stop()
         overrides: dict[str, Any] = {}
@@ -177,22 +198,37 @@ class SyncClient(AbstractContextManager["SyncClient"]):
     """
 
     def __init__(self, endpoint: Endpoint, **kwargs: Any) -> None:
-        self._cm = start_blocking_portal()
-        self._portal: BlockingPortal = self._cm.__enter__()
+        # The client is made first: a bad argument must not leave a thread running.
         self.client = Client(endpoint, **kwargs)
+        self._cm = start_blocking_portal()
+        self._portal: BlockingPortal | None = self._cm.__enter__()
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close()` was called; a closed client refuses `run`."""
+        return self._portal is None
 
     def run(self, prompt: Prompt, **kwargs: Any) -> Result:
-        """Blocking `Client.run`."""
-        return self._portal.call(lambda: self.client.run(prompt, **kwargs))
+        """Blocking `Client.run`.
+
+        Raises:
+            ClientClosedError: The client was closed (`close()`); nothing was sent.
+        """
+        portal = self._portal
+        if portal is None:
+            raise ClientClosedError(
+                "this SyncClient was closed (close()): make a new SyncClient to run more calls"
+            )
+        return portal.call(lambda: self.client.run(prompt, **kwargs))
 
     def close(self) -> None:
-        """Close the endpoint and stop the background event loop."""
-        if self._portal is not None:
+        """Close the endpoint and stop the background event loop; closing twice is fine."""
+        portal, self._portal = self._portal, None
+        if portal is not None:
             try:
-                self._portal.call(self.client.aclose)
+                portal.call(self.client.aclose)
             finally:
                 self._cm.__exit__(None, None, None)
-                self._portal = None  # type: ignore[assignment]
 
     def __exit__(self, *exc: object) -> None:
         self.close()

@@ -22,11 +22,22 @@ __all__ = [
 ]
 
 
-def _explain(error: ValidationError, what: str) -> str:
+class HiddenInputError(ValueError):
+    """A validation failure whose input must not be repeated (it may hold credentials)."""
+
+
+def _explain(error: ValidationError, what: str, model: type[BaseModel] | None = None) -> str:
     parts = []
+    fields = model.model_fields if model is not None else {}
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"]) or what
-        parts.append(f"{loc}: {item['msg']} (got {item.get('input')!r})")
+        field = fields.get(str(item["loc"][0])) if item["loc"] else None
+        # A field kept out of the repr (an API key, headers) is kept out of the message too.
+        hidden = isinstance(item.get("ctx", {}).get("error"), HiddenInputError) or (
+            field is not None and field.repr is False
+        )
+        shown = "" if hidden else f" (got {item.get('input')!r})"
+        parts.append(f"{loc}: {item['msg']}{shown}")
     return f"invalid {what}: " + "; ".join(parts)
 
 
@@ -43,7 +54,7 @@ class ValidatedModel(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(_explain(exc, type(self).__name__)) from None
+            raise ConfigError(_explain(exc, type(self).__name__, type(self))) from None
 
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
@@ -56,17 +67,40 @@ class Message(ValidatedModel):
     content: str
 
 
+def _message(m: Any, index: int) -> Message:
+    if isinstance(m, Message):
+        return m
+    if isinstance(m, Mapping):
+        return Message(**dict(m))
+    raise ConfigError(
+        f"message {index} of the prompt must be a {{'role': ..., 'content': ...}} dict or a Message, "
+        f"not {type(m).__name__} {m!r:.60}"
+    )
+
+
 def as_messages(prompt: str | Sequence[Message | Mapping[str, Any]]) -> tuple[Message, ...]:
     """Turn a prompt string or a list of message dicts into validated messages.
 
     Raises:
-        ConfigError: The prompt is empty or a message is malformed.
+        ConfigError: The prompt is not a str or a sequence of messages, is empty, or a message
+            is malformed.
     """
     if isinstance(prompt, str):
         if not prompt.strip():
             raise ConfigError("the prompt is empty: pass a non-empty string or list of messages")
         return (Message(role="user", content=prompt),)
-    messages = tuple(m if isinstance(m, Message) else Message(**dict(m)) for m in prompt)
+    if (
+        isinstance(prompt, Mapping)
+        or not isinstance(prompt, Sequence)
+        or isinstance(prompt, bytes | bytearray)
+    ):
+        hint = " (decode it to a str first)" if isinstance(prompt, bytes | bytearray) else ""
+        hint = " (wrap one message in a list: [message])" if isinstance(prompt, Mapping) else hint
+        raise ConfigError(
+            f"the prompt must be a str or a list of messages ({{'role': ..., 'content': ...}} dicts "
+            f"or Message objects), not {type(prompt).__name__}{hint}"
+        )
+    messages = tuple(_message(m, i) for i, m in enumerate(prompt))
     if not messages:
         raise ConfigError("messages is empty: pass at least one message")
     if not any(m.content.strip() for m in messages):
@@ -136,16 +170,20 @@ class Usage(BaseModel):
     """Token usage as the provider reported it.
 
     `reasoning_tokens` are part of `completion_tokens` (as OpenAI reports them);
-    `cached_prompt_tokens` are part of `prompt_tokens`.
+    `cached_prompt_tokens` (cache reads) and `cache_write_tokens` (prompt tokens written to
+    the cache) are part of `prompt_tokens`; `cache_write_1h_tokens` are the part of
+    `cache_write_tokens` written with Anthropic's 1-hour lifetime (billed at a higher rate
+    than the default 5-minute writes). No count can be negative.
     """
 
     model_config = ConfigDict(frozen=True)
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    reasoning_tokens: int = 0
-    cached_prompt_tokens: int = 0
-    cache_write_tokens: int = 0
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)
+    cached_prompt_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    cache_write_1h_tokens: int = Field(default=0, ge=0)
 
     @property
     def total_tokens(self) -> int:
@@ -159,6 +197,7 @@ class Usage(BaseModel):
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             cached_prompt_tokens=self.cached_prompt_tokens + other.cached_prompt_tokens,
             cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
 

@@ -169,7 +169,10 @@ class ConsistencyPrior:
     # -- learning ------------------------------------------------------------------------
     def observe(self, v1: int, v2: int) -> None:
         """Log one finished question's top-two vote counts (refit with `refit`)."""
-        v1, v2 = max(v1, v2), min(v1, v2)
+        for label, v in (("v1", v1), ("v2", v2)):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 0:
+                raise ConfigError(f"vote counts must be whole numbers >= 0 (got {label}={v!r})")
+        v1, v2 = max(int(v1), int(v2)), min(int(v1), int(v2))
         if v1 + v2 >= 2:  # fewer votes carry no information about consistency
             self.counts[(v1, v2)] += 1
 
@@ -188,14 +191,22 @@ class ConsistencyPrior:
         n = np.array([self.counts[k] for k in keys], dtype=np.float64)
         v1 = np.array([k[0] for k in keys], dtype=np.float64)[:, None]
         v2 = np.array([k[1] for k in keys], dtype=np.float64)[:, None]
-        lik = np.exp(v1 * self._log_d + v2 * self._log_1md) + np.exp(v2 * self._log_d + v1 * self._log_1md)
+        # In log space, each question's row scaled by its largest entry (responsibilities do
+        # not depend on a row's scale): raw likelihoods underflow to 0 from about 600-600
+        # votes on, and 0 / 0 would make every weight NaN.
+        loglik = np.logaddexp(v1 * self._log_d + v2 * self._log_1md, v2 * self._log_d + v1 * self._log_1md)
+        lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
         uniform = np.full_like(self.weights, 1.0 / len(self.weights))
         w = self.weights
         total = n.sum() + self.pseudo_count
         for _ in range(iterations):
             joint = lik * w
-            resp = joint / joint.sum(axis=1, keepdims=True)
+            # A row whose likelihood sits only where the weights are 0 says nothing: it adds 0.
+            norm = joint.sum(axis=1, keepdims=True)
+            resp = np.divide(joint, norm, out=np.zeros_like(joint), where=norm > 0)
             w = (n @ resp + self.pseudo_count * uniform) / total
+        if not np.all(np.isfinite(w)) or w.sum() <= 0:  # a guard: the steps above cannot do this
+            raise ConfigError("the consistency prior could not be fitted on these logs (non-finite weights)")
         self.weights = w
         self._invalidate()
 
@@ -297,7 +308,9 @@ class ConsistencyPrior:
         Raises:
             ConfigError: The file cannot be written (the message names the path).
         """
-        text = json.dumps(self.to_dict()) + "\n"
+        data = self.to_dict()
+        _weights(data["weights"], len(self.d))  # never write a file that `load` would refuse
+        text = json.dumps(data, allow_nan=False) + "\n"
         try:
             Path(path).write_text(text, encoding="utf-8")
         except OSError as exc:

@@ -21,12 +21,14 @@ the receipt shows it beside every generated sample. A run that reads no answers 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import Field
 
 from ._answer_spec import AnswerSpec
+from ._exceptions import AdaptiveWarning, ConfigError
 from ._ledger import Charge
 from ._models import Completion, Message, Request, Response, ValidatedModel
 from ._prices import Price
@@ -92,6 +94,17 @@ class Task:
         from ._costing import calls_worst_case
 
         return calls_worst_case(calls, self.endpoint, default_price=self.price)
+
+    @staticmethod
+    def candidate_bytes(max_tokens: int, prefix: str = "") -> int:
+        """The size, in UTF-8 bytes, assumed for a candidate not yet generated.
+
+        `prefix` plus up to `max_tokens` tokens: what a placeholder is given to bound the cost
+        of scoring a candidate before it exists (see `affordable`).
+        """
+        from ._costing import candidate_bytes
+
+        return candidate_bytes(max_tokens, prefix)
 
     def affordable(self, state: State, work: Iterable[tuple[Call, Sequence[Call]]]) -> int | None:
         """How many times `work` fits in what `state` says is left of the budget.
@@ -230,12 +243,28 @@ class Final:
         text: The full text of the chosen completion.
         confidence: The strategy's own confidence, when it has one.
         details: Strategy-specific figures for the receipt.
+        warnings: What the run did other than as configured while still answering (a
+            fallback taken, an input it could not use), one self-contained sentence each,
+            naming the strategy and what to change. Creating a `Final` with warnings emits
+            each one as an `AdaptiveWarning` (`Final.Warning`); the controller copies the
+            tuple onto the result (`Result.warnings`), so a receipt shows them too.
+        Warning: The warning category emitted (`AdaptiveWarning`, a `UserWarning`), for
+            `warnings.filterwarnings` and `pytest.warns`.
     """
+
+    Warning: ClassVar[type[AdaptiveWarning]] = AdaptiveWarning
 
     answer: str | None
     text: str | None = None
     confidence: float | None = None
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # Emitted where the Final is made, so that a strategy cannot put a warning on the
+        # receipt without the user also hearing of it (and `filterwarnings` can escalate it).
+        for message in self.warnings:
+            warnings.warn(message, AdaptiveWarning, stacklevel=3)
 
 
 @runtime_checkable
@@ -269,7 +298,15 @@ class StrategyRun(Protocol):
 
 @runtime_checkable
 class Strategy(Protocol):
-    """The one small protocol a user implements to write a strategy."""
+    """The one small protocol a user implements to write a strategy.
+
+    A strategy may also define `check_stop_rule(rule: StopRule) -> None`, raising
+    `ConfigError` when a stop rule the caller gave cannot apply to it (its plans are never
+    stoppable, or the rule would make some of its settings dead). It is optional (not part of
+    the protocol's required members, so strategies without it keep working and accept every
+    rule) and is called before anything is sent, with the rule given to `run(stop=...)` or
+    `Client(stop=...)`; the strategy's own `default_stop()` is never checked.
+    """
 
     @property
     def name(self) -> str:
@@ -319,6 +356,26 @@ def strategy_from_config(
         ConfigError: Unknown strategy name (the message lists the known ones) or bad parameters.
     """
     return STRATEGIES.build(config, params)
+
+
+def check_stop_rule(strategy: Strategy, rule: StopRule | None, *, given: str = "stop=...") -> None:
+    """Ask `strategy` whether a stop rule the caller gave can apply to it, before anything is sent.
+
+    Args:
+        strategy: The call's strategy; one without `check_stop_rule` accepts every rule.
+        rule: The rule the caller gave (None: nothing to check).
+        given: Where the rule came from, for the message ("stop=..." or "Client(stop=...)").
+
+    Raises:
+        ConfigError: The strategy says the rule cannot apply; the message says what to change.
+    """
+    check = getattr(strategy, "check_stop_rule", None)
+    if rule is None or check is None:
+        return
+    try:
+        check(rule)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the rule was given as {given})") from None
 
 
 class _SingleRun:
@@ -382,6 +439,18 @@ class SingleSample(ValidatedModel):
     def default_stop(self) -> StopRule | None:
         """No stop rule: one sample is the whole plan."""
         return None
+
+    def check_stop_rule(self, rule: StopRule) -> None:
+        """Refuse every stop rule: one sample cannot be cut short, the rule would be ignored.
+
+        Raises:
+            ConfigError: Always; drop the rule or use a strategy that samples adaptively.
+        """
+        raise ConfigError(
+            f"strategy 'single' draws exactly one sample, so the stop rule {rule!r} could never "
+            "end it early and would be ignored: drop the stop rule, or use a strategy that can "
+            "stop early (e.g. AdaptiveConsistency(max_samples=...))"
+        )
 
 
 STRATEGIES.register("single", SingleSample)

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 
-import adaptive_strategies  # noqa: F401  (registers the built-in strategies by name)
-
 from adaptive import Budget, ConfigError, Endpoint, OpenAIChat, SyncClient
 from adaptive.sim import SimEndpoint, demo_problems
 

@@ -19,6 +19,7 @@ from adaptive import (
     Client,
     Completion,
     ConfigError,
+    Final,
     FunctionEndpoint,
     Price,
     Request,
@@ -133,9 +134,13 @@ async def test_tight_budget_scores_every_candidate_it_pays_for() -> None:
         free = await client.run("q?", strategy=strategy, seed=0)
         budget = Budget(usd=free.cost_usd * 0.3)
         tight = await client.run("q?", strategy=strategy, seed=0, budget=budget)
-        careless = await client.run(
-            "q?", strategy=strategy.model_copy(update={"reserve_for_scoring": False}), seed=0, budget=budget
-        )
+        with pytest.warns(Final.Warning, match="scored none of the"):  # every scoring call refused
+            careless = await client.run(
+                "q?",
+                strategy=strategy.model_copy(update={"reserve_for_scoring": False}),
+                seed=0,
+                budget=budget,
+            )
     assert 1 <= tight.generated < 16
     assert tight.details["scored"] == tight.generated  # nothing paid for went unscored
     assert tight.cost_usd <= budget.usd  # type: ignore[operator]
@@ -158,12 +163,15 @@ async def test_unscored_candidates_and_fallback() -> None:
     async with Client(gen) as client:
         some = await client.run("q?", strategy=BestOfN(n=3, verifier=LLMJudge(endpoint=judge)), seed=0)
         replies["3"] = "hmm"
-        none = await client.run("q?", strategy=BestOfN(n=3, verifier=LLMJudge(endpoint=judge)), seed=0)
+        with pytest.warns(Final.Warning, match="scored none of the 3 candidates.*plain majority"):
+            none = await client.run("q?", strategy=BestOfN(n=3, verifier=LLMJudge(endpoint=judge)), seed=0)
     # The only scored candidate wins over the unparseable majority.
     assert some.answer == "3" and some.details["scored"] == 1 and not some.details["fallback"]
     assert some.details["scores"] == [pytest.approx(0.8), None, None]
     # Nothing scored: plain majority over all candidates.
-    assert none.answer == "5" and none.details["fallback"] and none.details["scored"] == 0
+    assert (
+        none.answer == "5" and none.details["fallback"].startswith("majority") and none.details["scored"] == 0
+    )
 
 
 @pytest.mark.asyncio
@@ -258,3 +266,19 @@ async def test_on_the_simulator_with_the_sim_reward_model() -> None:
             assert result.answer == answers[scores.index(max(scores))]
             assert result.cost_usd <= 0.01
             assert {s.endpoint for s in verify_samples(result)} == {"SimRewardEndpoint(sim-verifier)"}
+
+
+@pytest.mark.asyncio
+async def test_a_plain_function_is_a_verifier() -> None:
+    problem = demo_problems(1)[0]
+
+    def has_the_answer(question: str, solution: str) -> float:
+        return float(f"The answer is {problem.answer}" in solution)
+
+    strategy = BestOfN(n=6, verifier=has_the_answer)
+    assert strategy.verifier.name == "has_the_answer"
+    async with Client(SimEndpoint()) as client:
+        result = await client.run(problem.question, strategy=strategy, seed=2)
+    verify = [s for s in result.samples if s.purpose == "verify"]
+    assert len(verify) == 6 and result.cost_usd > 0  # scored by free calls, generation billed
+    assert result.answer == problem.answer

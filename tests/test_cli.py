@@ -173,12 +173,35 @@ def test_remote_calls_that_fail_count_as_errors(capsys: pytest.CaptureFixture[st
     ]
     with run_in_thread(app) as server:
         code = main([*argv, "--base-url", server.url + "/v1"])
-    out = capsys.readouterr().out
-    assert code == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    # A demo whose calls failed measured nothing: it says how many failed, and why, and exits 1.
+    assert code == 1
     data = json.loads(out.strip().splitlines()[-1])
     for figures in data["strategies"].values():
         assert figures["accuracy"] == 0.0 and figures["max_usd"] == 0.0 and figures["stopped_early"] == 0.0
     assert "errors" in out
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith("adaptive: ") and " of 10 calls failed" in line
+    assert "first error: HTTPStatusError" in line and "no such thing" in line
+
+
+def test_serve_sim_on_a_busy_port_or_a_bad_host_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve-sim", "--port", str(port)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"adaptive: error: cannot serve on 127.0.0.1:{port}") and "--port" in line
+    # An address that is not this machine's (TEST-NET-1): binding fails at once, nothing is sent.
+    assert main(["serve-sim", "--host", "192.0.2.1", "--port", "0"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("adaptive: error: cannot serve on 192.0.2.1:0") and "Traceback" not in line
 
 
 # -- calibrate -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from typing import Any
 
@@ -428,3 +429,26 @@ async def test_any_callable_is_a_stop_rule_that_composes_and_shows_on_the_trace(
         assert composed.stop is not None and composed.stop.rule == "five_samples"
         stops = [e for e in composed.trace if e.kind == "decide" and e.data["action"] == "stop"]
         assert stops and stops[-1].data["reason"] == "rule" and stops[-1].data["rule"] == "five_samples"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("prompt", "fragment"),
+    [
+        (123, "not int"),
+        (None, "not NoneType"),
+        (b"What is 2 + 2?", "decode it to a str"),
+        ({"role": "user", "content": "2 + 2?"}, "wrap one message in a list"),
+        (["2 + 2?"], "message 0 of the prompt must be"),
+        ([{"role": "user", "content": "hi"}, 7], "message 1 of the prompt must be"),
+    ],
+)
+async def test_a_prompt_that_is_neither_text_nor_messages_is_a_config_error(
+    prompt: Any, fragment: str
+) -> None:
+    from adaptive import ConfigError
+
+    ep = FunctionEndpoint(lambda req: "The answer is 4.")
+    async with Client(ep) as client:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            await client.run(prompt)

@@ -174,7 +174,9 @@ def test_settle_and_fail_clamp_the_prompt_to_what_was_reserved() -> None:
 def test_negative_usage_is_no_bound_and_books_the_worst_case() -> None:
     ledger = Ledger()
     r = ledger.reserve(chat("hi", max_tokens=5), PRICE)
-    bad = Response(completions=(Completion(text="x"),), usage=Usage(prompt_tokens=-11, completion_tokens=-8))
+    # Usage validates its counts; one built without validation (model_construct) must not slip by.
+    negative = Usage.model_construct(prompt_tokens=-11, completion_tokens=-8)
+    bad = Response.model_construct(completions=(Completion(text="x"),), usage=negative, usage_reported=True)
     charge = ledger.settle(r, bad)
     assert charge.estimated and charge.pico == r.pico and charge.usage.total_tokens == r.tokens
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adaptive import ConfigError, ConsistencyPrior
 from adaptive._posterior import beta_confidence
@@ -341,3 +344,36 @@ def test_load_names_the_path_and_the_problem(tmp_path: Path) -> None:
 def test_save_to_a_missing_folder_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot save the prior to .*nowhere"):
         _fitted().save(tmp_path / "nowhere" / "prior.json")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3000), st.integers(0, 3000)).map(lambda t: (max(t), min(t))),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_prior_fits_extreme_counts_without_nan_or_infinity(logs: list[tuple[int, int]]) -> None:
+    prior = ConsistencyPrior()
+    prior.fit(logs)
+    assert np.all(np.isfinite(prior.weights)) and abs(prior.weights.sum() - 1) < 1e-9
+    for v1, v2 in ((1, 0), (3, 1), (12, 9)):
+        c = prior.confidence(v1, v2)
+        assert math.isfinite(c) and 0.0 <= c <= 1.0
+
+
+def test_a_poisoned_live_prior_still_refits_saves_and_loads(tmp_path: Path) -> None:
+    prior = ConsistencyPrior()
+    prior.observe(700, 700)  # raw likelihoods underflow here: today this gave NaN weights
+    prior.observe(600, 600)
+    prior.refit()
+    assert np.all(np.isfinite(prior.weights))
+    prior.save(tmp_path / "p.json")
+    assert ConsistencyPrior.load(tmp_path / "p.json").weights.tolist() == prior.weights.tolist()
+
+
+@pytest.mark.parametrize("bad", [(True, 1), (-1, 2), (2.5, 1), ("3", 1)])
+def test_observe_refuses_counts_that_are_not_whole_numbers(bad: tuple[object, object]) -> None:
+    with pytest.raises(ConfigError, match="whole numbers"):
+        ConsistencyPrior().observe(*bad)  # type: ignore[arg-type]

@@ -46,4 +46,7 @@ def test_readme_python_block_runs(index: int, monkeypatch: pytest.MonkeyPatch, t
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": "__readme__"})
-    assert out.getvalue() or "print(" not in code
+    printed = out.getvalue()
+    assert printed or "print(" not in code
+    # Every printed answer is a real one (a line that starts with an answer never says None).
+    assert not [line for line in printed.splitlines() if line.startswith("None ")], printed

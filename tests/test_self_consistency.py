@@ -71,10 +71,11 @@ async def test_fixed_n_draws_exactly_n(n: int, supports_n: bool) -> None:
 
 
 @pytest.mark.asyncio
-async def test_fixed_n_ignores_stop_rules() -> None:
+async def test_fixed_n_refuses_stop_rules_before_sending() -> None:
     ep = endpoint(by_seed(lambda s: "7"))
-    result = await run(ep, SelfConsistency(n=9), stop="ac-beta")
-    assert result.generated == 9  # unanimous after 4, but a fixed n is not stoppable
+    with pytest.raises(ConfigError, match=r"AdaptiveConsistency\(max_samples=9\)"):
+        await run(ep, SelfConsistency(n=9), stop="ac-beta")  # a fixed n is not stoppable
+    assert ep.seen == []  # type: ignore[attr-defined]
 
 
 @pytest.mark.asyncio
@@ -182,8 +183,10 @@ async def test_samples_without_logprobs_weigh_nothing() -> None:
             return with_logprobs("The answer is 5.", -0.1)
         return Completion(text="The answer is 6.")
 
-    result = await run(endpoint(answer), SelfConsistency(n=3, weighting="logprob"))
+    with pytest.warns(UserWarning, match=r"2 of 3 samples from .*scripted.* came without logprobs"):
+        result = await run(endpoint(answer), SelfConsistency(n=3, weighting="logprob"))
     assert result.answer == "5"
+    assert result.details["unweighted"] == 2 and result.details["fallback"] is None
 
 
 @pytest.mark.asyncio

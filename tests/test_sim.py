@@ -399,3 +399,38 @@ async def test_reward_endpoint_scores_solutions() -> None:
     assert low.completions[0].score == min(verifier.score_steps(p.question, s.steps))
     with pytest.raises(ConfigError, match="solution"):
         await ep.request(Request(messages=({"role": "user", "content": p.question},)))
+
+
+def test_the_simulated_model_grades_a_solution_when_an_llm_judge_asks() -> None:
+    import anyio
+    from adaptive_strategies import LLMJudge
+    from adaptive_strategies.replies import parse_rating
+
+    from adaptive.sim import SimEndpoint, demo_problems
+
+    endpoint = SimEndpoint()
+    problems = demo_problems(60)
+
+    async def rate(question: str, solution: str, yes_no: bool = False) -> str:
+        judge = LLMJudge(score_parser="yes_no" if yes_no else "rating")
+        call = judge.verification(question, solution).calls[0]
+        response = await endpoint.request(call.request)
+        return response.completions[0].text
+
+    async def main() -> tuple[list[float], list[float], set[str]]:
+        right, wrong, words = [], [], set()
+        for p in problems:
+            good = f"Working through it.\n\nThe answer is {p.answer}."
+            bad = f"Working through it.\n\nThe answer is {int(p.answer) + 7}."
+            for text, into in ((good, right), (bad, wrong)):
+                score = parse_rating(await rate(p.question, text), 10.0)
+                assert score is not None
+                into.append(score)
+            words.add(await rate(p.question, good, yes_no=True))
+        return right, wrong, words
+
+    right, wrong, words = anyio.run(main)
+    # Informative but noisy: the right answer is rated higher in most pairs, not all.
+    higher = sum(r > w for r, w in zip(right, wrong, strict=True)) / len(right)
+    assert 0.55 < higher < 0.95, higher
+    assert words <= {"Yes", "No"} and "Yes" in words

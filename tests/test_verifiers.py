@@ -87,6 +87,8 @@ def test_llm_judge_custom_parser() -> None:
     v = judge.verification("q", "s")
     assert v.finish([response(Completion(text="abcd"))]) == pytest.approx(0.4)
     assert v.finish([response(Completion(text="boom"))]) is None
+    # A parser that raises is a failure the strategy hears of, not an unparseable reply.
+    assert v.outcome([response(Completion(text="boom"))]) == (None, "RuntimeError: bad")
 
 
 def test_llm_judge_validation() -> None:
@@ -190,8 +192,14 @@ def test_exact_checker_with_a_check_function() -> None:
 # -- function verifier -------------------------------------------------------------------
 
 
-def test_sync_function_verifier_scores_locally() -> None:
+@pytest.mark.asyncio
+async def test_sync_function_verifier_runs_in_a_worker_thread() -> None:
+    import threading
+
+    threads: set[int] = set()
+
     def score(question: str, solution: str) -> float | bool | None:
+        threads.add(threading.get_ident())
         if solution == "crash":
             raise ValueError("bad")
         if solution == "nan":
@@ -202,11 +210,18 @@ def test_sync_function_verifier_scores_locally() -> None:
 
     v = FunctionVerifier(score)
     assert v.name == "score"
-    assert v.verification("q", "abc").score == pytest.approx(0.3)
-    assert v.verification("q", "abc").calls == ()
-    assert v.verification("q", "yes").score == 1.0
-    assert v.verification("q", "crash").score is None
-    assert v.verification("q", "nan").score is None
+
+    async def outcome(solution: str) -> tuple[float | None, str | None]:
+        verification = v.verification("q", solution)
+        (call,) = verification.calls
+        assert call.purpose == "verify" and call.endpoint is not None
+        return verification.outcome([await call.endpoint.request(call.request)])
+
+    assert (await outcome("abc"))[0] == pytest.approx(0.3)
+    assert await outcome("yes") == (1.0, None)
+    assert await outcome("crash") == (None, "ValueError: bad")
+    assert await outcome("nan") == (None, None)  # NaN is unscored, not a failure
+    assert threading.get_ident() not in threads  # never on the event loop's thread
     with pytest.raises(ConfigError, match="not both"):
         FunctionVerifier(score, fn=score)
 
@@ -233,6 +248,7 @@ async def test_async_function_verifier_goes_through_a_free_call() -> None:
     assert v.finish([got]) == 0.25
     crashed = await ep.request(fv.verification("Q?", "crash").calls[0].request)
     assert v.finish([crashed]) is None
+    assert v.outcome([crashed]) == (None, "ValueError: bad")
     # One endpoint per verifier, reused.
     assert fv.verification("a", "b").calls[0].endpoint is ep
 
@@ -252,6 +268,7 @@ def test_verification_needs_a_reader_for_calls() -> None:
         raise KeyError("score")
 
     assert Verification(calls=(call,), read=choke).finish([None]) is None
+    assert Verification(calls=(call,), read=choke).outcome([None]) == (None, "KeyError: 'score'")
 
 
 def test_verifier_from_config() -> None:

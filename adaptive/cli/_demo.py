@@ -225,6 +225,7 @@ class CallRecord:
         usd: What the call cost.
         seconds: The call's wall-clock time (`Result.elapsed_s`).
         stop_reason: Why it stopped ("error" when the call raised).
+        error: The error's type and message when the call raised, else None.
     """
 
     index: int
@@ -234,6 +235,7 @@ class CallRecord:
     usd: float
     seconds: float
     stop_reason: str
+    error: str | None = None
 
     @classmethod
     def of(cls, index: int, problem: Problem, result: Result) -> CallRecord:
@@ -274,6 +276,7 @@ class StrategySummary:
         max_usd: The most any call cost.
         stopped_early: Share of calls that stopped early (see `stopped_early`).
         errors: Calls that raised (remote endpoints only).
+        first_error: The first of those errors (type and message), else None.
     """
 
     accuracy: float
@@ -285,6 +288,7 @@ class StrategySummary:
     max_usd: float
     stopped_early: float
     errors: int = 0
+    first_error: str | None = None
 
     def as_json(self) -> dict[str, float]:
         """The figures of the JSON report."""
@@ -320,6 +324,7 @@ def summarize(records: Sequence[CallRecord]) -> StrategySummary:
         max_usd=max(r.usd for r in records),
         stopped_early=sum(stopped_early(r.stop_reason) for r in records) / n,
         errors=sum(r.stop_reason == "error" for r in records),
+        first_error=next((r.error for r in records if r.error is not None), None),
     )
 
 
@@ -467,7 +472,10 @@ async def _run_strategy(
                         raise
                     receipt = exc.receipt if isinstance(exc.receipt, Result) else Result(answer=None)
                     records[i] = dataclasses.replace(
-                        CallRecord.of(i, problem, receipt), correct=False, stop_reason="error"
+                        CallRecord.of(i, problem, receipt),
+                        correct=False,
+                        stop_reason="error",
+                        error=f"{type(exc).__name__}: {exc}",
                     )
                 else:
                     records[i] = CallRecord.of(i, problem, result)

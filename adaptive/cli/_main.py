@@ -348,6 +348,17 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.json:
         console.file.flush()
         print(json.dumps(report.to_json()), flush=True)
+    failed = {name: s for name, s in report.strategies.items() if s.errors}
+    if failed:
+        # A demo whose calls failed measured nothing: say so and exit non-zero, never a 0% table.
+        total = len(report.strategies) * report.questions
+        first = next(s.first_error for s in failed.values() if s.first_error)
+        print(
+            f"adaptive: {sum(s.errors for s in failed.values())} of {total} calls failed "
+            f"({', '.join(f'{n}: {s.errors}' for n, s in failed.items())}); first error: {first}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -365,14 +376,21 @@ def _serve_sim(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    run_sim_server(
-        args.host,
-        args.port,
-        seed=args.seed,
-        first_token_seconds=args.first_token_ms / 1000.0,
-        seconds_per_token=args.latency_ms_per_token / 1000.0,
-        on_ready=ready,
-    )
+    try:
+        run_sim_server(
+            args.host,
+            args.port,
+            seed=args.seed,
+            first_token_seconds=args.first_token_ms / 1000.0,
+            seconds_per_token=args.latency_ms_per_token / 1000.0,
+            on_ready=ready,
+        )
+    except OSError as exc:  # a busy port, a host that does not resolve or is not this machine's
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"cannot serve on {args.host}:{args.port}: {reason} (pick a free --port, or a --host "
+            "that is an address of this machine, e.g. 127.0.0.1)"
+        ) from None
     return 0
 
 

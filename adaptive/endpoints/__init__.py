@@ -1,7 +1,8 @@
 """Model endpoints: one file per provider, all behind the `Endpoint` contract.
 
 The HTTP providers (OpenAI chat and completions, Anthropic) are thin adapters over one HTTP
-layer (`_http`: settings, auth, errors, retries, pool; `_sse`: event streams).
+layer (`_http`: settings, auth, errors, retries, pool; `_sse`: event streams; `_checks`: the
+validation every answer passes before it counts).
 """
 
 from .._callables import is_async_callable
@@ -9,13 +10,16 @@ from .._models import TokenLogprob
 from ._base import (
     BaseEndpoint,
     Endpoint,
+    PartialResponseError,
     RetryPolicy,
     UsageMeter,
     current_meter,
+    detach,
     merge_responses,
     prompt_copies,
     retry_after,
 )
+from ._checks import PLAUSIBLE_FACTOR, PLAUSIBLE_SLACK, check_indices, check_usage, count
 from ._http import HTTPEndpoint, HTTPSettings, HTTPSettingsArgs, WireError
 from ._openai import OpenAIEndpoint
 from ._openai_wire import parse_usage
@@ -34,6 +38,8 @@ from .replay import (
 )
 
 __all__ = [
+    "PLAUSIBLE_FACTOR",
+    "PLAUSIBLE_SLACK",
     "Anthropic",
     "BaseEndpoint",
     "Endpoint",
@@ -45,6 +51,7 @@ __all__ = [
     "OpenAIChat",
     "OpenAICompletions",
     "OpenAIEndpoint",
+    "PartialResponseError",
     "RecordedQuestion",
     "RecordedSample",
     "ReplayEndpoint",
@@ -56,7 +63,11 @@ __all__ = [
     "TokenLogprob",
     "UsageMeter",
     "WireError",
+    "check_indices",
+    "check_usage",
+    "count",
     "current_meter",
+    "detach",
     "is_async_callable",
     "jsonl_rows",
     "load_recorded",

@@ -24,16 +24,26 @@ import anyio
 from pydantic import Field
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from .._exceptions import HTTPStatusError, RateLimitError, ServerError, TransportError
+from .._exceptions import (
+    AdaptiveError,
+    ConfigError,
+    EndpointError,
+    HTTPStatusError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
 from .._models import Completion, Request, Response, Usage, ValidatedModel
 from .._prices import Price, lookup_price
 
 __all__ = [
     "BaseEndpoint",
     "Endpoint",
+    "PartialResponseError",
     "RetryPolicy",
     "UsageMeter",
     "current_meter",
+    "detach",
     "merge_responses",
     "prompt_copies",
     "retry_after",
@@ -41,6 +51,66 @@ __all__ = [
 
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=BaseException)
+
+
+def detach(error: _E) -> _E:
+    """Cut `error`'s chain below the adaptive errors in it, and return it.
+
+    `raise ... from None` hides a cause from tracebacks but keeps it in `__context__`; an
+    HTTP library's exception there holds the request, whose headers carry the API key. So
+    every link that is not an adaptive error is dropped (adaptive errors are built to hold
+    no secrets), walking down through the ones that are.
+    """
+    link: BaseException | None = error
+    seen: set[int] = set()
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        nxt = link.__cause__ if link.__cause__ is not None else link.__context__
+        if not isinstance(nxt, AdaptiveError):
+            nxt = None
+        link.__cause__ = nxt  # also sets __suppress_context__
+        link.__context__ = None
+        for inner in getattr(link, "errors", None) or ():  # a PartialResponseError's
+            if isinstance(inner, BaseException):
+                detach(inner)
+        link = nxt
+    return error
+
+
+class PartialResponseError(EndpointError):
+    """Some of the parallel single requests that a fanned-out `n` became failed.
+
+    An endpoint whose server cannot return `n > 1` completions sends `n` requests; the ones
+    that succeeded were billed, so their completions and usage travel with the error. The
+    message names the first failure.
+
+    Attributes:
+        partial: A `Response` with the completions (and summed usage) of the requests that
+            succeeded; no completions when every one failed.
+        errors: The error of each failed request, in request order (each has its `usage`;
+            one from an endpoint's user code, such as a `FunctionEndpoint`'s, may be any
+            exception).
+        usage: All the usage known to be billed: `partial.usage` plus every failed request's
+            `usage`; None when any failed request's usage is unknown (charge the worst case
+            of those -- `partial.usage` is still exact for the ones that succeeded).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        partial: Response,
+        errors: tuple[Exception, ...],
+    ) -> None:
+        total: Usage | None = partial.usage
+        for error in errors:
+            used = getattr(error, "usage", None)  # a non-adaptive error (user code): unknown
+            total = None if total is None or not isinstance(used, Usage) else total + used
+        super().__init__(message, endpoint=endpoint, usage=total)
+        self.partial = partial
+        self.errors = errors
 
 
 @runtime_checkable
@@ -121,9 +191,10 @@ class RetryPolicy(ValidatedModel):
         max_wait: Cap on any single wait, seconds.
     """
 
-    attempts: int = Field(default=4, ge=1, le=20)
-    initial_wait: float = Field(default=0.5, ge=0, allow_inf_nan=False)
-    max_wait: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    # Strict: a boolean or a numeric string is a mistake to report, not a value to coerce.
+    attempts: int = Field(default=4, ge=1, le=20, strict=True)
+    initial_wait: float = Field(default=0.5, ge=0, allow_inf_nan=False, strict=True)
+    max_wait: float = Field(default=30.0, ge=0, allow_inf_nan=False, strict=True)
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether `exc` is worth another try."""
@@ -254,22 +325,58 @@ class BaseEndpoint:
         return 1 if self.supports_n else request.n
 
     async def request(self, request: Request) -> Response:
-        """Send `request` (fanning out `n` when the server cannot) with retries."""
-        if request.n > 1 and not self.supports_n:
-            single = request.model_copy(update={"n": 1})
-            results: list[Response | None] = [None] * request.n
+        """Send `request` (fanning out `n` when the server cannot) with retries.
 
-            async def one(i: int) -> None:
-                seeded = single
-                if single.seed is not None:
-                    seeded = single.model_copy(update={"seed": single.seed + i})
+        Raises:
+            ConfigError: A request this endpoint cannot take (nothing was sent).
+            EndpointError: The request failed; a fanned-out one that partly or wholly failed
+                raises `PartialResponseError` (never an `ExceptionGroup`).
+        """
+        try:
+            if request.n > 1 and not self.supports_n:
+                return await self._fan_out(request)
+            return await self._attempt(request)
+        except AdaptiveError as exc:
+            detach(exc)
+            raise
+
+    async def _fan_out(self, request: Request) -> Response:
+        single = request.model_copy(update={"n": 1})
+        results: list[Response | None] = [None] * request.n
+        errors: list[Exception | None] = [None] * request.n
+
+        async def one(i: int) -> None:
+            seeded = single
+            if single.seed is not None:
+                seeded = single.model_copy(update={"seed": single.seed + i})
+            # Caught per request: a failure must not cancel the siblings, whose answers are
+            # billed whatever happens, and a task group would wrap it in an ExceptionGroup.
+            try:
                 results[i] = await self._attempt(seeded)
+            except Exception as exc:
+                errors[i] = exc
 
-            async with anyio.create_task_group() as tg:
-                for i in range(request.n):
-                    tg.start_soon(one, i)
+        async with anyio.create_task_group() as tg:
+            for i in range(request.n):
+                tg.start_soon(one, i)
+        failed = [e for e in errors if e is not None]
+        if not failed:
             return merge_responses([r for r in results if r is not None])
-        return await self._attempt(request)
+        for e in failed:
+            if isinstance(e, ConfigError):  # the request itself is wrong: every copy failed alike
+                raise e
+        partial = merge_responses([r for r in results if r is not None])
+        first = failed[0]
+        error = PartialResponseError(
+            f"{self.name}: {len(failed)} of the {request.n} parallel requests that n={request.n} "
+            f"was sent as failed; first: {type(first).__name__}: {first}",
+            endpoint=self.name,
+            partial=partial,
+            errors=tuple(failed),
+        )
+        if isinstance(first, AdaptiveError):
+            error.__cause__ = first  # shown in tracebacks; adaptive errors hold no secrets
+        raise error
 
     async def _attempt(self, request: Request) -> Response:
         # A free slot is taken without the limiter's two extra checkpoints (the hot path).

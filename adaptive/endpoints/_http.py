@@ -34,16 +34,20 @@ import httpx
 from pydantic import ConfigDict, Field, field_validator
 
 from .._exceptions import (
+    AdaptiveError,
+    ClientClosedError,
     ConfigError,
+    EndpointError,
     HTTPStatusError,
     RateLimitError,
     ResponseError,
     ServerError,
     TransportError,
 )
-from .._models import Request, Response, ValidatedModel
+from .._models import HiddenInputError, Request, Response, Usage, ValidatedModel
 from .._prices import Price
-from ._base import BaseEndpoint, RetryPolicy, retry_after
+from ._base import BaseEndpoint, RetryPolicy, detach, retry_after
+from ._checks import WireError
 from ._sse import StreamDecoder, StreamEvents
 
 __all__ = ["HTTPEndpoint", "HTTPSettings", "HTTPSettingsArgs", "WireError"]
@@ -103,9 +107,10 @@ class HTTPSettings(ValidatedModel):
     provider: str | None = None
     max_concurrency: int = Field(default=64, ge=1, strict=True)
     retry: RetryPolicy | None = None
-    timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    # Strict: "5" or True is a mistake to report, not a value to coerce.
+    timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False, strict=True)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
-    stream: bool = False
+    stream: bool = Field(default=False, strict=True)
 
     @field_validator("base_url")
     @classmethod
@@ -144,9 +149,20 @@ def parse_base_url(value: object, example: str) -> httpx.URL:
     except (httpx.InvalidURL, TypeError):
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host:
+        if isinstance(value, str) and "@" in value:
+            raise HiddenInputError(
+                f"base_url must be an http(s) URL such as {example!r} (the value is not shown: "
+                "it has an '@' and may hold credentials)"
+            )
         shown = value if isinstance(value, str) else type(value).__name__
-        # No userinfo can leak: an unparseable value is shown, a parsed one never is.
         raise ValueError(f"base_url must be an http(s) URL such as {example!r} (got {shown!r})")
+    if url.userinfo:
+        # Credentials in the URL would reach every log line and error that shows the URL
+        # (httpx logs each request's URL). The value is not repeated here for the same reason.
+        raise HiddenInputError(
+            f"base_url must not carry credentials (user:password@host): pass the key as api_key= "
+            f"(or a header in headers=) and give base_url without them, such as {example!r}"
+        )
     return url
 
 
@@ -161,10 +177,6 @@ def server_message(data: Any) -> str | None:
         text = str(message) if message is not None else json.dumps(err)[:500]
         return f"{text} ({code})" if code else text
     return str(err)[:500]
-
-
-class WireError(ValueError):
-    """An answer the wire format cannot use; the endpoint reports it as a `ResponseError`."""
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -250,6 +262,7 @@ class HTTPEndpoint(BaseEndpoint):
         self._injected_shard = _Shard(injected) if injected is not None else None
         self._own: list[_Shard] = []
         self._own_token: object = None
+        self._closed = False
 
     # -- hooks for the providers ----------------------------------------------------------
     def _price_provider(self, url: httpx.URL) -> str | None:
@@ -314,14 +327,33 @@ class HTTPEndpoint(BaseEndpoint):
     def _pick(self) -> _Shard:
         """Take the least busy client for a request; the caller calls `release()` when done."""
         shard = self._injected_shard
+        if self._closed and shard is None:
+            raise self._closed_error()
         if shard is None:
             pool = self._pool()
             shard = pool[0] if len(pool) == 1 else min(pool, key=_busy)
         shard.busy += 1
         return shard
 
+    def _closed_error(self) -> ClientClosedError:
+        return ClientClosedError(
+            f"{self.name} was closed (aclose()): make a new endpoint rather than reusing this one "
+            "(reopening would leave a connection pool that nothing closes)"
+        )
+
+    @property
+    def closed(self) -> bool:
+        """Whether `aclose()` was called (then requests are refused unless `http_client=` was given)."""
+        return self._closed
+
     async def aclose(self) -> None:
-        """Close the HTTP clients the endpoint made (an injected client is left open)."""
+        """Close the HTTP clients the endpoint made (an injected client is left open).
+
+        An endpoint that made its own clients refuses requests afterwards (`ClientClosedError`)
+        rather than opening a pool that nothing would close; one given `http_client=` holds
+        nothing of its own and stays usable. Closing twice is fine.
+        """
+        self._closed = True
         own, self._own = self._own, []
         for shard in own:
             await shard.client.aclose()
@@ -334,12 +366,24 @@ class HTTPEndpoint(BaseEndpoint):
                 text = text.replace(secret, "***")
         return text
 
-    def _request_error(self, exc: httpx.RequestError) -> TransportError | ResponseError:
-        what = f"{type(exc).__name__}: {self._scrub(str(exc))}" if str(exc) else type(exc).__name__
-        if isinstance(exc, httpx.TransportError):
+    def _request_error(self, exc: Exception) -> EndpointError:
+        """The typed error for an exception raised while sending or reading (never chained)."""
+        what = f"{type(exc).__name__}: {self._scrub(str(exc))[:300]}" if str(exc) else type(exc).__name__
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            # Never connected: nothing was sent, nothing is billed.
+            return TransportError(
+                f"{self.name}: transport error talking to {self._host}: could not connect ({what})",
+                endpoint=self.name,
+                usage=Usage(),
+            )
+        if isinstance(exc, httpx.TransportError | OSError | anyio.BrokenResourceError | anyio.EndOfStream):
             kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "transport error"
             return TransportError(f"{self.name}: {kind} talking to {self._host} ({what})", endpoint=self.name)
-        return ResponseError(f"{self.name}: could not read the answer ({what})", endpoint=self.name)
+        if isinstance(exc, httpx.HTTPError):
+            return ResponseError(f"{self.name}: could not read the answer ({what})", endpoint=self.name)
+        return EndpointError(
+            f"{self.name}: unexpected {what} while talking to {self._host}", endpoint=self.name
+        )
 
     def _status_error(self, resp: httpx.Response) -> HTTPStatusError:
         body = self._scrub(resp.text)
@@ -364,7 +408,27 @@ class HTTPEndpoint(BaseEndpoint):
         )
 
     def _unusable(self, exc: WireError) -> ResponseError:
-        return ResponseError(f"{self.name}: {self._scrub(str(exc))}", endpoint=self.name)
+        return ResponseError(f"{self.name}: {self._scrub(str(exc))}", endpoint=self.name, usage=exc.usage)
+
+    def _read_answer(self, request: Request, resp: httpx.Response) -> Response | EndpointError:
+        """The parsed `Response` of a 2xx answer, or the error to raise (built, not raised)."""
+        try:
+            data = json.loads(resp.content)
+        except (ValueError, RecursionError):
+            return ResponseError(
+                f"{self.name}: the server answered HTTP {resp.status_code} with a body that is not "
+                f"JSON: {self._scrub(resp.text[:200])!r}",
+                endpoint=self.name,
+            )
+        try:
+            return self._parse(request, data)
+        except WireError as exc:
+            return self._unusable(exc)
+        except Exception as exc:  # a parser tripped on an odd answer: still the server's fault
+            return ResponseError(
+                f"{self.name}: unusable answer ({type(exc).__name__}: {self._scrub(str(exc))[:300]})",
+                endpoint=self.name,
+            )
 
     # -- sending --------------------------------------------------------------------------
     async def _send(self, request: Request) -> Response:
@@ -373,51 +437,53 @@ class HTTPEndpoint(BaseEndpoint):
             return await self._send_streamed(request)
         content = _dumps(self.build_body(request)).encode()
         shard = self._pick()
+        # Errors are built inside the except blocks and raised after them: raised inside,
+        # they would keep the httpx exception as __context__, and its request object
+        # carries the headers, API key included.
+        failure: EndpointError | None = None
         try:
             resp = await shard.client.post(self._url, content=content, headers=self._post_headers)
-        except httpx.RequestError as exc:
-            # Not chained: the httpx request object carries the headers, API key included.
-            raise self._request_error(exc) from None
+        except Exception as exc:
+            failure = self._request_error(exc)
         finally:
             shard.release()
+        if failure is not None:
+            raise failure
         if resp.status_code // 100 != 2:
             raise self._status_error(resp)
-        try:
-            data = json.loads(resp.content)
-        except ValueError:
-            raise ResponseError(
-                f"{self.name}: the server answered HTTP {resp.status_code} with a body that is not "
-                f"JSON: {self._scrub(resp.text[:200])!r}",
-                endpoint=self.name,
-            ) from None
-        try:
-            return self._parse(request, data)
-        except WireError as exc:
-            raise self._unusable(exc) from None
+        result = self._read_answer(request, resp)
+        if isinstance(result, EndpointError):
+            raise result
+        return result
 
     async def _open(self, request: Request) -> StreamEvents:
         """Send a streaming request; return its events once the server answered 2xx."""
         content = _dumps(self.build_body(request, stream=True)).encode()
         shard = self._pick()
+        failure: EndpointError | None = None  # raised outside the except blocks (see _send)
         try:
             client = shard.client
             req = client.build_request("POST", self._url, content=content, headers=self._stream_headers)
             try:
                 resp = await client.send(req, stream=True)
-            except httpx.RequestError as exc:
-                raise self._request_error(exc) from None
-            if resp.status_code // 100 != 2:
+            except Exception as exc:
+                failure = self._request_error(exc)
+            if failure is None and resp.status_code // 100 != 2:
                 try:
                     await resp.aread()
-                except httpx.RequestError as exc:
-                    raise self._request_error(exc) from None
+                except Exception as exc:
+                    failure = self._request_error(exc)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await resp.aclose()
-                raise self._status_error(resp)
+                if failure is None:
+                    failure = self._status_error(resp)
         except BaseException:
             shard.release()
             raise
+        if failure is not None:
+            shard.release()
+            raise failure
         return StreamEvents(
             self._decoder(request), request, resp, name=self.name, scrub=self._scrub, release=shard.release
         )
@@ -447,8 +513,14 @@ class HTTPEndpoint(BaseEndpoint):
         """
         self._check_stream(request)
         self.build_body(request, stream=True)  # surface a ConfigError before any network traffic
+        if self._closed and self._injected_shard is None:
+            raise self._closed_error()
         async with self.limiter:
-            events = await self.retry.call(lambda: self._open(request))
+            try:
+                events = await self.retry.call(lambda: self._open(request))
+            except AdaptiveError as exc:
+                detach(exc)
+                raise
             try:
                 yield events
             finally:

@@ -15,7 +15,8 @@ from typing import Any
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, TokenLogprob, Usage
 from .._tokens import estimate_tokens
-from ._http import WireError, server_message
+from ._checks import WireError, check_indices, check_usage, count
+from ._http import server_message
 from ._sse import ServerSaid
 
 __all__ = ["parse_usage"]
@@ -38,22 +39,35 @@ class Choices:
 
 
 def parse_usage(raw: Any) -> Usage | None:
-    """Usage from an OpenAI-style `usage` object, or None when it is absent or unusable."""
+    """Usage from an OpenAI-style `usage` object, or None when the server sent none.
+
+    Raises:
+        WireError: A `usage` that is not an object, lacks `prompt_tokens` or
+            `completion_tokens`, or has a count that is negative, boolean or not an integer
+            (the message names the field and the value).
+    """
+    if raw is None:
+        return None
     if not isinstance(raw, dict):
-        return None
-    prompt = raw.get("prompt_tokens")
-    completion = raw.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
+        raise WireError(f"usage is {type(raw).__name__} {str(raw)[:100]!r}, expected an object")
+    prompt = count(raw, "prompt_tokens", "usage", required=True)
+    completion = count(raw, "completion_tokens", "usage", required=True)
+    reasoning = cached = 0
     details = raw.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    if isinstance(details, dict):
+        reasoning = count(details, "reasoning_tokens", "usage.completion_tokens_details")
+    elif details is not None:
+        raise WireError(f"usage.completion_tokens_details is {details!r}, expected an object")
     prompt_details = raw.get("prompt_tokens_details")
-    cached = prompt_details.get("cached_tokens") if isinstance(prompt_details, dict) else None
+    if isinstance(prompt_details, dict):
+        cached = count(prompt_details, "cached_tokens", "usage.prompt_tokens_details")
+    elif prompt_details is not None:
+        raise WireError(f"usage.prompt_tokens_details is {prompt_details!r}, expected an object")
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        reasoning_tokens=reasoning if isinstance(reasoning, int) else 0,
-        cached_prompt_tokens=cached if isinstance(cached, int) else 0,
+        reasoning_tokens=reasoning,
+        cached_prompt_tokens=cached,
     )
 
 
@@ -155,37 +169,52 @@ def parse_response(request: Request, data: Any, read: ChoiceReader) -> Response:
     """The `Response` in an OpenAI answer body.
 
     Raises:
-        WireError: An error body, no choices, or a malformed choice.
+        WireError: An error body, no choices, a malformed choice, usage that fails the checks
+            (`_checks`), or choices other than one per index 0 .. n-1 (then `usage` is the
+            reported usage, which the server billed).
     """
     message = server_message(data)
     if message is not None:
         raise WireError(f"the server returned an error: {message}")
-    choices = data.get("choices") if isinstance(data, dict) else None
-    if not isinstance(choices, list) or not choices:
-        raise WireError("the answer has no 'choices' list")
+    if not isinstance(data, dict):
+        raise WireError(f"the answer is a JSON {type(data).__name__}, expected an object with 'choices'")
     usage = parse_usage(data.get("usage"))
+    if usage is not None:
+        check_usage(usage, request)
     reported = usage is not None
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise WireError("the answer has no 'choices' list", usage=usage)
+    if len(choices) != request.n:
+        check_indices(range(len(choices)), request.n, usage)
     single = request.n == 1 and len(choices) == 1
     completions = []
     try:
         for i, choice in enumerate(choices):
             text, logprobs = read(choice)
             index = choice.get("index")
+            if index is None:
+                index = i  # servers that leave the index out list the choices in order
+            elif isinstance(index, bool) or not isinstance(index, int):
+                raise WireError(f"choices[{i}].index is {index!r}, expected an integer", usage=usage)
             completions.append(
                 Completion(
                     text=text,
                     finish_reason=choice.get("finish_reason"),
-                    index=index if isinstance(index, int) else i,
+                    index=index,
                     logprobs=tuple(logprobs) if logprobs is not None else None,
                     completion_tokens=len(logprobs)
                     if logprobs
                     else (usage.completion_tokens if single and usage is not None else None),
                 )
             )
+    except WireError:
+        raise
     except (AttributeError, TypeError, KeyError, ValueError) as exc:
         raise WireError(
-            f"a choice in the answer is malformed ({type(exc).__name__}: {str(exc)[:300]})"
+            f"a choice in the answer is malformed ({type(exc).__name__}: {str(exc)[:300]})", usage=usage
         ) from None
+    check_indices((c.index for c in completions), request.n, usage)
     if usage is None:
         usage = Usage(
             prompt_tokens=prompt_token_bound(request),
@@ -215,6 +244,7 @@ class _Choice:
     nbytes: int = 0
     reasoning_chunks: int = 0
     reasoning_bytes: int = 0
+    finished_at: int = 0  # the event that carried finish_reason (0: not finished)
 
     def tokens(self, max_tokens: int) -> tuple[int, int]:
         """(completion tokens, of which reasoning) counted so far."""
@@ -245,6 +275,7 @@ class OpenAIStreamDecoder:
         self._prompt_bound = prompt_token_bound(request)
         self._model: str | None = None
         self._id: str | None = None
+        self._events = 0
 
     def feed(self, data: str, deltas: list[tuple[int, str]]) -> bool:
         """Read one chunk; True at `[DONE]`."""
@@ -260,17 +291,33 @@ class OpenAIStreamDecoder:
             self._model = chunk["model"]
         if self._id is None and isinstance(chunk.get("id"), str):
             self._id = chunk["id"]
-        usage = parse_usage(chunk.get("usage"))
-        if usage is not None:
-            self._reported = usage
+        self._events += 1
+        raw_usage = chunk.get("usage")
+        if raw_usage is not None:
+            usage = parse_usage(raw_usage)
+            assert usage is not None
+            self._reported = check_usage(usage, self._request)
+        n = self._request.n
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
-            if not isinstance(index, int):
-                raise ValueError(f"a choice index is {index!r}")
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+                raise WireError(
+                    f"a chunk's choice index is {index!r}, expected 0 to {n - 1} for n={n}",
+                    usage=self._reported,
+                )
             state = self._choices.get(index)
             if state is None:
                 state = self._choices[index] = _Choice()
             text, reasoning, logprobs = self._read(choice)
+            if state.finished_at and (text or reasoning or logprobs):
+                # One index carrying two choices (a gateway that numbers every choice 0):
+                # merging them would make one garbled completion.
+                raise WireError(
+                    f"choice {index} received more output after it finished "
+                    f"(finish_reason {state.finish_reason!r}); the server is mixing choices "
+                    "under one index",
+                    usage=self._reported,
+                )
             if text:
                 state.parts.append(text)
                 state.chunks += 1
@@ -286,6 +333,7 @@ class OpenAIStreamDecoder:
             finish = choice.get("finish_reason")
             if finish:
                 state.finish_reason = str(finish)
+                state.finished_at = self._events
         return False
 
     def complete(self) -> bool:
@@ -315,9 +363,16 @@ class OpenAIStreamDecoder:
         return sum(1 for c in self._choices.values() if c.chunks or c.reasoning_chunks or c.logprobs)
 
     def build(self, *, complete: bool) -> Response:
-        """The `Response` so far (unfinished choices: finish_reason "cancelled" unless complete)."""
+        """The `Response` so far (unfinished choices: finish_reason "cancelled" unless complete).
+
+        Raises:
+            WireError: `complete` and the choices are not exactly 0 .. n-1 (carries the
+                reported usage).
+        """
         usage = self.usage()
         reported = self._reported is not None
+        if complete:
+            check_indices(self._choices, self._request.n, self._reported)
         single = self._request.n == 1 and len(self._choices) == 1
         completions = []
         for index in sorted(self._choices):

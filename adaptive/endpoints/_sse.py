@@ -19,9 +19,10 @@ import anyio
 import httpx
 from httpx_sse import EventSource, SSEError
 
-from .._exceptions import ResponseError, StreamError
+from .._exceptions import AdaptiveError, ResponseError, StreamError
 from .._models import Request, Response, Usage
-from ._base import current_meter
+from ._base import current_meter, detach
+from ._checks import WireError
 
 __all__ = ["ServerSaid", "StreamDecoder", "StreamEvent", "StreamEvents"]
 
@@ -52,8 +53,10 @@ class ServerSaid(Exception):
 class StreamDecoder(Protocol):
     """A provider's stream format: what each event's data means.
 
-    `feed` raises `ServerSaid` for an error event and any of AttributeError, TypeError,
-    KeyError or ValueError for a malformed one.
+    `feed` raises `ServerSaid` for an error event, `WireError` for an event that fails the
+    answer checks (`_checks`: usage, choice indices), and any of AttributeError, TypeError,
+    KeyError or ValueError for a malformed one. `build(complete=True)` raises `WireError`
+    when the whole answer fails them (such as too few choices).
 
     Attributes:
         end_marker: What ends a whole answer in this format (named in errors).
@@ -125,12 +128,16 @@ class StreamEvents:
         return self
 
     async def __anext__(self) -> StreamEvent:
-        while not self._pending:
-            if self._state != "open":
-                if self._state == "done":
-                    await self._drain()
-                raise StopAsyncIteration
-            await self._pull()
+        try:
+            while not self._pending:
+                if self._state != "open":
+                    if self._state == "done":
+                        await self._drain()
+                    raise StopAsyncIteration
+                await self._pull()
+        except AdaptiveError as exc:
+            detach(exc)  # no chain back to the httpx request and its credentials
+            raise
         return self._pending.popleft()
 
     def usage(self) -> Usage:
@@ -156,6 +163,9 @@ class StreamEvents:
             + new.cached_prompt_tokens
             - old.cached_prompt_tokens,
             cache_write_tokens=base.cache_write_tokens + new.cache_write_tokens - old.cache_write_tokens,
+            cache_write_1h_tokens=base.cache_write_1h_tokens
+            + new.cache_write_1h_tokens
+            - old.cache_write_1h_tokens,
         )
         started = self._decoder.started()
         meter.samples += started - self._metered_samples
@@ -171,9 +181,22 @@ class StreamEvents:
             partial=self.partial(),
         )
 
+    def _invalid(self, exc: WireError) -> ResponseError:
+        self._state = "closed"
+        return ResponseError(
+            f"{self._name}: the streamed answer fails validation after {self._events} events: "
+            f"{self._scrub(str(exc))}",
+            endpoint=self._name,
+            usage=exc.usage,
+        )
+
     def _finish(self) -> None:
+        try:
+            response = self._decoder.build(complete=True)
+        except WireError as exc:
+            raise self._invalid(exc) from None
         self._state = "done"
-        self.response = self._decoder.build(complete=True)
+        self.response = response
         self._publish()
         self._pending.append(StreamEvent("done", response=self.response))
 
@@ -190,6 +213,8 @@ class StreamEvents:
             raise ResponseError(f"{self._name}: not an event stream ({exc})", endpoint=self._name) from None
         except httpx.HTTPError as exc:
             raise self._cut(f"{type(exc).__name__}: {self._scrub(str(exc))}") from None
+        except Exception as exc:  # anything else the connection raised is still a cut stream
+            raise self._cut(f"unexpected {type(exc).__name__}: {self._scrub(str(exc))[:300]}") from None
         data = event.data
         if not data:
             return  # keep-alive comments and empty events carry nothing
@@ -199,7 +224,9 @@ class StreamEvents:
             ended = self._decoder.feed(data, deltas)
         except ServerSaid as exc:
             raise self._cut(f"the server sent an error: {self._scrub(str(exc))}") from None
-        except (AttributeError, TypeError, KeyError, ValueError) as exc:
+        except WireError as exc:
+            raise self._invalid(exc) from None
+        except Exception as exc:  # KeyError, TypeError ... on a malformed event: never untyped
             raise self._cut(f"malformed event: {type(exc).__name__}: {self._scrub(str(exc))[:300]}") from None
         finally:
             self._publish()

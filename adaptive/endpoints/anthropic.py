@@ -25,7 +25,8 @@ from .._exceptions import ConfigError
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, Usage
 from .._tokens import estimate_tokens
-from ._http import HTTPEndpoint, HTTPSettings, HTTPSettingsArgs, WireError
+from ._checks import WireError, check_usage, count
+from ._http import HTTPEndpoint, HTTPSettings, HTTPSettingsArgs
 from ._sse import ServerSaid, StreamDecoder
 
 __all__ = ["Anthropic"]
@@ -40,15 +41,13 @@ _FINISH = {
     "model_context_window_exceeded": "length",
 }
 _THINKING = ("thinking", "redacted_thinking")
+# How Anthropic names our usage fields, for error messages.
+_NAMES = {"prompt_tokens": "input_tokens (with cache reads and writes)", "completion_tokens": "output_tokens"}
 
 
-def _count(usage: Mapping[str, Any], key: str) -> int:
-    value = usage.get(key)
-    if value is None:  # cache fields are null on models / requests without caching
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise WireError(f"usage.{key} is {value!r}, expected a non-negative integer")
-    return value
+def _count(usage: Mapping[str, Any], key: str, *, required: bool = False) -> int:
+    # Cache fields are null on models / requests without caching: those count 0.
+    return count(usage, key, "usage", required=required)
 
 
 def _finish(stop_reason: Any) -> str | None:
@@ -240,22 +239,39 @@ class Anthropic(HTTPEndpoint):
             return Usage(prompt_tokens=prompt_token_bound(request), completion_tokens=out), False
         if not isinstance(raw, dict):
             raise WireError(f"unusable answer: 'usage' is {type(raw).__name__}, expected an object")
-        return _input_usage(raw, _count(raw, "output_tokens")), True
+        usage = _input_usage(raw, _count(raw, "output_tokens", required=True))
+        return check_usage(usage, request, _NAMES), True
 
     def _decoder(self, request: Request) -> StreamDecoder:
         return AnthropicStreamDecoder(request, model=self.model)
 
 
 def _input_usage(raw: Mapping[str, Any], output: int) -> Usage:
-    fresh = _count(raw, "input_tokens")
+    fresh = _count(raw, "input_tokens", required=True)
     read = _count(raw, "cache_read_input_tokens")
     write = _count(raw, "cache_creation_input_tokens")
+    write_1h = 0
+    split = raw.get("cache_creation")
+    if isinstance(split, dict):
+        # The writes by cache lifetime: 1-hour writes cost more than 5-minute ones.
+        write_5m = count(split, "ephemeral_5m_input_tokens", "usage.cache_creation")
+        write_1h = count(split, "ephemeral_1h_input_tokens", "usage.cache_creation")
+        if raw.get("cache_creation_input_tokens") is None:
+            write = write_5m + write_1h
+        elif write_5m + write_1h != write:
+            raise WireError(
+                f"usage.cache_creation splits {write_5m + write_1h} tokens ({write_5m} 5-minute, "
+                f"{write_1h} 1-hour) but usage.cache_creation_input_tokens is {write}"
+            )
+    elif split is not None:
+        raise WireError(f"usage.cache_creation is {split!r}, expected an object")
     # Anthropic reports fresh, cache-read and cache-write input separately; ours is the sum.
     return Usage(
         prompt_tokens=fresh + read + write,
         completion_tokens=output,
         cached_prompt_tokens=read,
         cache_write_tokens=write,
+        cache_write_1h_tokens=write_1h,
     )
 
 
@@ -315,8 +331,10 @@ class AnthropicStreamDecoder:
                 self._id = message["id"]
             usage = message.get("usage")
             if isinstance(usage, dict):
-                self._input = _input_usage(usage, 0)
+                self._input = check_usage(_input_usage(usage, 0), self._request, _NAMES)
                 self._start_output = _count(usage, "output_tokens")
+            elif usage is not None:
+                raise WireError(f"message_start's usage is {usage!r}, expected an object")
         elif kind == "content_block_start":
             block = event["content_block"]
             if block.get("type") in _THINKING:
@@ -331,10 +349,15 @@ class AnthropicStreamDecoder:
                 self._stop_sequence = delta["stop_sequence"]
             usage = event.get("usage")
             if isinstance(usage, dict):
-                self._output = _count(usage, "output_tokens")
+                output = _count(usage, "output_tokens", required=True)
                 if usage.get("input_tokens") is not None:
                     # Newer servers repeat the (cumulative) input usage here: the later wins.
                     self._input = _input_usage(usage, 0)
+                base = self._input or Usage(prompt_tokens=prompt_token_bound(self._request))
+                check_usage(base.model_copy(update={"completion_tokens": output}), self._request, _NAMES)
+                self._output = output
+            elif usage is not None:
+                raise WireError(f"message_delta's usage is {usage!r}, expected an object")
         elif kind == "message_stop":
             self._stopped = True
             return True

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 
 import anyio
 import anyio.lowlevel
@@ -47,6 +48,15 @@ __all__ = [
 _MESSAGE_OVERHEAD = 4  # role markers per message: well under the ledger's bound of 8
 _REQUEST_OVERHEAD = 3
 _NO_PROBLEM = "I could not find a word problem to solve in this prompt."
+
+# Asked to grade a solution (an LLM judge's prompt: the problem, a solution, and a request for
+# "Score: N" or a Yes/No), the simulated model judges like a noisy verifier: judging its own
+# kind of work, it is noisier than the dedicated reward model (`SimVerifier`'s default noise).
+_GRADING = re.compile(
+    r"Problem:\n(?P<question>.*?)\n\n(?:Proposed solution|Solution):\n(?P<solution>.*)\n\n(?P<ask>[^\n]+)\Z",
+    re.S,
+)
+SELF_JUDGE_NOISE = 1.5
 _ALTERNATIVES = (" the", " so", ",", ".", " and", " is", " we", " a", " then", " that")
 _AUTO_SEED_BASE = 1 << 62  # far from any seed a caller would pick
 
@@ -116,9 +126,11 @@ def _logprobs(sample: SimSample, k: int, key: int) -> tuple[TokenLogprob, ...]:
     )
 
 
-def _fallback(request: Request) -> SimSample:
-    toks = tokenize(_NO_PROBLEM)
-    kept, lps, finish = truncate(toks, [-0.5] * len(toks), stop=request.stop, max_tokens=request.max_tokens)
+def _plain(text: str, request: Request, logprob: float = -0.05) -> SimSample:
+    """A completion of fixed text, cut at `max_tokens` and stop sequences."""
+    toks = tokenize(text)
+    lps = [logprob] * len(toks)
+    kept, lps, finish = truncate(toks, lps, stop=request.stop, max_tokens=request.max_tokens)
     return SimSample(
         text="".join(kept),
         steps=(),
@@ -132,21 +144,46 @@ def _fallback(request: Request) -> SimSample:
     )
 
 
+def _judgement(model: SimModel, request: Request) -> SimSample | None:
+    """The model's reply when `request` asks it to grade a solution (None: it does not)."""
+    if request.messages is None or request.messages[-1].role != "user":
+        return None
+    match = _GRADING.search(request.messages[-1].content)
+    if match is None:
+        return None
+    pp = parse_problem(match["question"])
+    if pp is None:
+        return None
+    judge = SimVerifier(name=model.name, seed=model.seed, noise=SELF_JUDGE_NOISE)
+    p = judge.score_solution(pp, match["solution"].strip())
+    if "Yes or No" in match["ask"]:
+        return _plain("Yes" if p >= 0.5 else "No", request)
+    verdict = "The steps check out." if p >= 0.5 else "A step looks wrong."
+    return _plain(f"{verdict}\nScore: {round(10 * p)}", request)
+
+
 def simulate_samples(model: SimModel, request: Request, *, auto_seed: int = 0) -> list[SimSample]:
     """Write the `n` samples `model` gives for `request` (see the module doc for request shapes).
+
+    A request to grade a solution (a problem, a solution, and "Score: N" or "Yes or No" asked
+    on the last line, as `LLMJudge` sends) gets a judgement instead: the solution scored by a
+    `SimVerifier` with `SELF_JUDGE_NOISE`, as "Score: N" (0-10) or "Yes" / "No".
 
     Args:
         model: The simulated reasoner.
         request: The request.
         auto_seed: Used in place of `request.seed` when that is None.
     """
+    judged = _judgement(model, request)
+    if judged is not None:
+        return [judged] * request.n
     if request.prompt is not None:
         pp, prefix = split_prompt(request.prompt)
     else:
         pp, assistant = _chat_input(request)
         prefix = assistant or ""
     if pp is None:
-        return [_fallback(request)] * request.n
+        return [_plain(_NO_PROBLEM, request, logprob=-0.5)] * request.n
     seed = request.seed if request.seed is not None else _AUTO_SEED_BASE + auto_seed
     temperature = 1.0 if request.temperature is None else request.temperature
     return [

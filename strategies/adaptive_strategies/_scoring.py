@@ -14,7 +14,11 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, cast
 from adaptive import Call, Outcome, Response, Task, weighted_vote
 
 from .replies import Aggregation, ScoreValue
-from .verifiers import Verification, Verifier
+from .verifiers import Verification, Verifier, VerifierError
+
+#: What a strategy does when its verifier raises: raise `VerifierError` (the default), or
+#: leave the candidate unscored and record the failure on the result.
+OnVerifierError = Literal["raise", "skip"]
 
 __all__: list[str] = []
 
@@ -49,11 +53,14 @@ class Scorer(Generic[_K]):
     `task.seed + n` for the verifier's calls (None without a task seed).
     """
 
-    def __init__(self, verifier: Verifier, task: Task) -> None:
+    def __init__(self, verifier: Verifier, task: Task, on_error: OnVerifierError = "raise") -> None:
         self.verifier = verifier
         self.task = task
+        self.on_error = on_error
         self.submitted = 0
         self._pending: dict[_K, _Pending] = {}
+        # Candidates the verifier raised on: {"candidate": key, "error": "Type: message"}.
+        self.failures: list[dict[str, Any]] = []
 
     def submit(
         self, key: _K, solution: str, *, steps: Sequence[str] | None = None
@@ -68,7 +75,10 @@ class Scorer(Generic[_K]):
         self.submitted += 1
         v = self.verifier.verification(self.task.question, solution, steps=steps, seed=seed)
         if not v.calls:
-            return v.score, []
+            score, error = v.outcome([])
+            if error is not None:
+                self.failures.append({"candidate": key, "error": error})
+            return score, []
         self._pending[key] = _Pending(v, [None] * len(v.calls), len(v.calls))
         tagged = [
             dataclasses.replace(c, purpose="verify", tag=("verify", key, j)) for j, c in enumerate(v.calls)
@@ -95,7 +105,39 @@ class Scorer(Generic[_K]):
     def finish(self, key: _K) -> ScoreValue:
         """Return a candidate's score from the responses so far (missing ones count as None)."""
         pending = self._pending.pop(key)
-        return pending.verification.finish(pending.responses)
+        score, error = pending.verification.outcome(pending.responses)
+        if error is not None:
+            self.failures.append({"candidate": key, "error": error})
+        return score
+
+    def raise_failures(self) -> None:
+        """Raise `VerifierError` if the verifier raised and `on_error` is "raise".
+
+        Strategies call it from `plan` (where the controller attaches the receipt to the
+        error) and from `finish`, for a failure that came back in the last round.
+        """
+        if not self.failures or self.on_error != "raise":
+            return
+        first = self.failures[0]
+        more = f" (and on {len(self.failures) - 1} more)" if len(self.failures) > 1 else ""
+        raise VerifierError(
+            f"verifier {self.verifier.name!r} raised on candidate {first['candidate']!r}{more}: "
+            f"{first['error']}; fix the verifier, or pass on_verifier_error='skip' to leave such "
+            "candidates unscored (recorded in details['verifier_errors'] and as a warning)",
+            verifier=self.verifier.name,
+            failures=self.failures,
+        )
+
+    def report(self, strategy: str, details: dict[str, Any]) -> tuple[str, ...]:
+        """Put the failures (skipped ones) in `details["verifier_errors"]`; return the warnings."""
+        details["verifier_errors"] = list(self.failures)
+        if not self.failures:
+            return ()
+        return (
+            f"{strategy}: verifier {self.verifier.name!r} raised on {len(self.failures)} "
+            f"candidate(s) (first: {self.failures[0]['error']}); they were left unscored "
+            "(on_verifier_error='skip')",
+        )
 
 
 class Scored(Protocol):

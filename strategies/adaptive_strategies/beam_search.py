@@ -29,6 +29,15 @@ score-weighted vote over finished solutions (`select="weighted_majority"`, score
 count as 0). Stop rules are consulted between rounds; if the search stops before anything
 finished, the best-scored partial solution is answered (`details["finished"]` is False).
 
+Never silently empty-handed: when the PRM scores none of a subtree's candidates in a round
+(an unparseable judge reply, failed or refused calls), the search keeps them in generation
+order instead of dropping them all; if no finished solution was ever scored, the answer is
+the plain majority over the finished ones (or the first partial one). Either way
+`details["fallback"]` gives the reason (None when no fallback was taken), `details["beams"]`
+marks the rounds, and the result carries a warning. A PRM that raises is `VerifierError`,
+or with `on_verifier_error="skip"` an unscored candidate recorded in
+`details["verifier_errors"]`.
+
 `DVTS` (diverse verifier tree search) runs `subtrees` independent searches of width 1, each
 expanding `width` candidates per round from its own PRM-best path; each subtree contributes
 its best finished leaf and the answer is the score-weighted vote over the leaves.
@@ -66,11 +75,11 @@ from adaptive import (
     Task,
     ValidatedModel,
     budget_exhausted,
-    candidate_bytes,
+    majority_vote,
 )
 
 from ._fields import AnswerSpecField, ExtractorField
-from ._scoring import Scorer, pick, verifier_aggregation, weight_of
+from ._scoring import OnVerifierError, Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, ScoreValue, aggregate_steps
 from .verifiers import (
     LLMJudge,
@@ -124,6 +133,7 @@ class _TreeSearch(ValidatedModel):
     finish_marker: ExtractorField = Field(default_factory=default_finish_marker)
     sampling: Sampling = Field(default_factory=lambda: Sampling(max_tokens=512))
     reserve_for_scoring: bool = True
+    on_verifier_error: OnVerifierError = "raise"
 
     @field_validator("raw_template")
     @classmethod
@@ -194,6 +204,9 @@ class BeamSearch(_TreeSearch):
         sampling: Sampling of the step requests (`max_tokens` is per step).
         reserve_for_scoring: Under a budget, expand only the beams whose new steps can also
             be scored (an estimate; the ledger enforces the limits exactly).
+        on_verifier_error: When the PRM raises (a bug, not a low score): "raise" (default)
+            raises `VerifierError` before anything more is sent; "skip" leaves the candidate
+            unscored and records it (`details["verifier_errors"]`, a warning).
     """
 
     kind: ClassVar[str] = "beam-search"
@@ -294,9 +307,11 @@ class _TreeRun:
         self.round = 0
         self.seed_offset = 0
         self.generated = 0
-        self.scorer: Scorer[Key] = Scorer(cfg.prm, task)
+        self.scorer: Scorer[Key] = Scorer(cfg.prm, task, cfg.on_verifier_error)
         self.log: list[dict[str, Any]] = []
         self.last_kept: list[_Node] = []
+        self.unscored_rounds: list[tuple[int, int]] = []  # (round, group) kept unscored
+        self.label = "dvts" if leaves else "beam-search"  # for warnings
 
     # -- the protocol ----------------------------------------------------------------------
     def answer_of(self, completion: Completion) -> str | None:
@@ -308,6 +323,7 @@ class _TreeRun:
     def plan(self, state: State) -> Plan | None:
         if self.phase == "expanded":
             calls = self._scoring_calls()
+            self.scorer.raise_failures()  # a local verifier raised: before anything more is sent
             if calls:
                 self.phase = "score"
                 return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(self.children)} step(s)")
@@ -315,6 +331,7 @@ class _TreeRun:
         elif self.phase == "score":
             for key in self.scorer.unfinished():
                 self._settle(key)  # calls the budget refused never come back
+            self.scorer.raise_failures()
             self._prune()
         return self._expansion(state)
 
@@ -343,6 +360,7 @@ class _TreeRun:
         )
 
     def finish(self, state: State) -> Final:
+        self.scorer.raise_failures()  # one that came back in the last round
         finals = self._finals()
         details: dict[str, Any] = {
             "mode": self.mode,
@@ -355,20 +373,58 @@ class _TreeRun:
                 {"answer": n.answer, "score": n.score, "depth": n.depth, "group": n.group} for n in finals
             ],
             "beams": self.log,
+            "fallback": None,
         }
+        warnings = list(self.scorer.report(self.label, details))
+        reasons: list[str] = []
+        if self.unscored_rounds:
+            reasons.append(
+                f"in {len({r for r, _ in self.unscored_rounds})} round(s) the PRM "
+                f"{self.cfg.prm.name!r} scored none of a subtree's candidates "
+                f"({len(self.unscored_rounds)} subtree-round(s): unparseable replies, failed or "
+                "refused calls, or errors), so they were kept in generation order"
+            )
         if not finals:
             # Stopped before anything finished: answer from the best partial solution.
-            partial = [n for g in self.active for n in g if n.steps and n.score is not None]
-            partial += [n for n in self.last_kept if n.score is not None]
+            partial = [n for g in self.active for n in g if n.steps]
+            partial += [n for n in self.last_kept if n.steps]
+            scored = [n for n in partial if n.score is not None]
+            if not scored and partial:
+                reasons.append("no partial solution was scored, so the first one generated is answered")
             if not partial:
-                return Final(answer=None, details=details)
-            best = min(partial, key=self._rank)
+                return self._final(None, None, None, details, reasons, warnings)
+            best = min(scored or partial, key=self._rank if scored else lambda n: n.key)
             text = self._text(best.steps)
             details["best_score"] = best.score
-            return Final(answer=self.cfg.answer.read(text), text=text, details=details)
+            return self._final(self.cfg.answer.read(text), text, None, details, reasons, warnings)
+        if all(n.score is None for n in finals):
+            vote = majority_vote([n.answer for n in finals])
+            chosen = next((n for n in finals if n.answer == vote.winner), finals[0])
+            reasons.append("no finished solution was scored, so the answer is their plain majority vote")
+            text = self._text(chosen.steps)
+            return self._final(vote.winner, text, None, details, reasons, warnings)
         # A solution that gives an answer beats a better-scored one that gives none.
         best, confidence = pick(finals, self.select, self._rank, details)
-        return Final(answer=best.answer, text=self._text(best.steps), confidence=confidence, details=details)
+        return self._final(best.answer, self._text(best.steps), confidence, details, reasons, warnings)
+
+    def _final(
+        self,
+        answer: str | None,
+        text: str | None,
+        confidence: float | None,
+        details: dict[str, Any],
+        reasons: list[str],
+        warnings: list[str],
+    ) -> Final:
+        if reasons:
+            details["fallback"] = "; ".join(reasons)
+            warnings.append(
+                f"{self.label}: {details['fallback']}: use a PRM or judge that can score these "
+                "candidates (a ProcessRewardModel, an LLMJudge on a stronger endpoint, a function)"
+            )
+        return Final(
+            answer=answer, text=text, confidence=confidence, details=details, warnings=tuple(warnings)
+        )
 
     # -- building requests -----------------------------------------------------------------
     def _text(self, steps: tuple[str, ...]) -> str:
@@ -403,7 +459,7 @@ class _TreeRun:
         for position, beam in enumerate(beams):
             call = Call(request=self._request(beam), purpose="generate", tag=("expand", position, position))
             if self.cfg.reserve_for_scoring:
-                size = candidate_bytes(call.request.max_tokens, self._partial(beam.steps))
+                size = Task.candidate_bytes(call.request.max_tokens, self._partial(beam.steps))
                 work.append((call, scoring_calls(self.cfg.prm, self.task.question, size)))
                 fit = self.task.affordable(state, work)
                 if fit is not None and fit < 1:
@@ -490,8 +546,16 @@ class _TreeRun:
     def _prune(self) -> None:
         kept_all: list[_Node] = []
         for group in range(len(self.active)):
-            scored = [n for n in self.children.values() if n.group == group and n.score is not None]
-            kids = sorted(scored, key=self._rank)
+            mine = [n for n in self.children.values() if n.group == group]
+            scored = [n for n in mine if n.score is not None]
+            fallback = bool(mine) and not scored
+            if fallback:
+                # Nothing to rank by: keep them in generation order rather than end with
+                # nothing (finish says so, on details["fallback"] and as a warning).
+                kids = sorted(mine, key=lambda n: n.key)
+                self.unscored_rounds.append((self.round, group))
+            else:
+                kids = sorted(scored, key=self._rank)
             kept = kids[: self.keep]
             self.pool.extend(n for n in kids if n.finished)
             self.active[group] = [n for n in kept if not n.finished]
@@ -502,6 +566,7 @@ class _TreeRun:
                     "group": group,
                     "kept": [{"score": n.score, "depth": n.depth, "finished": n.finished} for n in kept],
                     "candidates": len(kids),
+                    "unscored_fallback": fallback,
                 }
             )
         if kept_all:

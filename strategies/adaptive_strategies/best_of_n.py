@@ -36,12 +36,11 @@ from adaptive import (
     Task,
     ValidatedModel,
     budget_exhausted,
-    candidate_bytes,
     majority_vote,
 )
 
 from ._fields import AnswerSpecField
-from ._scoring import Scorer, pick, verifier_aggregation, weight_of
+from ._scoring import OnVerifierError, Scorer, pick, verifier_aggregation, weight_of
 from .replies import Aggregation, read_score
 from .verifiers import (
     LLMJudge,
@@ -83,10 +82,14 @@ class BestOfN(ValidatedModel):
         reserve_for_scoring: Under a budget, cap each batch so that its scoring still fits.
         aggregation: How per-step scores (a process reward model) become one score; None uses
             the verifier's own `aggregation` when it has one, else "last".
+        on_verifier_error: When the verifier raises (a bug, not a low score): "raise" (the
+            default) raises `VerifierError` before anything more is sent; "skip" leaves that
+            candidate unscored and records the failure (`details["verifier_errors"]`, a warning).
 
     Candidates the verifier could not score (unparseable judge reply, failed or refused call)
     are never picked over scored ones; if none was scored, the answer is the plain majority
-    over all candidates (`details["fallback"]` says so).
+    over all candidates: `details["fallback"]` gives the reason (None when no fallback was
+    taken) and the result carries a warning.
 
     The default stop rule is `budget_exhausted()`: generate and score all `n` candidates or
     until the budget is spent. Pass `stop=score_threshold(t)` to stop at a good enough score.
@@ -103,6 +106,7 @@ class BestOfN(ValidatedModel):
     batch: int | None = Field(default=None, ge=1)
     reserve_for_scoring: bool = True
     aggregation: Aggregation | None = None
+    on_verifier_error: OnVerifierError = "raise"
 
     @property
     def name(self) -> str:
@@ -130,7 +134,7 @@ class _BestOfNRun:
         self.candidates: list[_Candidate] = []
         self.asked = 0
         self.arrivals = 0
-        self.scorer: Scorer[int] = Scorer(config.verifier, task)
+        self.scorer: Scorer[int] = Scorer(config.verifier, task, config.on_verifier_error)
         self.scoring = False
         self._scoring: tuple[Call, ...] | None = None  # what scoring one candidate takes
 
@@ -146,9 +150,11 @@ class _BestOfNRun:
             self.scoring = False
             for i in self.scorer.unfinished():
                 self._settle(i)  # calls the budget refused never come back
+        self.scorer.raise_failures()  # before anything more is sent
         new = [i for i, c in enumerate(self.candidates) if not c.submitted]
         if new:
             calls = self._scoring_calls(new)
+            self.scorer.raise_failures()  # a local verifier raised just now
             if calls:
                 self.scoring = True
                 return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(new)} candidate(s)")
@@ -190,6 +196,7 @@ class _BestOfNRun:
         )
 
     def finish(self, state: State) -> Final:
+        self.scorer.raise_failures()  # one that came back in the last round
         ordered = self._ordered()
         scored = [c for c in ordered if c.score is not None]
         details: dict[str, Any] = {
@@ -199,17 +206,28 @@ class _BestOfNRun:
             "scored": len(scored),
             "scores": [c.score for c in ordered],
             "answers": [c.answer for c in ordered],
-            "fallback": False,
+            "fallback": None,
         }
+        warnings = self.scorer.report("best-of-n", details)
         if not scored:
             if not ordered:
-                return Final(answer=None, details=details)
+                return Final(answer=None, details=details, warnings=warnings)
             vote = majority_vote([c.answer for c in ordered])
             chosen = next((c for c in ordered if c.answer == vote.winner), ordered[0])
-            details["fallback"] = True
-            return Final(answer=vote.winner, text=chosen.text, details=details)
+            details["fallback"] = (
+                f"majority: verifier {self.cfg.verifier.name!r} scored none of the {len(ordered)} "
+                "candidates (unparseable replies, failed or refused calls, or errors)"
+            )
+            warnings += (
+                f"best-of-n: {details['fallback']}, so the answer is their plain majority vote, not "
+                "the best-scored one: use a verifier that can score them (LLMJudge on a stronger "
+                "endpoint, a RewardModel, a function)",
+            )
+            return Final(answer=vote.winner, text=chosen.text, details=details, warnings=warnings)
         best, confidence = pick(scored, self.cfg.select, _rank, details)
-        return Final(answer=best.answer, text=best.text, confidence=confidence, details=details)
+        return Final(
+            answer=best.answer, text=best.text, confidence=confidence, details=details, warnings=warnings
+        )
 
     # -- helpers ---------------------------------------------------------------------------
     def _ordered(self) -> list[_Candidate]:
@@ -238,7 +256,7 @@ class _BestOfNRun:
     def _fits(self, state: State, request: Request) -> int | None:
         """How many candidates, each generated alone and then scored, the budget still holds."""
         if self._scoring is None:
-            size = candidate_bytes(request.max_tokens)
+            size = Task.candidate_bytes(request.max_tokens)
             self._scoring = scoring_calls(self.cfg.verifier, self.task.question, size)
         work = [(Call(request=request), self._scoring)]
         return self.task.affordable(state, work)

@@ -32,9 +32,11 @@ import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Protocol, cast, runtime_checkable
 
+import anyio.to_thread
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from adaptive import (
+    AdaptiveError,
     AnswerSpec,
     Call,
     Completion,
@@ -72,11 +74,45 @@ __all__ = [
     "RewardModel",
     "Verification",
     "Verifier",
+    "VerifierError",
     "VerifierField",
+    "describe_error",
     "scoring_calls",
     "verifier_from_config",
     "verifier_names",
 ]
+
+
+class VerifierError(AdaptiveError):
+    """A verifier raised while scoring a candidate (a bug in it, not a low score).
+
+    Raised by default by `BestOfN`, `BeamSearch` and `DVTS`; with `on_verifier_error="skip"`
+    they leave such candidates unscored instead and record the failure on the result
+    (`details["verifier_errors"]` and a warning). `receipt` holds what was spent before.
+
+    Attributes:
+        verifier: The verifier's name.
+        failures: One entry per candidate it raised on: `{"candidate": ..., "error": "Type: message"}`.
+    """
+
+    def __init__(self, message: str, *, verifier: str, failures: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(message)
+        self.verifier = verifier
+        self.failures = tuple(failures)
+
+
+def describe_error(exc: BaseException) -> str:
+    """`"TypeName: message"`, how a verifier's exception is shown on receipts and errors."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _Raised(Exception):
+    """A verifier's failure carried through a reply (an async function's, caught in its endpoint)."""
+
+
+# What an async function verifier's endpoint answers when the function raised: the reader
+# turns it back into a failure (the endpoint itself must not fail: the round would).
+_RAISED = "verifier raised: "
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,31 +121,44 @@ class Verification:
 
     Either `score` is the (free, local) result and `calls` is empty, or `calls` are to be sent
     and `read` turns their responses (in the order of `calls`; None for a call that was
-    refused by the budget, cancelled or failed) into the score.
+    refused by the budget, cancelled or failed) into the score. A `read` that raises is a
+    verifier failure (not an unscored reply): `outcome` reports it.
 
     Attributes:
         score: The local score when no call is needed.
         calls: Requests to send (purpose "verify").
         read: Responses -> score; required when `calls` is not empty.
+        error: Set when scoring locally raised (`describe_error` of the exception); the
+            candidate is then unscored and the strategy raises or records it.
     """
 
     score: ScoreValue = None
     calls: tuple[Call, ...] = ()
     read: Callable[[Sequence[Response | None]], ScoreValue] | None = None
+    error: str | None = None
 
     def __post_init__(self) -> None:
         if self.calls and self.read is None:
             raise ConfigError("a Verification with calls needs a read function for their responses")
 
     def finish(self, responses: Sequence[Response | None]) -> ScoreValue:
-        """Return the score: the local one, or `read` applied to the calls' responses."""
+        """Return the score: the local one, or `read` applied to the calls' responses.
+
+        A failure (see `outcome`) gives None; use `outcome` to learn of it.
+        """
+        return self.outcome(responses)[0]
+
+    def outcome(self, responses: Sequence[Response | None]) -> tuple[ScoreValue, str | None]:
+        """Return `(score, error)`: error is None, or what the verifier raised (score None)."""
         if not self.calls:
-            return clean_score(self.score)
+            return (None, self.error) if self.error is not None else (clean_score(self.score), None)
         assert self.read is not None
         try:
-            return clean_score(self.read(responses))
-        except Exception:  # a reader that chokes on a reply leaves the candidate unscored
-            return None
+            return clean_score(self.read(responses)), None
+        except _Raised as exc:
+            return None, str(exc)
+        except Exception as exc:  # a reader or parser that crashed: a failure, not "unscored"
+            return None, describe_error(exc)
 
 
 @runtime_checkable
@@ -220,11 +269,13 @@ ScoreFn = SyncScoreFn | AsyncScoreFn
 class FunctionVerifier(_VerifierModel):
     """Any callable `fn(question, solution) -> float | bool | None` as a verifier.
 
-    A sync callable is scored locally and for free, in the event loop between rounds (keep it
-    quick; make it async if it is slow). An async callable is awaited by the controller through
-    a free call on a `FunctionEndpoint` (purpose "verify", $0, reported usage 0), so it runs
-    concurrently with the other scoring calls and shows on the receipt. A bool counts as
-    1.0 / 0.0; None, NaN or an exception leaves the candidate unscored.
+    Either kind is scored through a free call on a `FunctionEndpoint` (purpose "verify", $0,
+    reported usage 0), so it runs concurrently with the other scoring calls and shows on the
+    receipt: an async callable is awaited, a sync one runs in a worker thread (as
+    `FunctionEndpoint` runs sync functions), so a slow check never blocks the event loop. A bool counts as
+    1.0 / 0.0; None or NaN leaves the candidate unscored. An exception is a verifier failure
+    (`Verification.error`): the strategy raises `VerifierError`, or with
+    `on_verifier_error="skip"` leaves the candidate unscored and records it.
 
     Example:
         >>> v = FunctionVerifier(lambda q, s: float("42" in s))
@@ -252,12 +303,18 @@ class FunctionVerifier(_VerifierModel):
     def _endpoint(self) -> Endpoint:
         fn = self.fn
 
+        is_async = is_async_callable(fn)
+
         async def score(request: Request) -> Completion:
             assert request.messages is not None
+            question, solution = request.messages[0].content, request.messages[-1].content
             try:
-                raw = await fn(request.messages[0].content, request.messages[-1].content)
-            except Exception:  # a crashing check leaves the candidate unscored, not the run failed
-                raw = None
+                if is_async:
+                    raw = await fn(question, solution)
+                else:
+                    raw = await anyio.to_thread.run_sync(fn, question, solution)
+            except Exception as exc:  # carried in the reply: a failed call would fail the round
+                return Completion(text=_RAISED + describe_error(exc), finish_reason="stop")
             value = finite(float(raw)) if isinstance(raw, bool) else finite(raw)
             return Completion(text="" if value is None else repr(value), finish_reason="stop", score=value)
 
@@ -268,16 +325,19 @@ class FunctionVerifier(_VerifierModel):
     def verification(
         self, question: str, solution: str, *, steps: Sequence[str] | None = None, seed: int | None = None
     ) -> Verification:
-        """Score locally (sync function) or with one free call (async function)."""
-        if is_async_callable(self.fn):
-            request = Request(messages=_pair(question, solution), max_tokens=1)
-            call = Call(request=request, endpoint=self._endpoint, purpose="verify")
-            return Verification(calls=(call,), read=lambda rs: parse_reward(rs[0]) if rs[0] else None)
-        try:
-            value = self.fn(question, solution)
-        except Exception:  # a user check that crashed says nothing about the candidate
-            return Verification(score=None)
-        return Verification(score=finite(float(value)) if isinstance(value, bool) else finite(value))
+        """One free call that runs the function (awaited, or in a worker thread if sync)."""
+        request = Request(messages=_pair(question, solution), max_tokens=1)
+        call = Call(request=request, endpoint=self._endpoint, purpose="verify")
+        return Verification(calls=(call,), read=_read_function_reply)
+
+
+def _read_function_reply(responses: Sequence[Response | None]) -> ScoreValue:
+    response = responses[0]
+    if response is None:
+        return None
+    if response.completions and response.completions[0].text.startswith(_RAISED):
+        raise _Raised(response.completions[0].text[len(_RAISED) :])
+    return parse_reward(response)
 
 
 class ExactChecker(_VerifierModel):
@@ -360,7 +420,8 @@ class LLMJudge(_EndpointVerifier):
       `parse_rating`; the score is the rating divided by `scale`, in [0, 1].
     - "yes_no": asks for Yes/No with log-probabilities and scores P(yes) (or 1/0 from the
       word when the endpoint returns no log-probabilities).
-    - any callable `Completion -> float | None`.
+    - any callable `Completion -> float | None` (None: unparseable; raising is a verifier
+      failure, see `VerifierError`).
 
     An unparseable reply (or a failed call) leaves the candidate unscored (None): it is never
     picked over a scored candidate and adds no weight to a vote.
@@ -421,10 +482,9 @@ class LLMJudge(_EndpointVerifier):
             return parse_rating(completion.text, self.scale)
         if self.score_parser == "yes_no":
             return parse_yes_no(completion)
-        try:
-            return finite(self.score_parser(completion))
-        except Exception:  # a user parser that crashed: unscored, like an unparseable reply
-            return None
+        # A user parser that raises is a verifier failure (Verification.outcome reports it),
+        # unlike a reply it cannot read, for which it returns None.
+        return finite(self.score_parser(completion))
 
 
 class RewardModel(_EndpointVerifier):

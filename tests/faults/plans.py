@@ -25,6 +25,7 @@ __all__ = [
     "ENDPOINTS",
     "FAMILIES",
     "FAULTS",
+    "RAW_STRATEGIES",
     "STRATEGIES",
     "Fault",
     "Trial",
@@ -36,6 +37,7 @@ Usage = Literal["honest", "omit", "negative", "inflate_prompt"]
 
 ENDPOINTS = ("openai-chat", "openai-completions", "anthropic")
 STRATEGIES = ("single", "self-consistency", "adaptive", "best-of-n", "beam-search", "dvts")
+RAW_STRATEGIES = ("beam-search", "dvts")
 BUDGET_KINDS = ("usd", "tokens", "samples", "seconds")
 FAMILIES = ("flaky", "lying")
 
@@ -170,7 +172,10 @@ def make_trial(seed: int) -> Trial:
     # Round-robin on the seed for the three axes that the table is cut by, so every cell fills.
     endpoint = ENDPOINTS[seed % 3]
     family = FAMILIES[(seed // 3) % 2]
-    strategy = STRATEGIES[(seed // 6) % len(STRATEGIES)]
+    # Legacy completions take raw prompts only, and only the tree searches write them (raw
+    # mode): on that endpoint the trials cycle through those, so none is refused up front.
+    strategies = RAW_STRATEGIES if endpoint == "openai-completions" else STRATEGIES
+    strategy = strategies[(seed // 6) % len(strategies)]
     budget_kind = rng.choice(BUDGET_KINDS)
     stream = rng.random() < 0.5
     verifier = rng.choice(("judge", "function"))
