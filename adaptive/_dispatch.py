@@ -77,7 +77,9 @@ def billed(error: BaseException) -> Billed:
 
     An `EndpointError` that carries `usage` says it (None there too means unknown); one that
     carries the `partial` response and the `errors` of a fanned-out `n` says it per request.
-    Without those attributes: an HTTP error status bills nothing, a cut stream what it
+    An error with `choices` (the choice count of an answer refused for it) books that many
+    samples, so more choices than `n` is an overrun. Without those attributes: an HTTP error
+    status bills nothing, a cut stream what it
     counted, any other endpoint error (a malformed 200 body, a connection lost mid-answer)
     may have been generated in full: unknown. An exception group (a fan-out whose other
     requests may have been billed) is unknown. An exception that is not an `EndpointError`
@@ -101,7 +103,11 @@ def billed(error: BaseException) -> Billed:
         return Billed(Usage())
     if hasattr(error, "usage"):
         usage = error.usage
-        return Billed(usage if isinstance(usage, Usage) else None)
+        # An answer refused for its choice count still billed them: `choices` (when the
+        # endpoint says it) lets the ledger see more choices than `n` as an overrun.
+        choices = getattr(error, "choices", None)
+        samples = choices if isinstance(choices, int) and not isinstance(choices, bool) else 0
+        return Billed(usage if isinstance(usage, Usage) else None, max(0, samples))
     if isinstance(error, HTTPStatusError):
         return Billed(Usage())
     return Billed(None)

@@ -492,7 +492,7 @@ class Ledger:
         """
         self._release(r)
         if usage is None or not _credible(usage):
-            return self._book(r, self.worst(r), r.samples, "failed", estimated=True)
+            return self._book(r, self.worst(r), max(r.samples, samples), "failed", estimated=True)
         if unknown:
             share = Usage(
                 prompt_tokens=-(-r.prompt_tokens // max(1, r.samples)),

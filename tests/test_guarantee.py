@@ -437,3 +437,27 @@ async def test_an_overrun_stays_the_stop_reason_of_an_error_that_came_with_it() 
         except AdaptiveError as exc:
             result = exc.receipt
     assert result.stop_reason == "overrun" and result.overruns
+
+
+@pytest.mark.asyncio
+async def test_an_answer_refused_for_more_choices_than_n_is_an_overrun() -> None:
+    class TooManyChoices(ResponseError):
+        """As an endpoint reports an answer with 3 choices for n=1 (it says how many)."""
+
+        def __init__(self) -> None:
+            super().__init__("the answer has 3 choices for n=1", endpoint="srv")
+            self.choices = 3
+
+    def reply(request: Request, i: int) -> str:
+        if i == 0:
+            raise TooManyChoices()
+        return answer(i)
+
+    server = Server(reply, delay=0.2)
+    config = ControllerConfig(batch_as_n=False, max_batch=2, first_batch=2)
+    async with Client(server.endpoint, controller=config) as client:
+        result = await client.run("q?", strategy=SelfConsistency(n=6), seed=0, max_tokens=8)
+    assert result.stop_reason == "overrun" and server.calls == 2
+    [over] = result.overruns
+    assert over.reported_samples == 3 and over.reserved_samples == 1
+    assert sum(c.samples for c in result.charges) <= 2
