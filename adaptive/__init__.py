@@ -7,7 +7,7 @@ documented where it is defined. Helpers stay in their private modules. Providers
 (`strategy="best-of-n"`) through entry points, or imported from `adaptive_strategies`.
 """
 
-from ._answer_spec import AnswerSpec, as_answer_spec
+from ._answer_spec import AnswerSpec
 from ._budget import Budget
 from ._client import Client, SyncClient
 from ._controller import ControllerConfig
@@ -32,7 +32,6 @@ from ._extractors import (
     AnswerIs,
     Boxed,
     Extractor,
-    FirstOf,
     JSONField,
     LastNumber,
     MultipleChoice,
@@ -42,7 +41,7 @@ from ._extractors import (
 from ._models import Completion, Message, Request, Response, Usage, ValidatedModel
 from ._normalize import answers_equivalent, normalize_answer
 from ._posterior import ConsistencyPrior
-from ._prices import Price, lookup_price
+from ._prices import Price
 from ._registry import Registry
 from ._result import ChargeRecord, OverrunRecord, Result, SampleRecord, StopRecord, TraceEvent
 from ._state import State
@@ -76,7 +75,7 @@ from ._strategy import (
     strategy_from_config,
     strategy_names,
 )
-from ._voting import logprob_weight, majority_vote, weighted_vote
+from ._voting import majority_vote, weighted_vote
 from .endpoints import (
     Anthropic,
     Endpoint,
@@ -162,7 +161,6 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "ValidatedModel",
     # reading and voting on answers
     "AnswerSpec",
-    "as_answer_spec",
     "Extractor",
     "AnswerIs",
     "Boxed",
@@ -171,16 +169,13 @@ __all__ = [  # noqa: RUF022 - grouped by topic, not sorted
     "Regex",
     "JSONField",
     "AfterMarker",
-    "FirstOf",
     "extractor_from_config",
     "normalize_answer",
     "answers_equivalent",
     "majority_vote",
     "weighted_vote",
-    "logprob_weight",
     # prices, the controller's settings and its prior
     "Price",
-    "lookup_price",
     "ControllerConfig",
     "ConsistencyPrior",
 ]

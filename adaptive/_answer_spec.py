@@ -60,6 +60,19 @@ class AnswerSpec(ValidatedModel):
             return None
         return self.normalizer.normalize(raw) or None
 
+    @classmethod
+    def of(cls, spec: AnswerSpec | Extractor | ExtractorFn | str | Mapping[str, Any] | None) -> AnswerSpec:
+        """An `AnswerSpec` from what a user may pass as `answer=` (see `as_answer_spec`).
+
+        None gives the default spec; a dict with "extractor" and/or "normalizer" keys is an
+        `AnswerSpec` config; anything else (an extractor name, config dict, function or
+        `Extractor`) is taken as the extractor.
+
+        Raises:
+            ConfigError: The value cannot be turned into an extractor.
+        """
+        return as_answer_spec(spec)
+
 
 def as_answer_spec(spec: AnswerSpec | Extractor | ExtractorFn | str | Mapping[str, Any] | None) -> AnswerSpec:
     """Coerce what a user passed as `answer=` into an `AnswerSpec`.

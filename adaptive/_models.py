@@ -238,6 +238,16 @@ class Completion(BaseModel):
             return None
         return sum(t.logprob for t in self.logprobs) / len(self.logprobs)
 
+    def logprob_weight(self) -> float | None:
+        """The weight of this completion in a logprob-weighted vote: `exp(mean_logprob())`.
+
+        None without logprobs.
+        """
+        from ._voting import logprob_weight
+
+        mean = self.mean_logprob()
+        return None if mean is None else logprob_weight(mean)
+
 
 class Response(BaseModel):
     """What an endpoint returns for one `Request`: its completions and exact usage."""

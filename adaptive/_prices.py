@@ -95,6 +95,14 @@ class Price(ValidatedModel):
             )
         return tuple(sorted(rows, reverse=True))
 
+    @staticmethod
+    def lookup(model: str, provider: str | None = None) -> Price | None:
+        """The price of `model` from genai-prices' bundled snapshot, or None when unknown.
+
+        Nothing is fetched from the network (see `lookup_price`).
+        """
+        return lookup_price(model, provider)
+
     def cost_pico(self, usage: Usage) -> int:
         """Exact cost of `usage` in picodollars.
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adaptive import AnswerSpec, Boxed, ConfigError, JSONField, Regex, as_answer_spec
+from adaptive import AnswerSpec, Boxed, ConfigError, JSONField, Regex
+from adaptive._answer_spec import as_answer_spec
 from adaptive._normalize import Normalizer
 
 # --------------------------------------------------------------------------------------------

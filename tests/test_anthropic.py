@@ -22,9 +22,9 @@ from adaptive import (
     ServerError,
     TransportError,
     Usage,
-    lookup_price,
 )
 from adaptive._ledger import Ledger
+from adaptive._prices import lookup_price
 from adaptive.endpoints import RetryPolicy
 
 KEY = "sk-ant-test-SECRET-0123456789"

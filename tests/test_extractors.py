@@ -12,14 +12,19 @@ from adaptive import (
     Boxed,
     ConfigError,
     Extractor,
-    FirstOf,
     JSONField,
     LastNumber,
     MultipleChoice,
     Regex,
     extractor_from_config,
 )
-from adaptive._extractors import FunctionExtractor, default_extractor, extractor_names, register_extractor
+from adaptive._extractors import (
+    FirstOf,
+    FunctionExtractor,
+    default_extractor,
+    extractor_names,
+    register_extractor,
+)
 
 # --------------------------------------------------------------------------------------------
 # Extractors

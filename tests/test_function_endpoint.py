@@ -22,9 +22,9 @@ from adaptive import (
     Response,
     ResponseError,
     Usage,
-    lookup_price,
 )
 from adaptive._ledger import Ledger, prompt_token_bound
+from adaptive._prices import lookup_price
 
 
 def chat(text: str = "hello", **kwargs: Any) -> Request:

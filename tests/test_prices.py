@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from adaptive import ConfigError, Price, Usage, lookup_price
-from adaptive._prices import PICO, PriceTier, pico_to_usd, usd_to_pico
+from adaptive import ConfigError, Price, Usage
+from adaptive._prices import PICO, PriceTier, lookup_price, pico_to_usd, usd_to_pico
 
 
 def test_pico_conversions() -> None:

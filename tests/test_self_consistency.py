@@ -18,10 +18,10 @@ from adaptive import (
     FunctionEndpoint,
     Request,
     Result,
-    logprob_weight,
     strategy_from_config,
 )
 from adaptive._models import TokenLogprob
+from adaptive._voting import logprob_weight
 
 
 def endpoint(answer: Callable[[Request], str | Completion], *, supports_n: bool = False) -> FunctionEndpoint:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptive import ConfigError, logprob_weight, majority_vote, weighted_vote
-from adaptive._voting import Tally, Vote, top_two_counts
+from adaptive import ConfigError, majority_vote, weighted_vote
+from adaptive._voting import Tally, Vote, logprob_weight, top_two_counts
 
 PROPERTY = settings(derandomize=True, database=None, max_examples=200, deadline=None)
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
-from adaptive import AnswerSpec, Extractor, as_answer_spec, extractor_from_config
+from adaptive import AnswerSpec, Extractor, extractor_from_config
 
 __all__: list[str] = []
 
@@ -20,8 +20,8 @@ def _as_extractor(value: Any) -> Extractor:
     return extractor_from_config(value)
 
 
-AnswerSpecField = Annotated[AnswerSpec, BeforeValidator(as_answer_spec)]
-"""An answer spec; also takes whatever `as_answer_spec` takes (None, an extractor name, config
+AnswerSpecField = Annotated[AnswerSpec, BeforeValidator(AnswerSpec.of)]
+"""An answer spec; also takes whatever `AnswerSpec.of` takes (None, an extractor name, config
 dict or function, or an `AnswerSpec` config dict)."""
 
 ExtractorField = Annotated[Extractor, BeforeValidator(_as_extractor)]

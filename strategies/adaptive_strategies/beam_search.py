@@ -55,16 +55,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from adaptive import (
-    AfterMarker,
-    AnswerIs,
     AnswerSpec,
-    Boxed,
     Call,
     Completion,
     ConfigError,
     Evidence,
+    Extractor,
     Final,
-    FirstOf,
     Outcome,
     Plan,
     Request,
@@ -75,6 +72,7 @@ from adaptive import (
     Task,
     ValidatedModel,
     budget_exhausted,
+    extractor_from_config,
     majority_vote,
 )
 
@@ -92,13 +90,13 @@ __all__ = ["DVTS", "BeamSearch", "default_finish_marker"]
 Key = tuple[int, int, int]
 
 
-def default_finish_marker() -> FirstOf:
+def default_finish_marker() -> Extractor:
     r"""Return the default finish marker: `\boxed{}`, then `####`, then "the answer is".
 
     These are the signs that a step gives the final answer (unlike `LastNumber`, which any
     arithmetic step would satisfy).
     """
-    return FirstOf(Boxed(), AfterMarker(), AnswerIs())
+    return extractor_from_config({"name": "first-of", "extractors": ["boxed", "after-marker", "answer-is"]})
 
 
 @dataclasses.dataclass(slots=True)

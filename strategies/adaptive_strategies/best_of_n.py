@@ -76,7 +76,7 @@ class BestOfN(ValidatedModel):
         select: "max" picks the candidate with the highest score (ties: the earliest);
             "weighted_majority" sums scores per extracted answer and picks the heaviest
             (scores below 0 count as 0).
-        answer: How answers are extracted and normalized (anything `as_answer_spec` takes).
+        answer: How answers are extracted and normalized (anything `AnswerSpec.of` takes).
         sampling: Sampling parameters of the generation requests.
         batch: Candidates per generation round; None generates all `n` in one round.
         reserve_for_scoring: Under a budget, cap each batch so that its scoring still fits.

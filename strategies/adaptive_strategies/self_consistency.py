@@ -28,7 +28,6 @@ from adaptive import (
     ValidatedModel,
     budget_exhausted,
     confident,
-    logprob_weight,
     low_marginal_gain,
     majority_vote,
     weighted_vote,
@@ -72,11 +71,11 @@ class VoteRun:
     def _weight(self, c: Completion) -> float:
         # A sample without what the weighting reads weighs 0, and is counted: finish says so.
         if self.weighting == "logprob":
-            mean = c.mean_logprob()
-            if mean is None:
+            weight = c.logprob_weight()
+            if weight is None:
                 self.unweighted += 1
                 return 0.0
-            return logprob_weight(mean)
+            return weight
         if self.weighting == "score":
             if c.score is None:
                 self.unweighted += 1
