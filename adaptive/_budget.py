@@ -31,10 +31,11 @@ class Budget(ValidatedModel):
         Budget(usd=0.01, tokens=None, samples=None, seconds=30.0)
     """
 
-    usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    tokens: int | None = Field(default=None, gt=0)
-    samples: int | None = Field(default=None, gt=0)
-    seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    # Strict: a bool is not a count (`tokens=True` would be 1), nor "5" a number.
+    usd: float | None = Field(default=None, gt=0, allow_inf_nan=False, strict=True)
+    tokens: int | None = Field(default=None, gt=0, strict=True)
+    samples: int | None = Field(default=None, gt=0, strict=True)
+    seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False, strict=True)
 
     def __and__(self, other: Budget) -> Budget:
         """The tighter of two budgets, limit by limit."""
