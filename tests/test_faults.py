@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import dataclasses
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +42,7 @@ from adaptive_strategies.verifiers import FunctionVerifier, LLMJudge, ProcessRew
 from faults.bill import INPUT_PICO, OUTPUT_PICO, TrialBill
 from faults.plans import ENDPOINTS, FAMILIES, Trial, make_trial
 from faults.server import FaultServer, fault_servers
+from faults.tap import Tap
 
 import adaptive
 from adaptive import AdaptiveError, Anthropic, Budget, Client, OpenAIChat, OpenAICompletions, Price, Result
@@ -50,15 +53,18 @@ FIRST_SEED = int(os.environ.get("ADAPTIVE_FAULT_SEED", "0"))
 SEEDS = os.environ.get("ADAPTIVE_FAULT_SEEDS", "")
 BATCH = 32
 TRIAL_TIMEOUT = 30.0
-# A deadline is enforced by cancellation: the run ends a little after it (cleanup, a loaded loop).
-DEADLINE_SLACK = 1.0
 PRICE = Price(input=INPUT_PICO / 1e6, output=OUTPUT_PICO / 1e6)
 QUESTION = "What is 6 times 7? Think step by step."
 RETRY = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05)
 
 COLUMNS = ("trials", "rec_over", "bill_over", "no_overrun", "untyped", "no_receipt", "leaks", "hung")
-# Not an invariant: trials refused as bad input (a chat strategy on a raw-prompt endpoint).
-INFO = ("config_err",)
+# Not invariants: trials refused as bad input (a chat strategy on a raw-prompt endpoint), and
+# the `AdaptiveWarning`s (`Final.Warning`) the strategies emitted when they took a fallback.
+INFO = ("config_err", "warnings")
+# A deadline is enforced by cancellation: the run ends a little after it (cleanup, a loaded loop).
+DEADLINE_SLACK = 1.0
+# The trial whose code is running (the SDK's tasks inherit it): warnings are counted per trial.
+_TRIAL: contextvars.ContextVar[Outcome | None] = contextvars.ContextVar("fault_trial", default=None)
 
 
 @dataclasses.dataclass
@@ -71,6 +77,7 @@ class Outcome:
     hung: bool = False
     bill: TrialBill = dataclasses.field(default_factory=TrialBill)
     broken: dict[str, str] = dataclasses.field(default_factory=dict)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def recorded(self) -> Result | None:
@@ -137,6 +144,7 @@ def _budget(trial: Trial) -> Budget:
 
 async def run_trial(trial: Trial, server: FaultServer) -> Outcome:
     out = Outcome(trial)
+    _TRIAL.set(out)
     server.register(trial)
     main, chat = _endpoints(trial, server)
     try:
@@ -164,7 +172,7 @@ def _pico(usd: float) -> int:
     return round(usd * 1e12)
 
 
-def judge(out: Outcome, bill: TrialBill) -> None:
+def judge(out: Outcome, bill: TrialBill, tap: Tap) -> None:
     """Fill `out.broken` with the invariants the trial broke (name -> what happened)."""
     budget = _budget(out.trial)
     out.bill = bill
@@ -207,19 +215,33 @@ def judge(out: Outcome, bill: TrialBill) -> None:
         if over:
             recorded = f"recorded ${rec.cost_usd:.9f}/{rec.usage.total_tokens} tok" if rec else "no record"
             out.broken["bill_over"] = "; ".join(over) + f" ({recorded})"
-    # 3. an overrun stops the call and says so
-    first = bill.first_overrun()
-    if first is not None:
+    # 3. an overrun stops the call and says so. Judged on what the SDK had in hand, not on
+    # time: an overrunning answer that a deadline (or another stop) cut before the SDK held
+    # all of it was never reported to the SDK (it is cancelled and charged, invariants 1-2).
+    # "After the overrun" is by the shared sequence (`faults.tap`): a request the SDK sent
+    # after it held the first overrunning answer; the ones sent before were in flight.
+    overruns = bill.overruns()
+    held = [r for r in overruns if tap.read(r.trial, r.index).whole(r.size)]
+    flagged = rec is not None and bool(rec.overruns or any(c.overrun for c in rec.charges))
+    if overruns and (held or flagged):
         why = []
         reason = rec.stop_reason if rec is not None else None
-        if reason != "overrun":
-            why.append(f"stop_reason={reason!r}")
-        ended = first.ended if first.ended is not None else first.started
-        later = [r for r in bill.requests if r.started > ended + 0.05]
-        if later:
-            why.append(f"{len(later)} request(s) sent after the overrun (first: #{later[0].index})")
+        first = min(held or overruns, key=lambda r: r.index)
+        if held and reason != "overrun":
+            why.append(f"stop_reason={reason!r} though the SDK read the whole answer")
+        elif not held and reason != "overrun":
+            why.append(f"stop_reason={reason!r} though the SDK flagged an overrun")
+        closes = [c for r in (held or overruns) if (c := tap.read(r.trial, r.index).closed) is not None]
+        if closes:
+            seen = min(closes)
+            later = [r for r in bill.requests if r.sent > seen]
+            if later:
+                why.append(f"{len(later)} request(s) sent after the SDK held it (first: #{later[0].index})")
         if why:
             out.broken["no_overrun"] = f"request #{first.index} ({first.fault}) overran: " + ", ".join(why)
+    untapped = [r.index for r in bill.requests if not r.sent]
+    if untapped:  # the harness itself: every request must carry the tap's stamp
+        out.broken["untyped"] = f"request(s) {untapped} reached the server without the tap's stamp"
 
 
 # -- the suite ------------------------------------------------------------------------------
@@ -246,7 +268,7 @@ def _other_tasks() -> list[asyncio.Task[Any]]:
     return [t for t in asyncio.all_tasks() if t is not me and not t.done()]
 
 
-async def run_suite(seeds: list[int]) -> tuple[list[Outcome], list[str], dict[str, int]]:
+async def run_suite(seeds: list[int], tap: Tap) -> tuple[list[Outcome], list[str], dict[str, int]]:
     outcomes: list[Outcome] = []
     task_leaks: list[str] = []
     with fault_servers(len(ENDPOINTS)) as servers:
@@ -263,7 +285,7 @@ async def run_suite(seeds: list[int]) -> tuple[list[Outcome], list[str], dict[st
                     tg.start_soon(one, trial)
             held = await _settle_connections(servers, {t.id for t in trials})
             for out in batch:
-                judge(out, by_kind[out.trial.endpoint].bill(out.trial.id))
+                judge(out, by_kind[out.trial.endpoint].bill(out.trial.id), tap)
                 if held.get(out.trial.id):
                     out.broken["leaks"] = f"{held[out.trial.id]} connection(s) still open on the server"
             await anyio.lowlevel.checkpoint()
@@ -287,6 +309,7 @@ def table(outcomes: list[Outcome]) -> str:
                 cells[key][name] += 1
             if isinstance(out.error, adaptive.ConfigError):
                 cells[key]["config_err"] += 1
+            cells[key]["warnings"] += len(out.warnings)
     rows = [(fam, ep) for fam in FAMILIES for ep in ENDPOINTS if (fam, ep) in cells] + [("all", "all")]
     width = 20
     lines = [f"{'family':<7} {'endpoint':<{width}}" + "".join(f"{c:>11}" for c in COLUMNS + INFO)]
@@ -319,10 +342,31 @@ def shared_ssl_context(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def test_fault_injection(shared_ssl_context: None) -> None:
+@pytest.fixture
+def tap(monkeypatch: pytest.MonkeyPatch) -> Tap:
+    tapped = Tap()
+    tapped.install(monkeypatch)
+    return tapped
+
+
+def _keep_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    out = _TRIAL.get()
+    if out is None:  # not from a trial: nothing may warn silently
+        raise AssertionError(f"{category.__name__} outside a trial: {message}")
+    out.warnings.append(str(message))
+
+
+def test_fault_injection(shared_ssl_context: None, tap: Tap) -> None:
     seeds = _seeds()
     t0 = time.perf_counter()
-    outcomes, task_leaks, final = anyio.run(run_suite, seeds)
+    # A fallback warning is information, not a failure: for this run only (one filter for the
+    # whole event loop; `catch_warnings` is not task-safe), `AdaptiveWarning` is shown to
+    # `_keep_warning`, which files it under the trial whose task raised it. Every other
+    # warning is still an error (pytest's `filterwarnings = ["error"]`).
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", adaptive.Final.Warning)
+        warnings.showwarning = _keep_warning
+        outcomes, task_leaks, final = anyio.run(run_suite, seeds, tap)
     elapsed = time.perf_counter() - t0
     failing = [o for o in outcomes if o.broken]
     report = [

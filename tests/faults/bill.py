@@ -43,6 +43,9 @@ class RequestBill:
         ended: When the last byte was handed to the server (None: still sending or cut).
         finished: The answer was sent completely.
         lied_choices: The server returned other choices than the `n` asked for.
+        sent: The SDK side's tick when it sent the request (`faults.tap`; 0: not tapped).
+        arrived: The tick when the server received it.
+        size: Bytes of the whole answer body, once it was all handed to the server to send.
     """
 
     trial: str
@@ -63,6 +66,9 @@ class RequestBill:
     ended: float | None = None
     finished: bool = False
     lied_choices: bool = False
+    sent: int = 0
+    arrived: int = 0
+    size: int | None = None
 
     @property
     def tokens(self) -> int:
@@ -137,7 +143,6 @@ class TrialBill:
         """Whether every request stayed within the reservation bound."""
         return all(r.within_bound for r in self.requests)
 
-    def first_overrun(self) -> RequestBill | None:
-        """The first request whose reported usage passed what could be reserved."""
-        overruns = [r for r in self.requests if r.overran]
-        return min(overruns, key=lambda r: r.ended or r.started) if overruns else None
+    def overruns(self) -> list[RequestBill]:
+        """The requests whose reported usage passed what could be reserved, in arrival order."""
+        return [r for r in self.requests if r.overran]

@@ -40,6 +40,7 @@ from starlette.routing import Route
 
 from .bill import RequestBill, TrialBill
 from .plans import FAULTS, Fault, Trial
+from .tap import tick
 
 __all__ = ["FaultServer", "tokenize"]
 
@@ -178,8 +179,20 @@ class FaultApp:
             max_tokens=parsed.max_tokens,
             prompt_bound=parsed.bound,
             true_prompt=parsed.prompt_tokens,
+            sent=int(request.headers.get("x-fault-sent", "0")),
+            arrived=tick(),
         )
         bill.requests.append(record)
+        response = await self._answer(parsed, fault, record, trial_id)
+        # The SDK side's tap (`faults.tap`) learns which request an answer belongs to.
+        response.headers["x-fault-index"] = str(index)
+        if not isinstance(response, StreamingResponse):
+            record.size = len(response.body)
+        return response
+
+    async def _answer(self, parsed: _Parsed, fault: Fault, record: RequestBill, trial_id: str) -> Response:
+        index = record.index
+        route = parsed.route
         if fault.delay:
             await asyncio.sleep(fault.delay)
         if fault.status is not None:
@@ -284,14 +297,16 @@ class FaultApp:
         self, parsed: _Parsed, fault: Fault, record: RequestBill, choices: list[tuple[list[str], str]]
     ) -> AsyncIterator[bytes]:
         events = self._anthropic_events if parsed.route == "messages" else self._openai_events
+        size = 0
         try:
             for chunk in events(parsed, fault, record, choices):
                 if chunk is _TOKEN_MARK:
                     if fault.chunk_delay:
                         await asyncio.sleep(fault.chunk_delay)
                     continue
+                size += len(chunk)
                 yield chunk
-            record.finished = True
+            record.finished, record.size = True, size
         finally:
             record.ended = time.monotonic()
 
