@@ -33,6 +33,7 @@ from .._exceptions import (
     ServerError,
     TransportError,
 )
+from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, Usage, ValidatedModel
 from .._prices import Price, lookup_price
 
@@ -282,8 +283,22 @@ def prompt_copies(endpoint: Endpoint, request: Request) -> int:
     return int(endpoint.prompt_copies(request))
 
 
-def merge_responses(responses: list[Response]) -> Response:
-    """Join single-completion responses into one, renumbering completions."""
+def merge_responses(responses: list[Response], request: Request | None = None) -> Response:
+    """Join single-completion responses into one, renumbering completions.
+
+    Usage is summed, and reported only when every response reported it. With `request` (the
+    single request each response answers), each response is first checked against its own
+    share of the bound: its reported prompt within the request's prompt bound, its
+    completion within `max_tokens`, one completion. A sum would hide one that exceeds it
+    (an inflated prompt, an ignored `max_tokens`), so then the merged usage is stated as
+    that many copies of the largest reported prompt and completion (each at least the sum)
+    and as reported: it exceeds the reservation of the fanned-out request, and the ledger
+    books the answer as an overrun.
+
+    Args:
+        responses: The answers of the single requests, in request order.
+        request: The single request they answer (None: sum without checking).
+    """
     completions: list[Completion] = []
     usage = Usage()
     reported = True
@@ -292,8 +307,34 @@ def merge_responses(responses: list[Response]) -> Response:
         reported = reported and r.usage_reported
         for c in r.completions:
             completions.append(c.model_copy(update={"index": len(completions)}))
+    if request is not None and _over_share(responses, request):
+        known = [r.usage for r in responses if r.usage_reported]
+        copies = len(responses)
+        usage = usage.model_copy(
+            update={
+                "prompt_tokens": max(usage.prompt_tokens, copies * max(u.prompt_tokens for u in known)),
+                "completion_tokens": max(
+                    usage.completion_tokens, copies * max(u.completion_tokens for u in known)
+                ),
+            }
+        )
+        reported = True
     model = responses[0].model if responses else None
     return Response(completions=tuple(completions), usage=usage, model=model, usage_reported=reported)
+
+
+def _over_share(responses: list[Response], request: Request) -> bool:
+    """Whether a response with reported usage exceeds what its single `request` allows."""
+    bound = prompt_token_bound(request)
+    for r in responses:
+        if not r.usage_reported:
+            continue  # an estimate: within the bound by construction
+        used = r.usage
+        if used.prompt_tokens > bound or used.completion_tokens > request.max_tokens:
+            return True
+        if len(r.completions) > 1:
+            return True
+    return False
 
 
 class BaseEndpoint:
@@ -379,11 +420,11 @@ class BaseEndpoint:
                 tg.start_soon(one, i)
         failed = [e for e in errors if e is not None]
         if not failed:
-            return merge_responses([r for r in results if r is not None])
+            return merge_responses([r for r in results if r is not None], single)
         for e in failed:
             if isinstance(e, ConfigError):  # the request itself is wrong: every copy failed alike
                 raise e
-        partial = merge_responses([r for r in results if r is not None])
+        partial = merge_responses([r for r in results if r is not None], single)
         first = failed[0]
         error = PartialResponseError(
             f"{self.name}: {len(failed)} of the {request.n} parallel requests that n={request.n} "
