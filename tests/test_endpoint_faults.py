@@ -299,3 +299,25 @@ async def test_a_fan_out_overrun_stops_the_call(kind: Kind) -> None:
                 "Say hi", strategy=SelfConsistency(n=5), budget=Budget(samples=5), max_tokens=16
             )
     assert result.stop_reason == "overrun"
+
+
+@pytest.mark.asyncio
+async def test_an_anthropic_stream_past_max_tokens_counts_past_it() -> None:
+    # Cut before message_delta reports the output: every delta is at least a token, so 12
+    # deltas for max_tokens=4 count 12 (an overrun the ledger must see), not max_tokens.
+    kind = ANTHROPIC
+    events: list[Any] = [
+        {"type": "message_start", "message": {"id": "m", "content": [], "usage": kind.usage(5, 1)}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ]
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "w"}}
+        for _ in range(12)
+    ]
+    async with scripted() as (fake, url), kind.endpoint(url, stream=True) as ep:
+        fake.reply = lambda req: sse(events, cut=True)
+        with pytest.raises(EndpointError) as info:
+            await ep.request(kind.request(max_tokens=4))
+    partial = getattr(info.value, "partial", None)
+    assert partial is not None and partial.usage.completion_tokens == 12
+    assert info.value.usage is not None and info.value.usage.completion_tokens == 12
