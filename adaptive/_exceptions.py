@@ -223,7 +223,17 @@ class ResponseError(EndpointError):
         usage: The usage the server reported when it passed validation (the answer was
             billed even though it cannot be used); None when it was missing or failed
             validation -- charge the reserved worst case.
+        choices: For an answer refused for its choices (a count other than `n`, a repeated
+            or out-of-range index): how many choices the server returned, each counted once
+            (two choices sent under one index count two); more than `n` is an overrun.
+            None for any other unusable answer.
     """
+
+    def __init__(
+        self, message: str, *, endpoint: str = "", usage: Usage | None = None, choices: int | None = None
+    ) -> None:
+        super().__init__(message, endpoint=endpoint, usage=usage)
+        self.choices = choices
 
 
 class StreamError(ResponseError):

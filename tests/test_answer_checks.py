@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from loopback_wire import ANTHROPIC, CHAT, COMPLETIONS, KINDS, Kind, scripted
+from loopback_wire import ANTHROPIC, CHAT, COMPLETIONS, KINDS, Kind, scripted, sse
 
 from adaptive import ResponseError, StreamError, Usage
 from adaptive.endpoints import PLAUSIBLE_FACTOR, PLAUSIBLE_SLACK
@@ -161,3 +161,70 @@ async def test_a_missing_usage_object_is_estimated_and_marked() -> None:
         fake.reply = lambda req: CHAT.answer(["hi"], None, stream=False)
         response = await ep.request(CHAT.request())
     assert not response.usage_reported
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [CHAT, COMPLETIONS], ids=lambda k: k.name)
+@pytest.mark.parametrize("stream", STREAM, ids=["json", "stream"])
+@pytest.mark.parametrize(
+    ("texts", "indices", "returned"),
+    [
+        (["only one"], [0], 1),
+        (["a b", "c d", "e f"], [0, 1, 2], 3),
+        (["a b", "c d"], [0, 0], 2),
+        (["a b", "c d"], [0, 5], 2),
+    ],
+    ids=["too-few", "too-many", "duplicate", "out-of-range"],
+)
+async def test_a_refused_choice_count_says_how_many_choices_came(
+    kind: Kind, stream: bool, texts: list[str], indices: list[int], returned: int
+) -> None:
+    # The controller books `choices` samples: more than n is an overrun, not a quiet failure.
+    async with scripted() as (fake, url), kind.endpoint(url, stream=stream) as ep:
+        fake.reply = lambda req: kind.answer(texts, kind.usage(5, 4), stream=stream, indices=indices)
+        with pytest.raises(ResponseError) as info:
+            await ep.request(kind.request(n=2))
+    assert info.value.choices == returned
+
+
+def test_a_response_error_has_no_choice_count_by_default() -> None:
+    assert ResponseError("x").choices is None
+
+
+def _interleaved(kind: Kind, texts: list[str], indices: list[int]) -> list[Any]:
+    """A stream sending the choices token by token, in turn, then each one's finish_reason."""
+    chunks: list[Any] = []
+    words = [t.split(" ") for t in texts]
+    for step in range(max(len(w) for w in words)):
+        for i, ws in zip(indices, words, strict=True):
+            if step < len(ws):
+                piece = {"text": ws[step]} if kind.name == "completions" else {"delta": {"content": ws[step]}}
+                chunks.append({"id": "s", "choices": [{"index": i, "finish_reason": None, **piece}]})
+    for i in indices:
+        end = {"text": ""} if kind.name == "completions" else {"delta": {}}
+        chunks.append({"id": "s", "choices": [{"index": i, "finish_reason": "stop", **end}]})
+    chunks.append({"id": "s", "choices": [], "usage": kind.usage(5, 6)})
+    return [*chunks, "[DONE]"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [CHAT, COMPLETIONS], ids=lambda k: k.name)
+async def test_an_interleaved_stream_with_a_repeated_index_is_refused(kind: Kind) -> None:
+    # Three choices for n=2, the third sent under index 0 while choice 0 is still streaming
+    # (fault seed 81): no output after a finish, but index 0 finishes twice.
+    events = _interleaved(kind, ["a b", "c d", "a b"], [0, 1, 0])
+    async with scripted() as (fake, url), kind.endpoint(url, stream=True) as ep:
+        fake.reply = lambda req: sse(events)
+        with pytest.raises(ResponseError, match="choice 0") as info:
+            await ep.request(kind.request(n=2))
+    assert info.value.choices == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [CHAT, COMPLETIONS], ids=lambda k: k.name)
+async def test_an_interleaved_stream_with_distinct_indices_still_counts(kind: Kind) -> None:
+    events = _interleaved(kind, ["a b", "c d"], [0, 1])
+    async with scripted() as (fake, url), kind.endpoint(url, stream=True) as ep:
+        fake.reply = lambda req: sse(events)
+        response = await ep.request(kind.request(n=2))
+    assert [c.text for c in response.completions] == ["ab", "cd"]

@@ -236,3 +236,88 @@ async def test_a_fan_out_whose_usage_is_unknown_says_so() -> None:
             await ep.request(kind.request(n=2))
     assert info.value.usage is None  # one sub-request's usage failed the checks
     assert info.value.partial.usage == Usage(prompt_tokens=5, completion_tokens=3)
+
+
+# -- fan-out: each sub-response against its own share of the bound --------------------
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [ANTHROPIC, CHAT_FAN_OUT], ids=["anthropic", "chat-supports_n=False"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize("fault", ["inflated-prompt", "over-max-tokens", "inflated-and-one-omitted"])
+async def test_a_fanned_out_sub_response_over_its_share_is_not_hidden_in_the_sum(
+    kind: Kind, stream: bool, fault: str
+) -> None:
+    from adaptive._ledger import prompt_token_bound
+
+    request = kind.request(n=5, max_tokens=16)
+    single = request.model_copy(update={"n": 1})
+    bound = prompt_token_bound(single)
+    async with scripted() as (fake, url), kind.endpoint(url, stream=stream) as ep:
+        seen = 0
+
+        def reply(req: HTTPRequest) -> HTTPResponse | SSEResponse:
+            nonlocal seen
+            seen += 1
+            if seen == 1:  # one sub-request lies; the four others are honest
+                if fault == "over-max-tokens":
+                    return kind.answer(["long"], kind.usage(5, 40), stream=stream)
+                return kind.answer(["x"], kind.usage(2 * bound, 3), stream=stream)
+            if seen == 2 and fault == "inflated-and-one-omitted":
+                return kind.answer(["y"], None, stream=stream)
+            return kind.answer(["x"], kind.usage(5, 3), stream=stream)
+
+        fake.reply = reply
+        response = await ep.request(request)
+    assert len(response.completions) == 5
+    # The fanned-out request reserved 5 prompts of `bound` and 5 x max_tokens: the merged
+    # usage exceeds that, so the ledger books an overrun (a plain sum would fit it).
+    assert response.usage_reported
+    assert (
+        response.usage.prompt_tokens > 5 * bound
+        if fault != "over-max-tokens"
+        else response.usage.completion_tokens > 5 * 16
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [ANTHROPIC, CHAT_FAN_OUT], ids=["anthropic", "chat-supports_n=False"])
+async def test_a_fan_out_overrun_stops_the_call(kind: Kind) -> None:
+    from adaptive_strategies import SelfConsistency
+
+    from adaptive import Budget, Client
+
+    async with scripted() as (fake, url), kind.endpoint(url) as ep:
+        seen = 0
+
+        def reply(req: HTTPRequest) -> HTTPResponse | SSEResponse:
+            nonlocal seen
+            seen += 1
+            return kind.answer(["42"], kind.usage(5, 40 if seen == 1 else 3), stream=False)
+
+        fake.reply = reply
+        async with Client(ep) as client:
+            result = await client.run(
+                "Say hi", strategy=SelfConsistency(n=5), budget=Budget(samples=5), max_tokens=16
+            )
+    assert result.stop_reason == "overrun"
+
+
+@pytest.mark.asyncio
+async def test_an_anthropic_stream_past_max_tokens_counts_past_it() -> None:
+    # Cut before message_delta reports the output: every delta is at least a token, so 12
+    # deltas for max_tokens=4 count 12 (an overrun the ledger must see), not max_tokens.
+    kind = ANTHROPIC
+    events: list[Any] = [
+        {"type": "message_start", "message": {"id": "m", "content": [], "usage": kind.usage(5, 1)}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    ]
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "w"}}
+        for _ in range(12)
+    ]
+    async with scripted() as (fake, url), kind.endpoint(url, stream=True) as ep:
+        fake.reply = lambda req: sse(events, cut=True)
+        with pytest.raises(EndpointError) as info:
+            await ep.request(kind.request(max_tokens=4))
+    partial = getattr(info.value, "partial", None)
+    assert partial is not None and partial.usage.completion_tokens == 12
+    assert info.value.usage is not None and info.value.usage.completion_tokens == 12

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 import anyio
 from pydantic import Field
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState
 
 from .._exceptions import (
     AdaptiveError,
@@ -33,6 +33,7 @@ from .._exceptions import (
     ServerError,
     TransportError,
 )
+from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, Usage, ValidatedModel
 from .._prices import Price, lookup_price
 
@@ -165,6 +166,18 @@ class UsageMeter:
     usage: Usage | None = None
     samples: int = 0
 
+    def before_retry(self, error: BaseException) -> bool:
+        """Asked before an endpoint retries an attempt the server may have billed.
+
+        The endpoint's retry loop calls it when `error` (a retryable failure) carries usage
+        that is unknown or not zero. The caller's meter books that attempt here; False
+        refuses the retry and the endpoint raises `error`. This default allows it.
+
+        Args:
+            error: The failure of the attempt about to be retried.
+        """
+        return True
+
 
 _meter: contextvars.ContextVar[UsageMeter | None] = contextvars.ContextVar("adaptive_meter", default=None)
 
@@ -213,26 +226,32 @@ class RetryPolicy(ValidatedModel):
         return random.uniform(0, ceiling)
 
     async def call(self, fn: Callable[[], Awaitable[_T]]) -> _T:
-        """Await `fn()`, retrying what `is_retryable` accepts with this policy's waits."""
-        # Hot path: the first attempt runs outside tenacity (which costs ~30 us per call even
-        # when nothing fails); only a retryable failure hands the remaining attempts to it.
-        try:
-            return await fn()
-        except Exception as exc:
-            if self.attempts == 1 or not self.is_retryable(exc):
-                raise
-            await anyio.sleep(self.delay(exc, 1))
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts - 1),
-            wait=self.wait_after,
-            retry=retry_if_exception(self.is_retryable),
-            sleep=anyio.sleep,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
+        """Await `fn()`, retrying what `is_retryable` accepts with this policy's waits.
+
+        Before retrying an attempt the server may have billed (its error's `usage` is None,
+        unknown, or not zero), the current `UsageMeter`'s `before_retry` is asked; when it
+        refuses, the error is raised instead of retrying.
+        """
+        # A plain loop (no tenacity: ~30 us per call even when nothing fails, and its retry
+        # predicate runs on the last attempt too, where asking the meter would book twice).
+        attempt = 1
+        while True:
+            try:
                 return await fn()
-        raise AssertionError("unreachable")  # pragma: no cover - reraise=True raises
+            except Exception as exc:
+                if attempt >= self.attempts or not self.is_retryable(exc) or not _may_retry(exc):
+                    raise
+                await anyio.sleep(self.delay(exc, attempt))
+                attempt += 1
+
+
+def _may_retry(exc: BaseException) -> bool:
+    """Whether the current meter lets a retry follow `exc` (asked only when it may be billed)."""
+    used = getattr(exc, "usage", None)
+    if isinstance(used, Usage) and used.total_tokens == 0:
+        return True  # nothing was billed (an HTTP error status, no connection made)
+    meter = current_meter()
+    return meter is None or bool(meter.before_retry(exc))
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
@@ -264,8 +283,22 @@ def prompt_copies(endpoint: Endpoint, request: Request) -> int:
     return int(endpoint.prompt_copies(request))
 
 
-def merge_responses(responses: list[Response]) -> Response:
-    """Join single-completion responses into one, renumbering completions."""
+def merge_responses(responses: list[Response], request: Request | None = None) -> Response:
+    """Join single-completion responses into one, renumbering completions.
+
+    Usage is summed, and reported only when every response reported it. With `request` (the
+    single request each response answers), each response is first checked against its own
+    share of the bound: its reported prompt within the request's prompt bound, its
+    completion within `max_tokens`, one completion. A sum would hide one that exceeds it
+    (an inflated prompt, an ignored `max_tokens`), so then the merged usage is stated as
+    that many copies of the largest reported prompt and completion (each at least the sum)
+    and as reported: it exceeds the reservation of the fanned-out request, and the ledger
+    books the answer as an overrun.
+
+    Args:
+        responses: The answers of the single requests, in request order.
+        request: The single request they answer (None: sum without checking).
+    """
     completions: list[Completion] = []
     usage = Usage()
     reported = True
@@ -274,8 +307,34 @@ def merge_responses(responses: list[Response]) -> Response:
         reported = reported and r.usage_reported
         for c in r.completions:
             completions.append(c.model_copy(update={"index": len(completions)}))
+    if request is not None and _over_share(responses, request):
+        known = [r.usage for r in responses if r.usage_reported]
+        copies = len(responses)
+        usage = usage.model_copy(
+            update={
+                "prompt_tokens": max(usage.prompt_tokens, copies * max(u.prompt_tokens for u in known)),
+                "completion_tokens": max(
+                    usage.completion_tokens, copies * max(u.completion_tokens for u in known)
+                ),
+            }
+        )
+        reported = True
     model = responses[0].model if responses else None
     return Response(completions=tuple(completions), usage=usage, model=model, usage_reported=reported)
+
+
+def _over_share(responses: list[Response], request: Request) -> bool:
+    """Whether a response with reported usage exceeds what its single `request` allows."""
+    bound = prompt_token_bound(request)
+    for r in responses:
+        if not r.usage_reported:
+            continue  # an estimate: within the bound by construction
+        used = r.usage
+        if used.prompt_tokens > bound or used.completion_tokens > request.max_tokens:
+            return True
+        if len(r.completions) > 1:
+            return True
+    return False
 
 
 class BaseEndpoint:
@@ -361,11 +420,11 @@ class BaseEndpoint:
                 tg.start_soon(one, i)
         failed = [e for e in errors if e is not None]
         if not failed:
-            return merge_responses([r for r in results if r is not None])
+            return merge_responses([r for r in results if r is not None], single)
         for e in failed:
             if isinstance(e, ConfigError):  # the request itself is wrong: every copy failed alike
                 raise e
-        partial = merge_responses([r for r in results if r is not None])
+        partial = merge_responses([r for r in results if r is not None], single)
         first = failed[0]
         error = PartialResponseError(
             f"{self.name}: {len(failed)} of the {request.n} parallel requests that n={request.n} "

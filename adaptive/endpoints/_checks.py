@@ -38,11 +38,14 @@ class WireError(ValueError):
     Attributes:
         usage: The usage the server reported for the answer, when it passed the checks (the
             answer was billed); None when it is missing or failed them.
+        choices: For an answer refused for its choices, how many the server returned (see
+            `ResponseError.choices`); None otherwise.
     """
 
-    def __init__(self, message: str, *, usage: Usage | None = None) -> None:
+    def __init__(self, message: str, *, usage: Usage | None = None, choices: int | None = None) -> None:
         super().__init__(message)
         self.usage = usage
+        self.choices = choices
 
 
 def count(raw: Mapping[str, Any], key: str, where: str, *, required: bool = False) -> int:
@@ -119,8 +122,14 @@ def check_usage(usage: Usage, request: Request, names: Mapping[str, str] | None 
 def check_indices(indices: Iterable[int], n: int, usage: Usage | None) -> None:
     """Refuse a set of choice indices other than exactly 0 .. n-1, each once.
 
+    Args:
+        indices: The index of every choice the server returned (a repeated one repeated).
+        n: The choices asked for.
+        usage: The reported usage, carried by the error.
+
     Raises:
-        WireError: A choice missing, repeated or out of range (carries `usage`).
+        WireError: A choice missing, repeated or out of range (carries `usage`, and
+            `choices`: how many indices were given).
     """
     seen = sorted(indices)
     if seen == list(range(n)):
@@ -131,4 +140,4 @@ def check_indices(indices: Iterable[int], n: int, usage: Usage | None) -> None:
         what = f"choice indices {seen} for n={n} (a repeated index)"
     else:
         what = f"choice indices {seen} for n={n} (expected 0 to {n - 1})"
-    raise WireError(f"the answer has {what}; its completions are not used", usage=usage)
+    raise WireError(f"the answer has {what}; its completions are not used", usage=usage, choices=len(seen))

@@ -408,7 +408,9 @@ class HTTPEndpoint(BaseEndpoint):
         )
 
     def _unusable(self, exc: WireError) -> ResponseError:
-        return ResponseError(f"{self.name}: {self._scrub(str(exc))}", endpoint=self.name, usage=exc.usage)
+        return ResponseError(
+            f"{self.name}: {self._scrub(str(exc))}", endpoint=self.name, usage=exc.usage, choices=exc.choices
+        )
 
     def _read_answer(self, request: Request, resp: httpx.Response) -> Response | EndpointError:
         """The parsed `Response` of a 2xx answer, or the error to raise (built, not raised)."""

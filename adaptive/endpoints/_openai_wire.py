@@ -301,22 +301,32 @@ class OpenAIStreamDecoder:
         for choice in chunk.get("choices") or ():
             index = choice.get("index", 0)
             if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+                # An index past n-1 is one more choice than asked for: say how many came.
+                returned = len(self._choices.keys() | {index}) if isinstance(index, int) else None
                 raise WireError(
                     f"a chunk's choice index is {index!r}, expected 0 to {n - 1} for n={n}",
                     usage=self._reported,
+                    choices=returned,
                 )
             state = self._choices.get(index)
             if state is None:
                 state = self._choices[index] = _Choice()
             text, reasoning, logprobs = self._read(choice)
-            if state.finished_at and (text or reasoning or logprobs):
+            finish = choice.get("finish_reason")
+            if state.finished_at and (
+                text or reasoning or logprobs or (finish and state.finished_at < self._events)
+            ):
                 # One index carrying two choices (a gateway that numbers every choice 0):
-                # merging them would make one garbled completion.
+                # merging them would make one garbled completion. Interleaved token by
+                # token, the second choice's output arrives before the first finishes; its
+                # own finish_reason, a second one for the index, still gives it away.
+                what = "more output" if text or reasoning or logprobs else "a second finish_reason"
                 raise WireError(
-                    f"choice {index} received more output after it finished "
+                    f"choice {index} received {what} after it finished "
                     f"(finish_reason {state.finish_reason!r}); the server is mixing choices "
                     "under one index",
                     usage=self._reported,
+                    choices=len(self._choices) + 1,
                 )
             if text:
                 state.parts.append(text)
@@ -330,7 +340,6 @@ class OpenAIStreamDecoder:
                 if state.logprobs is None:
                     state.logprobs = []
                 state.logprobs.extend(logprobs)
-            finish = choice.get("finish_reason")
             if finish:
                 state.finish_reason = str(finish)
                 state.finished_at = self._events

@@ -188,6 +188,7 @@ class StreamEvents:
             f"{self._scrub(str(exc))}",
             endpoint=self._name,
             usage=exc.usage,
+            choices=exc.choices,
         )
 
     def _finish(self) -> None:

@@ -398,8 +398,10 @@ class AnthropicStreamDecoder:
         if self._output is not None:
             output = self._output
         else:
-            text = max(self._text_chunks, estimate_tokens(self._text_bytes))
-            output = min(max_tokens, max(self._start_output, text + self._reasoning(max_tokens)))
+            estimate = min(max_tokens, estimate_tokens(self._text_bytes) + self._reasoning(max_tokens))
+            # A delta is at least a token: more deltas than max_tokens is output past it (an
+            # overrun the count must show), so only the byte estimate is capped.
+            output = max(self._start_output, estimate, self._text_chunks + self._thinking_chunks)
         base = self._input or Usage(prompt_tokens=prompt_token_bound(self._request))
         return base.model_copy(
             update={"completion_tokens": output, "reasoning_tokens": self._reasoning(output)}
