@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import Field
 
@@ -11,6 +11,8 @@ from ._exceptions import ConfigError
 from ._models import ValidatedModel
 
 __all__ = ["Budget", "as_budget"]
+
+_N = TypeVar("_N", int, float)
 
 
 class Budget(ValidatedModel):
@@ -40,7 +42,7 @@ class Budget(ValidatedModel):
     def __and__(self, other: Budget) -> Budget:
         """The tighter of two budgets, limit by limit."""
 
-        def tight(a: float | None, b: float | None) -> float | None:
+        def tight(a: _N | None, b: _N | None) -> _N | None:
             return b if a is None else a if b is None else min(a, b)
 
         return Budget(
