@@ -301,7 +301,18 @@ class Dispatcher:
         try:
             response = await ep.request(r.request)
         except anyio.get_cancelled_exc_class():
-            charge = self._book(lambda: self.ledger.cancel(r, meter.usage, samples=meter.samples))
+            done = meter.finished
+
+            def cut() -> Charge:
+                return self.ledger.cancel(
+                    r,
+                    meter.usage,
+                    samples=meter.samples,
+                    finished=None if done is None else done.usage,
+                    finished_samples=0 if done is None else len(done.completions),
+                )
+
+            charge = self._book(cut)
             self._ended(observe, call, ep, charge, "cancel", usd=charge.usd, estimated=charge.estimated)
             if charge.overrun is not None and self.on_overrun is not None:
                 self.on_overrun(charge)  # a stream that ran past its reservation before the cut

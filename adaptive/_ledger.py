@@ -463,16 +463,49 @@ class Ledger:
             self._known_prompt_tokens[r.endpoint + "\0" + r.request.prompt_key()] = per_copy
         return self._book(r, usage, samples, "ok", estimated=False)
 
-    def cancel(self, r: Reservation, partial: Usage | None = None, *, samples: int = 0) -> Charge:
-        """Charge a request we stopped: its counted usage when known, else the worst case."""
+    def cancel(
+        self,
+        r: Reservation,
+        partial: Usage | None = None,
+        *,
+        samples: int = 0,
+        finished: Usage | None = None,
+        finished_samples: int = 0,
+    ) -> Charge:
+        """Charge a request we stopped: its counted usage when known, else the worst case.
+
+        Args:
+            r: The request's reservation.
+            partial: What a stream counted before the cut (its prompt may be a byte bound).
+            samples: Completions the stream had begun.
+            finished: The usage the server reported for the parts of a fanned-out request
+                that answered before the cut; it is what they billed, so it is booked as
+                reported (an overrun among them shows as one).
+            finished_samples: Completions those parts returned.
+        """
         self._release(r)
-        if partial is None or not _credible(partial):
+        counted = partial if partial is not None and _credible(partial) else None
+        known = finished if finished is not None and _credible(finished) else None
+        if counted is None and known is None:
             return self._book(r, self.worst(r), r.samples, "cancelled", estimated=True)
-        if partial.prompt_tokens > r.prompt_tokens:
+        if counted is not None and counted.prompt_tokens > r.prompt_tokens:
             # A stream cut before the server reported usage counts the prompt by its byte bound;
             # the reservation holds the exact count when an earlier response reported it.
-            partial = partial.model_copy(update={"prompt_tokens": r.prompt_tokens})
-        return self._book(r, partial, samples, "cancelled", estimated=True)
+            counted = counted.model_copy(update={"prompt_tokens": r.prompt_tokens})
+        if counted is None or known is None:
+            usage = counted if counted is not None else known
+            assert usage is not None
+            return self._book(r, usage, max(samples, finished_samples), "cancelled", estimated=True)
+        # Both: the larger of each, so neither what the stream counted nor what the parts
+        # that answered reported (unclamped: the server billed it) is lost.
+        base = known if known.total_tokens >= counted.total_tokens else counted
+        usage = base.model_copy(
+            update={
+                "prompt_tokens": max(counted.prompt_tokens, known.prompt_tokens),
+                "completion_tokens": max(counted.completion_tokens, known.completion_tokens),
+            }
+        )
+        return self._book(r, usage, max(samples, finished_samples), "cancelled", estimated=True)
 
     def fail(
         self, r: Reservation, usage: Usage | None = None, *, samples: int = 0, unknown: int = 0

@@ -461,3 +461,66 @@ async def test_an_answer_refused_for_more_choices_than_n_is_an_overrun() -> None
     [over] = result.overruns
     assert over.reported_samples == 3 and over.reserved_samples == 1
     assert sum(c.samples for c in result.charges) <= 2
+
+
+class _FanOnce:
+    """A strategy whose one plan is a single request for n=3 (fanned out by the endpoint)."""
+
+    name = "fan-once"
+
+    def start(self, task: Any) -> Any:
+        return _FanOnceRun(task)
+
+    def default_stop(self) -> None:
+        return None
+
+
+class _FanOnceRun:
+    def __init__(self, task: Any) -> None:
+        self.task, self.asked = task, False
+
+    def answer_of(self, completion: Completion) -> str | None:
+        return None
+
+    def plan(self, state: Any) -> Any:
+        from adaptive import Call, Plan, Sampling
+
+        if self.asked:
+            return None
+        self.asked = True
+        return Plan(calls=(Call(self.task.request(Sampling(max_tokens=16), n=3)),), stoppable=False)
+
+    def observe(self, outcome: Any) -> None:
+        pass
+
+    def evidence(self) -> Any:
+        from adaptive import Evidence
+
+        return Evidence()
+
+    def finish(self, state: Any) -> Any:
+        from adaptive import Final
+
+        return Final(answer=None)
+
+
+@pytest.mark.asyncio
+async def test_an_overrun_in_a_fan_out_cut_by_the_deadline_still_shows() -> None:
+    calls = 0
+
+    async def reply(request: Request) -> Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first part answers at once, claiming a prompt far over its bound
+            usage = Usage(prompt_tokens=50_000, completion_tokens=3)
+            return Response(completions=(Completion(text=answer(0)),), usage=usage)
+        await anyio.sleep(30)  # the others are still running when the deadline cuts the call
+        raise AssertionError("unreachable")
+
+    endpoint = FunctionEndpoint(reply, name="fan", price=PRICE, supports_n=False)
+    async with Client(endpoint) as client:
+        result = await client.run("2 + 2?", strategy=_FanOnce(), budget=Budget(seconds=0.3))  # type: ignore[arg-type]
+    assert result.stop_reason == "overrun" and len(result.overruns) == 1
+    assert result.overruns[0].reported.prompt_tokens >= 50_000
+    (charge,) = result.charges
+    assert charge.status == "cancelled"

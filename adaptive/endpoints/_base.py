@@ -161,10 +161,19 @@ class Endpoint(Protocol):
 
 @dataclasses.dataclass
 class UsageMeter:
-    """Usage counted so far by a streaming request, read by the ledger if it is cancelled."""
+    """Usage counted so far by a streaming request, read by the ledger if it is cancelled.
+
+    Attributes:
+        usage: What the stream counted so far (None: nothing yet).
+        samples: Completions seen so far.
+        finished: For a fanned-out request cancelled before all its parts answered: the
+            parts that had answered, merged (their reported usage, checked against each
+            part's share of the bound, so an overrun among them shows), else None.
+    """
 
     usage: Usage | None = None
     samples: int = 0
+    finished: Response | None = None
 
     def before_retry(self, error: BaseException) -> bool:
         """Asked before an endpoint retries an attempt the server may have billed.
@@ -415,9 +424,18 @@ class BaseEndpoint:
             except Exception as exc:
                 errors[i] = exc
 
-        async with anyio.create_task_group() as tg:
-            for i in range(request.n):
-                tg.start_soon(one, i)
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(request.n):
+                    tg.start_soon(one, i)
+        except anyio.get_cancelled_exc_class():
+            # Cut (a deadline, an early stop) after some parts answered: those answers were
+            # billed and may have overrun, so the meter keeps them for the cancelled charge.
+            done = [r for r in results if r is not None]
+            meter = current_meter()
+            if done and meter is not None:
+                meter.finished = merge_responses(done, single)
+            raise
         failed = [e for e in errors if e is not None]
         if not failed:
             return merge_responses([r for r in results if r is not None], single)
