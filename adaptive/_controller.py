@@ -616,6 +616,7 @@ class _CallRun:
             rounds=self.round,
             charges=self.recorder.charges(),
             overruns=list(self.overruns),
+            warnings=final.warnings,
             trace=self.recorder.trace(),
             details=dict(final.details),
         )

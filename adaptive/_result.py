@@ -289,6 +289,9 @@ class Result(BaseModel):
         rounds: Batches / rounds run.
         charges: One line per request: what it cost and how it ended.
         overruns: Requests whose server reported more than was reserved.
+        warnings: What the strategy did instead of what was asked, while still answering (a
+            fallback taken: a weighted vote without weights, candidates no verifier could
+            score); each is also emitted as an `AdaptiveWarning` and shown by `receipt()`.
         trace: Every decision with the numbers behind it.
         details: Strategy-specific figures.
     """
@@ -309,6 +312,7 @@ class Result(BaseModel):
     rounds: int = 0
     charges: list[ChargeRecord] = Field(default_factory=list)
     overruns: list[OverrunRecord] = Field(default_factory=list)
+    warnings: tuple[str, ...] = ()
     trace: list[TraceEvent] = Field(default_factory=list)
     details: dict[str, Any] = Field(default_factory=dict)
 
@@ -357,4 +361,5 @@ class Result(BaseModel):
                 f"sample(s) (${o.reported_usd:.6f}), reserved {o.reserved.total_tokens} / "
                 f"{o.reserved_samples} (${o.reserved_usd:.6f}); booked at most the reservation"
             )
+        lines.extend(f"warning     {w}" for w in self.warnings)
         return "\n".join(lines)

@@ -145,6 +145,9 @@ async def test_weighted_vote_without_weights_says_it_fell_back(weighting: str, w
     assert result.answer == "7"
     assert result.details["weighting"] == weighting
     assert result.details["fallback"].startswith(f"majority: no sample came with {what}")
+    # The same words on the result and its receipt, not only as a Python warning.
+    assert len(result.warnings) == 1 and what in result.warnings[0]
+    assert f"warning     {result.warnings[0]}" in result.receipt()
 
 
 def test_final_warnings_are_emitted_as_adaptive_warnings() -> None:
