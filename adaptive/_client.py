@@ -12,6 +12,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from ._budget import Budget, as_budget
 from ._controller import Controller, ControllerConfig
 from ._exceptions import ClientClosedError, ConfigError
+from ._live import EventCallback, deliver_events
 from ._models import Message, as_messages
 from ._posterior import ConsistencyPrior
 from ._prices import Price
@@ -110,6 +111,7 @@ class Client:
         price: Price | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
+        on_event: EventCallback | None = None,
     ) -> Result:
         """Answer `prompt` with `strategy` under `budget`.
 
@@ -124,6 +126,10 @@ class Client:
             price: Price of the client's endpoint for this call (overrides its own).
             max_tokens: Overrides the strategy's max_tokens for generation requests.
             temperature: Overrides the strategy's temperature.
+            on_event: Called with every event of the call as it happens (sync or async; the
+                events of `Result.trace`, in order). It runs in a task of its own and never
+                changes what is sent or charged; see `adaptive._live` for a slow or failing
+                callback.
 
         Returns:
             The answer with its receipt: samples, usage, cost, stop reason and trace.
@@ -162,13 +168,24 @@ class Client:
             sampling=sampling,
             price=price if price is not None else self.endpoint.price,
         )
-        return await self.controller.run(
-            strat,
-            task,
-            budget=limits,
-            stop=rule,
-            price=price,
-        )
+        if on_event is None:
+            return await self.controller.run(strat, task, budget=limits, stop=rule, price=price)
+        if not callable(on_event):
+            raise ConfigError(
+                f"on_event must be a callable taking a TraceEvent, not {type(on_event).__name__}"
+            )
+        # The call's own errors leave after the callback's task is done (never as a group).
+        error: Exception | None = None
+        async with deliver_events(on_event) as live:
+            try:
+                result = await self.controller.run(
+                    strat, task, budget=limits, stop=rule, price=price, subscribers=(live.subscriber,)
+                )
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            raise error
+        return result
 
 
 def _strategy(s: Strategy | str | Mapping[str, Any]) -> Strategy:

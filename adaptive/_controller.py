@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -21,9 +21,10 @@ from pydantic import Field
 from ._batching import Assessment, Batching, assess, hypothetical, next_batch, ordered
 from ._budget import Budget
 from ._dispatch import Dispatcher, Send
-from ._events import Recorder, numbers
+from ._events import Recorder, Subscriber, numbers
 from ._exceptions import AdaptiveError, BudgetTooSmallError, ConfigError
 from ._ledger import Charge, Ledger, ReservationBounds
+from ._live import log_event, log_result
 from ._models import ValidatedModel
 from ._posterior import ConsistencyPrior
 from ._prices import Price
@@ -127,10 +128,16 @@ class Controller:
         budget: Budget | None = None,
         stop: StopRule | None = None,
         price: Price | None = None,
+        subscribers: Sequence[Subscriber] = (),
     ) -> Result:
-        """Run `strategy` on `task` until it finishes, a stop rule fires or the budget ends."""
-        call = _CallRun(self, strategy, task, Ledger(budget, self.bounds), stop, price)
+        """Run `strategy` on `task` until it finishes, a stop rule fires or the budget ends.
+
+        `subscribers` receive every event of the call as it is emitted (sync callables that
+        must not block; `Client.run(on_event=...)` queues events for the caller's callback).
+        """
+        call = _CallRun(self, strategy, task, Ledger(budget, self.bounds), stop, price, subscribers)
         result = await call.run()
+        log_result(result)
         if self.config.calibrate and result.votes:
             v = list(result.votes.values())
             self.prior.observe(v[0], v[1] if len(v) > 1 else 0)
@@ -153,6 +160,7 @@ class _CallRun:
         ledger: Ledger,
         stop: StopRule | None,
         price: Price | None,
+        subscribers: Sequence[Subscriber] = (),
     ) -> None:
         self.c = controller
         self.cfg = cfg = controller.config
@@ -160,7 +168,7 @@ class _CallRun:
         self.task = task
         self.ledger = ledger
         self.rule = stop
-        self.recorder = Recorder()
+        self.recorder = Recorder([log_event, *subscribers])
         self.dispatch = Dispatcher(
             task,
             ledger,
