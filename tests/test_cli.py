@@ -394,3 +394,67 @@ def test_calibrate_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[s
 def test_help_lists_calibrate(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "calibrate" in capsys.readouterr().out
+
+
+# -- run -----------------------------------------------------------------------------------
+
+WORD_PROBLEM = "Mia has 12 apples. She buys 5 more apples. How many apples does Mia have now?"
+
+
+def test_run_answers_on_the_simulator_and_prints_the_receipt(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", WORD_PROBLEM, "--budget-usd", "0.01", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("answer      '17'") and "cost        $" in out and "stopped by" in out
+
+
+def test_run_json_is_one_object_with_the_receipts_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    config = '{"name": "self-consistency", "n": 3}'
+    assert main(["run", WORD_PROBLEM, "--strategy", config, "--budget-tokens", "5000", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert data["answer"] == "17" and data["samples"] == 3 and data["strategy"] == "self-consistency"
+    assert data["stop_reason"] == "strategy_done" and data["usage"]["total_tokens"] <= 5000
+    assert data["cost_usd"] > 0 and data["warnings"] == [] and data["overruns"] == 0
+
+
+def test_run_against_an_openai_compatible_server(capsys: pytest.CaptureFixture[str]) -> None:
+    with run_in_thread(SimServer().app) as server:
+        code = main(
+            ["run", WORD_PROBLEM, "--base-url", server.url + "/v1", "--model", "sim-reasoner", "--json"]
+        )
+    assert code == 0
+    data = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert data["answer"] == "17" and data["samples"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["run", "q", "--strategy", "{bad"], "--strategy: not valid JSON"),
+        (["run", "q", "--strategy", "[1]"], "a JSON config is an object"),
+        (["run", "q", "--strategy", "best_of_n"], "it is called 'best-of-n'"),
+        (["run", "q", "--model", "m"], "go with --base-url"),
+        (["run", "q", "--base-url", "http://127.0.0.1:9/v1"], "--base-url needs --model"),
+        (["run", "q", "--budget-usd", "0.00001"], "BudgetTooSmallError"),
+    ],
+)
+def test_run_errors_are_one_line_and_non_zero(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(exc.code or 0)
+    assert code != 0
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_run_shows_live_progress_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich then takes stderr for a terminal
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert main(["run", WORD_PROBLEM, "--seed", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "round 0:" in captured.err and "confidence" in captured.err  # the live status line
+    assert "answer" in captured.out and "'17'" in captured.out

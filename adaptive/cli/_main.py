@@ -40,6 +40,7 @@ from ._demo import (
     save_plot,
     worker_main,
 )
+from ._run import add_run_parser, run_command
 
 __all__ = ["build_parser", "demo_strategies", "main"]
 
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     remote.add_argument("--verifier-price-in", type=_non_negative_float, metavar="USD")
     remote.add_argument("--verifier-price-out", type=_non_negative_float, metavar="USD")
+
+    add_run_parser(sub, _positive_float, _int_at_least(1), _non_negative_float)
 
     serve = sub.add_parser(
         "serve-sim",
@@ -409,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_sim(args)
         if args.command == "calibrate":
             return calibrate(args)
+        if args.command == "run":
+            return run_command(parser, args)
     except ConfigError as exc:
         print(f"adaptive: error: {exc}", file=sys.stderr)
         return 2
