@@ -26,8 +26,8 @@ from ._exceptions import (
     AdaptiveError,
     BudgetExceededError,
     EndpointError,
-    HTTPStatusError,
     LedgerError,
+    ResponseError,
     StreamError,
 )
 from ._ledger import Charge, Ledger, Reservation
@@ -35,7 +35,7 @@ from ._models import Request, Response, Usage
 from ._prices import Price
 from ._result import EventKind
 from ._strategy import Call, Outcome, Plan, Task
-from .endpoints._base import Endpoint, UsageMeter, prompt_copies, set_meter
+from .endpoints._base import Endpoint, PartialResponseError, UsageMeter, prompt_copies, set_meter
 
 # The controller's own machinery: nothing here is public API (see `Controller`).
 __all__: list[str] = []
@@ -75,42 +75,32 @@ class Billed:
 def billed(error: BaseException) -> Billed:
     """What a failed request is known to have been billed.
 
-    An `EndpointError` that carries `usage` says it (None there too means unknown); one that
-    carries the `partial` response and the `errors` of a fanned-out `n` says it per request.
-    An error with `choices` (the choice count of an answer refused for it) books that many
-    samples, so more choices than `n` is an overrun. Without those attributes: an HTTP error
-    status bills nothing, a cut stream what it
-    counted, any other endpoint error (a malformed 200 body, a connection lost mid-answer)
-    may have been generated in full: unknown. An exception group (a fan-out whose other
-    requests may have been billed) is unknown. An exception that is not an `EndpointError`
-    comes from user code (a function endpoint), not from a server: nothing is billed for it.
+    A `PartialResponseError` (a fanned-out `n` that partly failed) says it per request: the
+    parts that answered, plus each failure's `usage` (a failure without one is unknown). A
+    cut stream bills what it counted. Any other `EndpointError` says it in `usage` (None:
+    unknown, e.g. a malformed 200 body or a connection lost mid-answer, which may have been
+    generated in full), and a `ResponseError` refused for its choice count books that many
+    samples (`choices`), so more choices than `n` is an overrun. An exception group is
+    unknown. An exception that is not an `EndpointError` comes from user code (a function
+    endpoint), not from a server: nothing is billed for it.
     """
-    partial = getattr(error, "partial", None)
-    errors = getattr(error, "errors", None)
-    if isinstance(error, EndpointError) and isinstance(partial, Response) and isinstance(errors, tuple):
-        unknown = sum(1 for e in errors if not isinstance(getattr(e, "usage", None), Usage))
-        known = partial.usage
-        for e in errors:
-            used = getattr(e, "usage", None)
+    if isinstance(error, PartialResponseError):
+        known, unknown = error.partial.usage, 0
+        for e in error.errors:
+            used = getattr(e, "usage", None)  # a part's error may come from user code
             if isinstance(used, Usage):
                 known = known + used
-        return Billed(known, len(partial.completions), unknown)
-    if isinstance(error, StreamError) and isinstance(partial, Response):
-        return Billed(partial.usage, len(partial.completions))
+            else:
+                unknown += 1
+        return Billed(known, len(error.partial.completions), unknown)
+    if isinstance(error, StreamError) and isinstance(error.partial, Response):
+        return Billed(error.partial.usage, len(error.partial.completions))
     if isinstance(error, BaseExceptionGroup):
         return Billed(None)
     if not isinstance(error, EndpointError):
         return Billed(Usage())
-    if hasattr(error, "usage"):
-        usage = error.usage
-        # An answer refused for its choice count still billed them: `choices` (when the
-        # endpoint says it) lets the ledger see more choices than `n` as an overrun.
-        choices = getattr(error, "choices", None)
-        samples = choices if isinstance(choices, int) and not isinstance(choices, bool) else 0
-        return Billed(usage if isinstance(usage, Usage) else None, max(0, samples))
-    if isinstance(error, HTTPStatusError):
-        return Billed(Usage())
-    return Billed(None)
+    choices = error.choices if isinstance(error, ResponseError) else None
+    return Billed(error.usage, choices if choices is not None and choices > 0 else 0)
 
 
 class AttemptMeter(UsageMeter):

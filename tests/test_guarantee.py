@@ -30,9 +30,9 @@ from adaptive import (
     vote_margin,
 )
 from adaptive._dispatch import billed
-from adaptive._exceptions import EndpointError
 from adaptive._ledger import Ledger, prompt_token_bound
 from adaptive._result import EVENT_DATA, STOP_REASONS, StopReason
+from adaptive.endpoints import PartialResponseError
 
 PRICE = Price(input=1.0, output=2.0)
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -181,16 +181,6 @@ def test_negative_usage_is_no_bound_and_books_the_worst_case() -> None:
     assert charge.estimated and charge.pico == r.pico and charge.usage.total_tokens == r.tokens
 
 
-class _FanOutFailed(EndpointError):
-    """Shaped like the endpoints' partial fan-out error: the partial answer and each failure."""
-
-    def __init__(self, partial: Response, errors: tuple[Exception, ...]) -> None:
-        super().__init__("1 of 3 fanned-out requests failed", endpoint="ep")
-        self.partial = partial
-        self.errors = errors
-        self.usage = None  # type: ignore[assignment]
-
-
 def test_a_failure_after_generation_is_charged_as_the_server_may_have_billed_it() -> None:
     ledger = Ledger()
     r = ledger.reserve(chat("hi", max_tokens=10, n=3), PRICE, prompt_copies=3)
@@ -202,7 +192,10 @@ def test_a_failure_after_generation_is_charged_as_the_server_may_have_billed_it(
         completions=(Completion(text="a"), Completion(text="b")),
         usage=Usage(prompt_tokens=8, completion_tokens=6),
     )
-    partial = billed(_FanOutFailed(ok, (ResponseError("cut", endpoint="ep"),)))
+    fan_out = PartialResponseError(
+        "1 of 3 failed", endpoint="ep", partial=ok, errors=(ResponseError("cut", endpoint="ep"),)
+    )
+    partial = billed(fan_out)
     assert partial.usage == ok.usage and partial.samples == 2 and partial.unknown == 1
     charge = ledger.fail(r, partial.usage, samples=partial.samples, unknown=partial.unknown)
     share_prompt = -(-r.prompt_tokens // 3)
