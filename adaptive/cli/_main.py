@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 
 from .. import __version__
 from .._exceptions import AdaptiveError, ConfigError
-from .._prices import Price
 from .._strategy import Sampling, Strategy
+from ._args import non_negative_float, non_negative_int, port, positive_float, positive_int, price_pair
 from ._calibrate import DEFAULT_EXTRACTOR, DEFAULT_PRIOR, calibrate
 from ._demo import (
     DEFAULT_BUDGET_USD,
@@ -91,49 +90,6 @@ def demo_strategies(setup: DemoSetup) -> Mapping[str, Strategy]:
 # -- arguments -----------------------------------------------------------------------------
 
 
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse type: a whole number no smaller than `minimum`."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _port(text: str) -> int:
-    value = _non_negative_int(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number > 0, got 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m adaptive`."""
     parser = argparse.ArgumentParser(
@@ -157,26 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument(
-        "--questions", type=_positive_int, default=DEFAULT_QUESTIONS, help="questions (default: %(default)s)"
+        "--questions", type=positive_int, default=DEFAULT_QUESTIONS, help="questions (default: %(default)s)"
     )
     demo.add_argument(
         "--budget-usd",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_BUDGET_USD,
         help="dollar budget per call, the same for every strategy (default: %(default)s)",
     )
     demo.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="seeds the questions and sampling (default: 0)"
+        "--seed", type=non_negative_int, default=0, help="seeds the questions and sampling (default: 0)"
     )
     demo.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CONCURRENCY,
         help="questions in flight at once, per process (default: %(default)s)",
     )
     demo.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="worker processes for the simulator (default: one per CPU, at most 4; 1 runs in process)",
     )
@@ -189,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-plot", action="store_true", help="do not save a plot")
     sim = demo.add_argument_group("simulated decoding time (simulator only)")
-    sim.add_argument("--first-token-ms", type=_non_negative_float, default=0.0, metavar="MS")
-    sim.add_argument("--latency-ms-per-token", type=_non_negative_float, default=0.0, metavar="MS")
+    sim.add_argument("--first-token-ms", type=non_negative_float, default=0.0, metavar="MS")
+    sim.add_argument("--latency-ms-per-token", type=non_negative_float, default=0.0, metavar="MS")
     remote = demo.add_argument_group(
         "a real endpoint",
         "Run the same demo against an OpenAI-compatible chat endpoint. best-of-n and beam-search "
@@ -201,19 +157,19 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--model", help="model name (required with --base-url)")
     remote.add_argument("--api-key", help="API key (default: env OPENAI_API_KEY)")
     remote.add_argument(
-        "--price-in", type=_non_negative_float, metavar="USD", help="$ per million input tokens"
+        "--price-in", type=non_negative_float, metavar="USD", help="$ per million input tokens"
     )
     remote.add_argument(
-        "--price-out", type=_non_negative_float, metavar="USD", help="$ per million output tokens"
+        "--price-out", type=non_negative_float, metavar="USD", help="$ per million output tokens"
     )
     remote.add_argument(
         "--verifier-model",
         help="a reward model at the same base URL that answers with its score (serve-sim: sim-verifier)",
     )
-    remote.add_argument("--verifier-price-in", type=_non_negative_float, metavar="USD")
-    remote.add_argument("--verifier-price-out", type=_non_negative_float, metavar="USD")
+    remote.add_argument("--verifier-price-in", type=non_negative_float, metavar="USD")
+    remote.add_argument("--verifier-price-out", type=non_negative_float, metavar="USD")
 
-    add_run_parser(sub, _positive_float, _int_at_least(1), _non_negative_float)
+    add_run_parser(sub)
 
     serve = sub.add_parser(
         "serve-sim",
@@ -225,13 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     serve.add_argument(
-        "--port", type=_port, default=8000, help="port, 0 for any free one (default: %(default)s)"
+        "--port", type=port, default=8000, help="port, 0 for any free one (default: %(default)s)"
     )
     serve.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="seeds the simulated models (default: 0)"
+        "--seed", type=non_negative_int, default=0, help="seeds the simulated models (default: 0)"
     )
-    serve.add_argument("--first-token-ms", type=_non_negative_float, default=0.0, metavar="MS")
-    serve.add_argument("--latency-ms-per-token", type=_non_negative_float, default=0.0, metavar="MS")
+    serve.add_argument("--first-token-ms", type=non_negative_float, default=0.0, metavar="MS")
+    serve.add_argument("--latency-ms-per-token", type=non_negative_float, default=0.0, metavar="MS")
 
     calibrate = sub.add_parser(
         "calibrate",
@@ -257,19 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     calibrate.add_argument(
         "--first",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="K",
         help="use only each recorded question's first K samples (default: all; vote logs are used as is)",
     )
     calibrate.add_argument("--json", action="store_true", help="end the output with one line of JSON figures")
     return parser
-
-
-def _price(parser: argparse.ArgumentParser, flag: str, inp: float | None, out: float | None) -> Price | None:
-    if (inp is None) != (out is None):
-        parser.error(f"give both {flag}-in and {flag}-out, or neither")
-    return None if inp is None or out is None else Price(input=inp, output=out)
 
 
 def demo_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> DemoConfig:
@@ -283,14 +233,14 @@ def demo_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> De
     else:
         if not args.model:
             parser.error("--base-url needs --model (the model name the server knows)")
-        price = _price(parser, "--price", args.price_in, args.price_out)
+        price = price_pair(parser, "--price", args.price_in, args.price_out)
         remote = RemoteSpec(
             base_url=args.base_url,
             model=args.model,
             api_key=args.api_key,
             price=price,
             verifier_model=args.verifier_model,
-            verifier_price=_price(
+            verifier_price=price_pair(
                 parser, "--verifier-price", args.verifier_price_in, args.verifier_price_out
             ),
         )

@@ -16,14 +16,14 @@ import anyio
 from .._budget import Budget
 from .._client import Client
 from .._exceptions import AdaptiveError, ConfigError
-from .._prices import Price
 from .._result import Result, TraceEvent
 from ..endpoints._base import Endpoint
+from ._args import non_negative_float, positive_float, positive_int, price_pair
 
 __all__ = ["add_run_parser", "run_command"]
 
 
-def add_run_parser(sub: Any, positive_float: Any, positive_int: Any, price_float: Any) -> None:
+def add_run_parser(sub: Any) -> None:
     """Declare `adaptive run` and its arguments on the command line's subparsers."""
     run = sub.add_parser(
         "run",
@@ -48,8 +48,10 @@ def add_run_parser(sub: Any, positive_float: Any, positive_int: Any, price_float
     run.add_argument("--base-url", help="an OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
     run.add_argument("--model", help="model name (required with --base-url)")
     run.add_argument("--api-key", help="API key (default: env OPENAI_API_KEY)")
-    run.add_argument("--price-in", type=price_float, metavar="USD", help="$ per million input tokens")
-    run.add_argument("--price-out", type=price_float, metavar="USD", help="$ per million output tokens")
+    run.add_argument("--price-in", type=non_negative_float, metavar="USD", help="$ per million input tokens")
+    run.add_argument(
+        "--price-out", type=non_negative_float, metavar="USD", help="$ per million output tokens"
+    )
     run.add_argument("--json", action="store_true", help="print one JSON object (answer and receipt)")
 
 
@@ -66,9 +68,7 @@ def _strategy(text: str) -> str | dict[str, Any]:
 
 
 def _endpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Endpoint:
-    if (args.price_in is None) != (args.price_out is None):
-        parser.error("give both --price-in and --price-out, or neither")
-    price = None if args.price_in is None else Price(input=args.price_in, output=args.price_out)
+    price = price_pair(parser, "--price", args.price_in, args.price_out)
     if args.base_url is None:
         if args.model or args.api_key or price is not None:
             parser.error("--model, --api-key and --price-in/--price-out go with --base-url")
