@@ -22,7 +22,6 @@ from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
 import anyio
 from pydantic import Field
-from tenacity import RetryCallState
 
 from .._exceptions import (
     AdaptiveError,
@@ -221,11 +220,6 @@ class RetryPolicy(ValidatedModel):
     def is_retryable(self, exc: BaseException) -> bool:
         """Whether `exc` is worth another try."""
         return isinstance(exc, RateLimitError | ServerError | TransportError)
-
-    def wait_after(self, state: RetryCallState) -> float:
-        """`wait` for a tenacity loop that starts at the second attempt (the first ran outside)."""
-        exc = state.outcome.exception() if state.outcome else None
-        return self.delay(exc, state.attempt_number + 1)
 
     def delay(self, exc: BaseException | None, attempt_number: int) -> float:
         """Seconds to wait after attempt `attempt_number` (1-based) failed with `exc`."""
