@@ -76,7 +76,8 @@ def billed(error: BaseException) -> Billed:
     """What a failed request is known to have been billed.
 
     A `PartialResponseError` (a fanned-out `n` that partly failed) says it per request: the
-    parts that answered, plus each failure's `usage` (a failure without one is unknown). A
+    parts that answered, plus each failure's `usage` (a failure without one is unknown) and
+    the choices of a part refused for its choice count. A
     cut stream bills what it counted. Any other `EndpointError` says it in `usage` (None:
     unknown, e.g. a malformed 200 body or a connection lost mid-answer, which may have been
     generated in full), and a `ResponseError` refused for its choice count books that many
@@ -86,13 +87,18 @@ def billed(error: BaseException) -> Billed:
     """
     if isinstance(error, PartialResponseError):
         known, unknown = error.partial.usage, 0
+        samples = len(error.partial.completions)
         for e in error.errors:
             used = getattr(e, "usage", None)  # a part's error may come from user code
             if isinstance(used, Usage):
                 known = known + used
             else:
                 unknown += 1
-        return Billed(known, len(error.partial.completions), unknown)
+            # A part refused for its choice count (two choices for its n=1) was billed for
+            # them: counted, so more than the fan-out's n shows as an overrun.
+            if isinstance(e, ResponseError) and e.choices is not None and e.choices > 0:
+                samples += e.choices
+        return Billed(known, samples, unknown)
     if isinstance(error, StreamError) and isinstance(error.partial, Response):
         return Billed(error.partial.usage, len(error.partial.completions))
     if isinstance(error, BaseExceptionGroup):

@@ -517,3 +517,30 @@ async def test_an_overrun_in_a_fan_out_cut_by_the_deadline_still_shows() -> None
     assert result.overruns[0].reported.prompt_tokens >= 50_000
     (charge,) = result.charges
     assert charge.status == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_a_fanned_out_part_refused_for_two_choices_is_an_overrun_of_the_fan_out() -> None:
+    # n=3 on an endpoint that cannot return n > 1 becomes three single requests; one server
+    # answer carries 2 choices for its n=1: refused, but billed, so 4 completions for 3 reserved.
+    def reply(request: Request, i: int) -> Response:
+        if i == 0:
+            raise ResponseError(
+                "the answer has 2 choices for n=1",
+                endpoint="srv",
+                usage=Usage(prompt_tokens=5, completion_tokens=6),
+                choices=2,
+            )
+        return honest(request, i)
+
+    server = Server(reply)
+    assert not server.endpoint.supports_n
+    async with Client(server.endpoint) as client:
+        try:
+            result = await client.run("q?", strategy=_FanOnce())
+        except AdaptiveError as exc:
+            result = exc.receipt
+    assert server.calls == 3
+    assert result.stop_reason == "overrun"
+    [over] = result.overruns
+    assert over.reported_samples == 4 and over.reserved_samples == 3
