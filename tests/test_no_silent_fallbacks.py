@@ -17,6 +17,7 @@ from adaptive_strategies import (
     AdaptiveConsistency,
     BeamSearch,
     BestOfN,
+    ExactChecker,
     FunctionVerifier,
     SelfConsistency,
     VerifierError,
@@ -210,6 +211,28 @@ async def test_a_raising_verifier_is_skipped_and_recorded_on_request(fn: Any, in
     errors = result.details["verifier_errors"]
     assert errors and all(e["error"].split(":")[0] in ("ZeroDivisionError", "RuntimeError") for e in errors)
     # Nothing could be scored, so the fallback is said too, and there is still an answer.
+    assert result.details["fallback"] and result.answer is not None
+
+
+@pytest.mark.asyncio
+async def test_an_exact_checker_whose_check_raises_is_a_verifier_failure_not_a_zero() -> None:
+    def check(solution: str) -> bool:
+        raise RuntimeError("harness down")
+
+    async with Client(SimEndpoint()) as c:
+        with pytest.raises(VerifierError, match="RuntimeError: harness down") as got:
+            await c.run(QUESTION, strategy=BestOfN(n=3, verifier=ExactChecker(check)), seed=1)
+        assert got.value.receipt is not None and got.value.receipt.generated >= 1
+        with pytest.warns(Final.Warning) as warned:
+            result = await c.run(
+                QUESTION,
+                strategy=BestOfN(n=3, verifier=ExactChecker(check), on_verifier_error="skip"),
+                seed=1,
+            )
+    messages = [str(w.message) for w in warned]
+    assert any("verifier 'exact' raised on 3" in m for m in messages)
+    assert any("plain majority vote" in m for m in messages)
+    assert [e["error"] for e in result.details["verifier_errors"]] == ["RuntimeError: harness down"] * 3
     assert result.details["fallback"] and result.answer is not None
 
 

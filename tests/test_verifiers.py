@@ -178,7 +178,9 @@ def test_exact_checker_with_a_check_function() -> None:
     checker = ExactChecker(passes)
     assert checker.verification("q", "def f(): pass").score == 1.0
     assert checker.verification("q", "print()").score == 0.0
-    assert checker.verification("q", "crash").score == 0.0
+    crashed = checker.verification("q", "crash")
+    assert crashed.score is None and crashed.error == "RuntimeError: test harness broke"
+    assert crashed.outcome([]) == (None, "RuntimeError: test harness broke")
     with pytest.raises(ConfigError, match="exactly one"):
         ExactChecker()
     with pytest.raises(ConfigError, match="exactly one"):

@@ -346,7 +346,10 @@ class ExactChecker(_VerifierModel):
     Give either `expected` (a reference answer, compared after extraction and normalization
     with `answer`, so "1,000" matches "1000") or `check` (a function of the solution text
     returning a bool, e.g. one that runs unit tests). A candidate with no extractable answer
-    scores 0.0.
+    scores 0.0. A `check` that raises is a verifier failure (`Verification.error`), as for
+    `FunctionVerifier`: the strategy raises `VerifierError`, or with
+    `on_verifier_error="skip"` leaves the candidate unscored and records it. (A check that
+    runs a candidate's code should catch the candidate's own crash and return False.)
 
     Example:
         >>> ExactChecker("42").verification("q", "so the answer is 42").score
@@ -388,8 +391,10 @@ class ExactChecker(_VerifierModel):
         if self.check is not None:
             try:
                 return Verification(score=1.0 if self.check(solution) else 0.0)
-            except Exception:  # a crashing test is a failing test
-                return Verification(score=0.0)
+            except Exception as exc:
+                # Not a failing candidate: a check that raises is broken (a bug, a harness that
+                # fell over), and scoring every candidate 0.0 would pick one blindly.
+                return Verification(error=describe_error(exc))
         assert self.expected is not None
         got = self.answer.read(solution)
         want = normalize_answer(self.expected, self.answer.normalizer)
