@@ -597,3 +597,25 @@ async def test_dvts_on_the_simulator() -> None:
     for leaf in leaves:
         weights[leaf["answer"]] = weights.get(leaf["answer"], 0.0) + leaf["score"]
     assert result.answer == max(weights, key=lambda a: weights[a])
+
+
+def test_a_raw_template_is_never_silently_ignored_by_prefill_mode() -> None:
+    from types import SimpleNamespace
+
+    from adaptive import ConfigError, FunctionEndpoint
+
+    def task_on(*, raw: bool, prefill: bool) -> Any:
+        ep = FunctionEndpoint(lambda request: "x", name="ep", supports_raw=raw, supports_prefill=prefill)
+        return SimpleNamespace(endpoint=ep)
+
+    both, chat_only = task_on(raw=True, prefill=True), task_on(raw=False, prefill=True)
+    template = "Problem: {question}\nSolution:\n"
+    assert BeamSearch().resolve_mode(both) == "prefill"  # auto prefers prefill...
+    assert BeamSearch(raw_template=template).resolve_mode(both) == "raw"  # ...unless a template is given
+    with pytest.raises(ConfigError, match=r"raw_template.*supports_raw is False"):
+        BeamSearch(raw_template=template).resolve_mode(chat_only)
+    with pytest.raises(ConfigError, match="raw_template is the prompt of mode='raw'"):
+        BeamSearch(mode="prefill", raw_template=template)
+    with pytest.raises(ConfigError, match="raw_template is the prompt of mode='raw'"):
+        DVTS(mode="prefill", raw_template=template)
+    assert BeamSearch(mode="prefill").resolve_mode(chat_only) == "prefill"

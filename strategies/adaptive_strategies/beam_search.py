@@ -50,7 +50,7 @@ as "finished"); use raw mode or a delimiter that is not only whitespace there.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -140,6 +140,15 @@ class _TreeSearch(ValidatedModel):
             raise ValueError("raw_template must contain {question}")
         return v
 
+    @model_validator(mode="after")
+    def _template_applies(self) -> Self:
+        if self.mode == "prefill" and "raw_template" in self.model_fields_set:
+            raise ValueError(
+                "raw_template is the prompt of mode='raw' and a prefill request has none: drop "
+                "raw_template, or use mode='raw' (a completions endpoint) or 'auto'"
+            )
+        return self
+
     def step_aggregation(self) -> Aggregation:
         """Return the aggregation of per-step scores in use (the PRM's own when not set)."""
         return verifier_aggregation(self.prm, self.aggregation)
@@ -164,6 +173,15 @@ class _TreeSearch(ValidatedModel):
             )
         if self.mode != "auto":
             return self.mode
+        if "raw_template" in self.model_fields_set:
+            # A template given is a request for raw mode: prefill would silently ignore it.
+            if ep.supports_raw:
+                return "raw"
+            raise ConfigError(
+                f"raw_template is the prompt of raw mode, but {ep.name} does not accept raw prompts "
+                "(supports_raw is False) and prefill mode has no template: drop raw_template, or "
+                "use a completions endpoint"
+            )
         if ep.supports_prefill:
             return "prefill"
         if ep.supports_raw:
@@ -196,6 +214,8 @@ class BeamSearch(_TreeSearch):
             model rating each partial solution.
         mode: "raw" (completions endpoint), "prefill" (chat endpoint) or "auto".
         raw_template: The raw prompt before the partial solution; `{question}` is replaced.
+            Given, it selects raw mode under mode="auto" (a ConfigError on an endpoint without
+            raw prompts, and with mode="prefill"), since prefill requests have no template.
         answer: How the final answer is extracted and normalized.
         finish_marker: Extractor telling that a step gives the final answer.
         select: "best" (highest aggregated score) or "weighted_majority" over finished beams.
