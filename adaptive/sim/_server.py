@@ -142,50 +142,21 @@ async def _body(req: HTTPRequest, route: str) -> dict[str, Any]:
 
 # What each route reads. Anything else would be silently ignored, so it is refused with a 400
 # naming it (`tools`, `response_format`, penalties, ...); a null is the same as absent.
+def _names(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
 _FIELDS = {
-    "chat": {
-        "model",
-        "messages",
-        "n",
-        "max_tokens",
-        "max_completion_tokens",
-        "temperature",
-        "top_p",
-        "stop",
-        "seed",
-        "logprobs",
-        "top_logprobs",
-        "stream",
-        "stream_options",
-        "score",
-    },
-    "completions": {
-        "model",
-        "prompt",
-        "n",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "stop",
-        "seed",
-        "logprobs",
-        "echo",
-        "suffix",
-        "stream",
-        "stream_options",
-        "score",
-    },
-    "reward": {"model", "messages", "prompt", "question", "solution", "steps", "score"},
-    "messages": {
-        "model",
-        "messages",
-        "system",
-        "max_tokens",
-        "temperature",
-        "top_p",
-        "stop_sequences",
-        "stream",
-    },
+    "chat": _names(
+        "model messages n max_tokens max_completion_tokens temperature top_p stop seed logprobs "
+        "top_logprobs stream stream_options score continue_final_message add_generation_prompt"
+    ),
+    "completions": _names(
+        "model prompt n max_tokens temperature top_p stop seed logprobs echo suffix stream "
+        "stream_options score"
+    ),
+    "reward": _names("model messages prompt question solution steps score"),
+    "messages": _names("model messages system max_tokens temperature top_p stop_sequences stream"),
 }
 # Fields that change nothing in an answer (labels for the caller's own bookkeeping).
 _INFORMATIONAL = {"user", "metadata"}
@@ -303,6 +274,15 @@ def _request(body: Mapping[str, Any], *, chat: bool) -> Request:
         # A final assistant message stays in `messages`: the simulator continues it, and it is
         # billed like the in-process prefill.
         fields["messages"] = _messages(body)
+        # vLLM's prefill switches: the simulator always continues a final assistant message.
+        _flag(body, "add_generation_prompt")
+        if body.get("continue_final_message") is False and fields["messages"][-1].role == "assistant":
+            raise _APIError(
+                "the sim server always continues a final assistant message: drop "
+                "continue_final_message=false, or end the messages with a user message",
+                param="continue_final_message",
+            )
+        _flag(body, "continue_final_message")
         logprobs = _flag(body, "logprobs")
         top = _int(body, "top_logprobs")
         if top is not None and not logprobs:
