@@ -4,6 +4,9 @@ and the official `openai` and `anthropic` clients parsing its answers."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import anthropic
@@ -285,3 +288,28 @@ def test_chat_through_openai_and_adaptive_agree() -> None:
                 return (await chat.request(request)).completions[0].text
 
         assert anyio.run(ours) == official.choices[0].message.content
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_serve_sim_command_serves_until_a_signal_then_exits_0(sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adaptive", "serve-sim", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        base = proc.stdout.readline().strip()  # printed once the port is bound
+        assert base.startswith("http://127.0.0.1:") and base.endswith("/v1")
+        with httpx.Client() as http:  # a kept-alive connection does not hold the stop up
+            assert http.get(base + "/models/sim-reasoner").json()["id"] == "sim-reasoner"
+            proc.send_signal(sig)
+            assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

@@ -33,7 +33,9 @@ import contextlib
 import dataclasses
 import json
 import math
+import signal
 import socket
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
@@ -344,13 +346,21 @@ def serve_app_forever(
     limits: ServerLimits | None = None,
     on_ready: Callable[[RunningServer], None] | None = None,
 ) -> None:
-    """Serve `app` until interrupted (Ctrl-C); `on_ready` is called once the port is bound."""
+    """Serve `app` until Ctrl-C or SIGTERM; `on_ready` is called once the port is bound.
+
+    Either signal stops the server gracefully (answers in flight finish, bounded by
+    `limits.graceful_shutdown`) and the function returns.
+    """
 
     async def main() -> None:
         async with serve_app(app, host, port, limits=limits) as server:
             if on_ready is not None:
                 on_ready(server)
-            await anyio.sleep_forever()
+            if threading.current_thread() is not threading.main_thread():
+                await anyio.sleep_forever()  # signals reach the main thread only
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
 
     with contextlib.suppress(KeyboardInterrupt):
         anyio.run(main)
