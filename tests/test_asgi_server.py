@@ -190,3 +190,18 @@ def test_run_in_thread_leaves_no_thread_or_socket_behind() -> None:
 def test_bad_limits_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         ServerLimits(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_block_still_shuts_the_server_down_cleanly() -> None:
+    with anyio.move_on_after(0.2) as scope:
+        async with serve_app(APP) as first:
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(first.url + "/echo")).status_code == 200
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught
+    with pytest.raises(OSError):
+        await anyio.connect_tcp("127.0.0.1", first.port)
+    # Nothing of the first server is left registered with the event loop: the next one serves.
+    async with serve_app(APP) as second, httpx.AsyncClient() as http:
+        assert (await http.get(second.url + "/echo")).status_code == 200

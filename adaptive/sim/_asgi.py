@@ -282,9 +282,15 @@ async def serve_app(
     done = anyio.Event()
     failure: list[BaseException] = []
 
+    # uvicorn runs shielded from the caller's cancellation: a cancelled block still stops it
+    # through its own shutdown (below), which closes its listener and connections; cancelled
+    # part-way, it would leave them registered with the event loop.
+    shield = anyio.CancelScope(shield=True)
+
     async def run() -> None:
         try:
-            await server.serve([sock])
+            with shield:
+                await server.serve([sock])
         except (Exception, SystemExit) as exc:  # uvicorn exits on a startup failure
             failure.append(exc)
         finally:
@@ -314,6 +320,12 @@ async def serve_app(
                         server.force_exit = True
                         with anyio.move_on_after(_STOP_MARGIN):
                             await done.wait()
+                    if not done.is_set():  # uvicorn is stuck: cancel it and close what it holds
+                        shield.cancel()
+                        for listener in server.servers:
+                            listener.close()
+                        for connection in list(server.server_state.connections):
+                            connection.shutdown()
                 tg.cancel_scope.cancel()
     finally:
         sock.close()
