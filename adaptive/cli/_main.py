@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve-sim",
-        help="serve the simulated model over an OpenAI-compatible HTTP API",
+        help="serve the simulated model over OpenAI- and Anthropic-compatible HTTP APIs",
         description=(
             "Serve the simulated reasoner (model 'sim-reasoner') and its verifier ('sim-verifier') "
             "at /v1/chat/completions, /v1/completions, /v1/messages (Anthropic), /v1/models, "
