@@ -204,3 +204,22 @@ async def test_a_cancelled_block_still_shuts_the_server_down_cleanly() -> None:
         assert (await http.get(second.url + "/echo")).status_code == 200
     with pytest.raises(OSError):
         await anyio.connect_tcp("127.0.0.1", first.port)
+
+
+@pytest.mark.asyncio
+async def test_an_idle_kept_alive_connection_outlives_the_head_deadline() -> None:
+    # Idle after a response, a connection is governed by keep_alive, not by head_timeout.
+    seen: list[tuple[str, int]] = []
+
+    async def who(request: Request) -> JSONResponse:
+        assert request.client is not None
+        seen.append((request.client.host, request.client.port))
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/who", who)])
+    limits = ServerLimits(head_timeout=0.2, keep_alive=60)
+    async with serve_app(app, limits=limits) as server, httpx.AsyncClient() as http:
+        assert (await http.get(server.url + "/who")).status_code == 200
+        await anyio.sleep(1.0)  # five head deadlines
+        assert (await http.get(server.url + "/who")).status_code == 200
+    assert len(seen) == 2 and seen[0] == seen[1]  # the same connection served both

@@ -119,35 +119,45 @@ def _protocol(head_timeout: float) -> type[asyncio.Protocol]:
     """The h11 protocol of uvicorn, with a deadline for every request head."""
 
     class HeadTimeoutH11(H11Protocol):
-        # uvicorn arms its keep-alive timer only after a response, and cancels it on the first
-        # byte of the next request: a connection that never completes a request head would
-        # otherwise be held forever.
+        # uvicorn times out a connection only while it is idle after a response (keep-alive),
+        # and stops that timer at the first byte of the next request: a connection that never
+        # completes a request head would otherwise be held forever. So the head has a deadline
+        # from the connection's start, or from the first byte of each later request.
         _head_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm_head_timer()
 
+        def data_received(self, data: bytes) -> None:
+            if self._head_timer is None and self._waiting_for_head():
+                self._arm_head_timer()
+            super().data_received(data)
+
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            self._arm_head_timer()
+            self._cancel_head_timer()  # idle again: uvicorn's keep-alive timer takes over
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self._cancel_head_timer()
+            super().connection_lost(exc)
+
+        def _waiting_for_head(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _arm_head_timer(self) -> None:
+            self._cancel_head_timer()
+            self._head_timer = self.loop.call_later(head_timeout, self._head_expired)
+
+        def _cancel_head_timer(self) -> None:
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
-            super().connection_lost(exc)
-
-        def _arm_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-            self._head_timer = self.loop.call_later(head_timeout, self._head_expired)
 
         def _head_expired(self) -> None:
             self._head_timer = None
-            waiting = self.cycle is None or self.cycle.response_complete
-            if waiting and not self.transport.is_closing():
-                self.transport.close()  # no request head in time: drop the connection
+            if self._waiting_for_head() and not self.transport.is_closing():
+                self.transport.close()  # no whole request head in time: drop the connection
 
     return HeadTimeoutH11
 
