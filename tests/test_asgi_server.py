@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import anyio
 import httpx
@@ -170,7 +171,13 @@ def test_run_in_thread_leaves_no_thread_or_socket_behind() -> None:
         # A client that keeps its connection open does not hold the stop up.
         keep = httpx.Client()
         assert keep.post(server.url + "/echo", content=b"abc").json()["bytes"] == 3
+        # The kept-alive one is listed (the first client's closes once the server reads its FIN).
+        deadline = time.monotonic() + WAIT
+        while len(server.connections()) != 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(server.connections()) == 1
     assert set(threading.enumerate()) == before
+    assert server.connections() == []
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", server.port), timeout=WAIT):
         pass
     keep.close()

@@ -104,6 +104,17 @@ class RunningServer:
 
     host: str
     port: int
+    _state: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def connections(self) -> list[tuple[str, int]]:
+        """(host, port) of each client connection the server holds open now.
+
+        Callable from any thread (e.g. a test checking that clients closed their connections).
+        """
+        if self._state is None:
+            return []
+        # One C-level copy of the set, so a connection opening meanwhile cannot break it.
+        return [p.client for p in list(self._state.connections) if p.client]
 
     @property
     def url(self) -> str:
@@ -317,7 +328,7 @@ async def serve_app(
                             why = failure[0] if failure else "it exited"
                             raise RuntimeError(f"uvicorn did not start: {why}")
                         await anyio.sleep(0.002)
-                yield RunningServer(host, bound)
+                yield RunningServer(host, bound, server.server_state)
             except BaseException as exc:
                 error = exc  # re-raised below, so the caller's error is not wrapped in a group
             finally:
