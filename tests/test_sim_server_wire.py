@@ -73,6 +73,37 @@ async def test_a_parameter_it_cannot_honour_is_refused_by_name(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/chat/completions", CHAT | {"messages": [USER[0] | {"name": "bob"}]}, "messages[0].name"),
+        (
+            "/v1/chat/completions",
+            CHAT | {"messages": [*USER, {"role": "assistant", "content": "", "tool_calls": [{}]}]},
+            "messages[1].tool_calls",
+        ),
+        (
+            "/v1/chat/completions",
+            CHAT | {"stream": True, "stream_options": {"include_obfuscation": True}},
+            "stream_options.include_obfuscation",
+        ),
+        (
+            "/v1/messages",
+            MESSAGES | {"messages": [USER[0] | {"cache_control": {}}]},
+            "messages[0].cache_control",
+        ),
+    ],
+)
+async def test_a_nested_field_it_cannot_honour_is_refused_by_name(
+    path: str, body: dict[str, Any], param: str
+) -> None:
+    async with serve_sim() as server:
+        response = await post(server, path, body)
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+@pytest.mark.asyncio
 async def test_defaults_and_labels_it_honours_are_accepted() -> None:
     extra = {"user": "u-1", "metadata": {"run": "a"}, "frequency_penalty": 0, "presence_penalty": 0.0}
     async with serve_sim() as server:

@@ -249,6 +249,7 @@ def _messages(body: Mapping[str, Any]) -> tuple[Message, ...]:
     for i, m in enumerate(raw):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise _APIError(f"messages[{i}] must be an object with a role and content", param="messages")
+        _only(m, {"role", "content"}, f"messages[{i}]")
         try:
             out.append(Message(role=m["role"], content=_content(m.get("content"), f"messages[{i}]")))
         except ConfigError as exc:
@@ -336,7 +337,19 @@ def _stream_flags(body: Mapping[str, Any]) -> tuple[bool, bool]:
         return stream, False
     if not isinstance(options, dict):
         raise _APIError("stream_options must be an object", param="stream_options")
+    _only(options, {"include_usage"}, "stream_options")
     return stream, _flag(options, "include_usage")
+
+
+def _only(obj: Mapping[str, Any], known: set[str], where: str) -> None:
+    """Refuse a nested field the simulator would ignore (a message's `name`, `tool_calls`, ...)."""
+    for key, value in obj.items():
+        if key not in known and value is not None:
+            raise _APIError(
+                f"{where}.{key} is not supported by the sim server, which would ignore it: drop it",
+                param=f"{where}.{key}",
+                code="unsupported_parameter",
+            )
 
 
 # -- writing answers -----------------------------------------------------------------------
@@ -550,6 +563,7 @@ def _anthropic_request(body: Mapping[str, Any]) -> Request:
         for i, m in enumerate(raw):
             if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
                 raise _APIError(f"messages[{i}] must have the role 'user' or 'assistant'", param="messages")
+            _only(m, {"role", "content"}, f"messages[{i}]")
             content = _anthropic_text(m.get("content"), f"messages[{i}]")
             messages.append(Message(role=m["role"], content=content))
     except ConfigError as exc:
