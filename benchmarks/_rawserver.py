@@ -1,4 +1,6 @@
-"""A minimal OpenAI-compatible chat server for the overhead benchmark, run as a subprocess.
+"""A minimal OpenAI-compatible chat server (Starlette on uvicorn) for the overhead benchmark.
+
+Run as a subprocess.
 
 Answers every POST /v1/chat/completions with the same small completion (n choices), so the
 client side (SDK or raw httpx) is what the benchmark measures. Prints "READY <url>" when
@@ -11,7 +13,12 @@ import argparse
 import json
 import sys
 
-from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, RunningServer, serve_forever
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from adaptive.sim import RunningServer, ServerLimits, serve_app_forever
 
 _cache: dict[int, bytes] = {}
 
@@ -46,9 +53,9 @@ def response_body(n: int) -> bytes:
     return _cache[n]
 
 
-async def chat(req: HTTPRequest) -> HTTPResponse:
-    n = json.loads(req.body).get("n", 1)
-    return HTTPResponse(body=response_body(n))
+async def chat(req: Request) -> Response:
+    n = json.loads(await req.body()).get("n", 1)
+    return Response(response_body(n), media_type="application/json")
 
 
 def main() -> None:
@@ -59,8 +66,10 @@ def main() -> None:
     def ready(server: RunningServer) -> None:
         print(f"READY {server.url}", flush=True)
 
-    app = HTTPServer({("POST", "/v1/chat/completions"): chat})
-    serve_forever(app, "127.0.0.1", args.port, on_ready=ready)
+    app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    # The benchmark's clients hold many keep-alive connections at once: let them all in.
+    limits = ServerLimits(max_connections=10_000, keep_alive=60)
+    serve_app_forever(app, "127.0.0.1", args.port, limits=limits, on_ready=ready)
     sys.exit(0)
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from fakehttp import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 
 from adaptive import Anthropic, Message, OpenAIChat, OpenAICompletions, Price, Request
 from adaptive.endpoints import HTTPEndpoint, RetryPolicy
-from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 
 KEY = "sk-SECRET-loopback-5f3a9c"
 PRICE = Price(input=1.0, output=2.0)

@@ -104,7 +104,7 @@ async def test_non_streamed_thinking_is_reported_as_reasoning() -> None:
         "stop_reason": "end_turn",
         "usage": {"input_tokens": 10, "output_tokens": 90},
     }
-    from adaptive.sim._httpserver import HTTPResponse
+    from fakehttp import HTTPResponse
 
     async with scripted() as (fake, url), ANTHROPIC.endpoint(url) as ep:
         fake.reply = lambda req: HTTPResponse.json(body)

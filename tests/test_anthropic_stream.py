@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from fakehttp import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 
 from adaptive import (
     Anthropic,
@@ -24,7 +25,6 @@ from adaptive._prices import PICO
 from adaptive._tokens import estimate_tokens
 from adaptive.endpoints import HTTPSettings, RetryPolicy, UsageMeter
 from adaptive.endpoints._base import set_meter
-from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 
 KEY = "sk-ant-loopback-SECRET"
 PRICE = Price(input=1.0, output=5.0)

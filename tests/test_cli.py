@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from fakehttp import HTTPRequest, HTTPResponse, HTTPServer, run_in_thread
 
 from adaptive import ConsistencyPrior, Price, __version__
 from adaptive._posterior import beta_confidence
 from adaptive.cli._demo import DEFAULT_BUDGET_USD, DEFAULT_CONCURRENCY, DEFAULT_QUESTIONS, STRATEGY_NAMES
 from adaptive.cli._main import build_parser, demo_config, main
 from adaptive.sim import SimServer
-from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, run_in_thread
 
 
 def parse_demo(*argv: str) -> object:

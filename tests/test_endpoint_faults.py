@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from fakehttp import HTTPRequest, HTTPResponse, SSEResponse
 from loopback_wire import (
     ANTHROPIC,
     CHAT,
@@ -28,7 +29,6 @@ from loopback_wire import (
 
 from adaptive import AdaptiveError, EndpointError, ServerError, Usage
 from adaptive.endpoints import PartialResponseError
-from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, SSEResponse
 
 
 def echo_key(status: int) -> Callable[[HTTPRequest], HTTPResponse]:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fakehttp import run_in_thread
 from loopback_wire import ANTHROPIC, CHAT, KEY, KINDS, Kind, scripted
 
 from adaptive import Anthropic, Client, ClientClosedError, ConfigError, OpenAIChat, SyncClient
 from adaptive.endpoints import RetryPolicy
-from adaptive.sim._httpserver import run_in_thread
 
 
 @pytest.mark.asyncio

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from fakehttp import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 
 from adaptive import Budget, HTTPStatusError, Message, OpenAIChat, OpenAICompletions, Request, StreamError
 from adaptive._ledger import Ledger
 from adaptive.endpoints import RetryPolicy, UsageMeter
 from adaptive.endpoints._base import set_meter
-from adaptive.sim._httpserver import HTTPRequest, HTTPResponse, HTTPServer, SSEResponse, serve
 
 KEY = "sk-loopback-key"
 

@@ -9,12 +9,12 @@ billed nothing (an HTTP error status, no connection made) is retried without ask
 from __future__ import annotations
 
 import pytest
+from fakehttp import HTTPRequest, HTTPResponse
 from loopback_wire import CHAT, dropping, refused_url, scripted
 
 from adaptive import ServerError, TransportError
 from adaptive.endpoints import RetryPolicy, UsageMeter
 from adaptive.endpoints._base import set_meter
-from adaptive.sim._httpserver import HTTPRequest, HTTPResponse
 
 
 class _Meter(UsageMeter):

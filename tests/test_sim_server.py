@@ -26,6 +26,7 @@ from adaptive import (
 )
 from adaptive.sim import (
     STEP_DELIMITER,
+    RunningServer,
     SimEndpoint,
     SimModel,
     SimRewardEndpoint,
@@ -36,7 +37,6 @@ from adaptive.sim import (
     simulate_response,
     split_steps,
 )
-from adaptive.sim._httpserver import RunningServer
 
 PROBLEMS = demo_problems(6, seed=5)
 QUESTION = PROBLEMS[0].question
@@ -73,7 +73,7 @@ async def post(server: RunningServer, path: str, body: Any) -> httpx.Response:
 async def sse_events(server: RunningServer, path: str, body: dict[str, Any]) -> list[str]:
     async with httpx.AsyncClient() as http, http.stream("POST", server.url + path, json=body) as resp:
         assert resp.status_code == 200
-        assert resp.headers["content-type"] == "text/event-stream"
+        assert resp.headers["content-type"].startswith("text/event-stream")
         text = (await resp.aread()).decode()
     return [line[len("data: ") :] for line in text.split("\n") if line.startswith("data: ")]
 

@@ -39,6 +39,7 @@ from ._demo import (
     save_plot,
     worker_main,
 )
+from ._extras import require_server_extra
 from ._run import add_run_parser, run_command
 
 __all__ = ["build_parser", "demo_strategies", "main"]
@@ -173,10 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve-sim",
-        help="serve the simulated model over an OpenAI-compatible HTTP API",
+        help="serve the simulated model over OpenAI- and Anthropic-compatible HTTP APIs",
         description=(
             "Serve the simulated reasoner (model 'sim-reasoner') and its verifier ('sim-verifier') "
-            "at /v1/chat/completions, /v1/completions, /v1/models and /v1/reward until interrupted."
+            "at /v1/chat/completions, /v1/completions, /v1/messages (Anthropic), /v1/models, "
+            "/v1/models/{id} and /v1/reward until interrupted. Needs the server extra: "
+            "pip install 'adaptive-ttc[server]'."
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
@@ -316,6 +319,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
 
 def _serve_sim(args: argparse.Namespace) -> int:
+    require_server_extra("serve-sim")
     from ..sim import SimServer, run_sim_server
 
     def ready(server: Any, sim: SimServer) -> None:

@@ -12,7 +12,14 @@ Example:
     >>> sample = SimModel().sample(problem.question, seed=1)
     >>> sample.answer is not None
     True
+
+The HTTP server (`SimServer`, `serve_sim`, `run_sim_server`) and the helpers that run any ASGI
+app on uvicorn (`serve_app`, `run_app_in_thread`, `serve_app_forever`, `ServerLimits`,
+`RunningServer`) need the server extra: `pip install 'adaptive-ttc[server]'`.
 """
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from ._endpoint import (
     SimEndpoint,
@@ -34,15 +41,43 @@ from ._problems import (
     split_prompt,
     split_steps,
 )
-from ._server import SimServer, run_sim_server, serve_sim
 from ._solver import STEP_DELIMITER, SimModel, SimSample, tokenize, truncate
 from ._verifier import SimVerifier
+
+if TYPE_CHECKING:
+    from ._asgi import RunningServer, ServerLimits, run_app_in_thread, serve_app, serve_app_forever
+    from ._server import SimServer, run_sim_server, serve_sim
+
+# The HTTP server needs the server extra (starlette, uvicorn): it is imported on first use, so
+# `import adaptive.sim` (the demo, SimEndpoint) works without it.
+_SERVER_NAMES = {
+    "RunningServer": "_asgi",
+    "ServerLimits": "_asgi",
+    "run_app_in_thread": "_asgi",
+    "serve_app": "_asgi",
+    "serve_app_forever": "_asgi",
+    "SimServer": "_server",
+    "run_sim_server": "_server",
+    "serve_sim": "_server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SERVER_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
 
 __all__ = [
     "STEP_DELIMITER",
     "Op",
     "ParsedProblem",
     "Problem",
+    "RunningServer",
+    "ServerLimits",
     "SimEndpoint",
     "SimModel",
     "SimRewardEndpoint",
@@ -54,7 +89,10 @@ __all__ = [
     "extract_answer",
     "make_problems",
     "parse_problem",
+    "run_app_in_thread",
     "run_sim_server",
+    "serve_app",
+    "serve_app_forever",
     "serve_sim",
     "simulate_response",
     "simulate_reward_response",

@@ -1,15 +1,18 @@
-"""The simulated reasoner and verifier behind a real OpenAI-compatible HTTP server.
+"""The simulated reasoner and verifier behind a real OpenAI- and Anthropic-compatible HTTP server.
 
-Any OpenAI client (adaptive's `OpenAIChat` / `OpenAICompletions`, the `openai` package, curl)
-can talk to it; the answers are exactly those of `simulate_response` and
-`simulate_reward_response`, usage included, so a run over HTTP costs what the same run costs
-in process. Start it with `python -m adaptive serve-sim` (blocking), or inside async code::
+Any OpenAI or Anthropic client (adaptive's `OpenAIChat` / `OpenAICompletions` / `Anthropic`,
+the `openai` and `anthropic` packages, curl) can talk to it; the answers are exactly those of
+`simulate_response` and `simulate_reward_response`, usage included, so a run over HTTP costs
+what the same run costs in process. It is a Starlette app on uvicorn (the server extra:
+`pip install 'adaptive-ttc[server]'`). Start it with `python -m adaptive serve-sim`
+(blocking), or inside async code::
 
     async with serve_sim() as server:
         chat = OpenAIChat("sim-reasoner", base_url=server.url + "/v1", price=SimModel().price)
 
 Routes (all JSON; errors are OpenAI-style `{"error": {"message", "type", "param", "code"}}`
-with status 400, or 404 for an unknown model or path):
+with status 400, or 404 for an unknown model or path; `/v1/messages` answers errors in
+Anthropic's shape, `{"type": "error", "error": {"type", "message", ...}}`):
 
 - `POST /v1/chat/completions`: `messages` (text content, or a list of text parts), `n`,
   `max_tokens` / `max_completion_tokens`, `temperature`, `top_p`, `stop`, `seed`, `logprobs` +
@@ -19,13 +22,25 @@ with status 400, or 404 for an unknown model or path):
 - `POST /v1/completions`: raw continuation of `prompt` (the problem, then a partial solution),
   with `logprobs: k` in the legacy shape (`tokens`, `token_logprobs`, `top_logprobs`,
   `text_offset`); streaming too. `echo` and `suffix` are not supported.
-- `GET /v1/models`: the two models, with their prices in $ per million tokens.
+- `POST /v1/messages`: Anthropic Messages (`model`, `messages` with string or text-block
+  content, `system`, `max_tokens`, `temperature`, `top_p`, `stop_sequences`, `stream`). A
+  final assistant message is continued (a prefill). Streams the real event sequence:
+  `message_start` (input usage), `content_block_start`, `ping`, `content_block_delta`
+  (`text_delta`), `content_block_stop`, `message_delta` (stop reason, output usage),
+  `message_stop`. Anthropic has no seed: each request takes the next auto seed.
+- `GET /v1/models`: the two models, with their prices in $ per million tokens (`pricing`);
+  `GET /v1/models/{id}`: one of them (404, `model_not_found`, for any other id).
 - `POST /v1/reward`: score a solution with the verifier. Body: `messages` as
   `[user: problem, assistant: solution]`, or `prompt` (problem then solution), or `question`
   with `solution` (or `steps`, a list of step strings); optional `score`: "auto" (default),
   "outcome", "last" or "min". Answer: a chat completion whose message content is the JSON
   text `{"score": s, "step_scores": [...]}`, with `score` and `step_scores` also on each
   choice and at the top level.
+
+A request parameter the server cannot honour (`tools`, `response_format`, penalties other
+than 0, ... anything a route does not read) is refused with a 400 naming it, never ignored;
+`user` and `metadata` are accepted as labels. A body that is not a JSON object, or is nested
+too deeply to read, gets a 400; one over the size limit a 413 (see `ServerLimits`).
 
 How scores reach adaptive's verifiers: point an `OpenAIChat` at the same server with the
 verifier's model name (`OpenAIChat("sim-verifier", base_url=..., price=SimVerifier().price)`);
@@ -48,19 +63,17 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 
 import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import Response as HTTPResponse
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
 
 from .._exceptions import ConfigError
 from .._models import Completion, Message, Request, Response, TokenLogprob, Usage
+from ._asgi import RunningServer, ServerLimits, serve_app, serve_app_forever
 from ._endpoint import simulate_response, simulate_reward_response, simulated_timing
-from ._httpserver import (
-    HTTPRequest,
-    HTTPResponse,
-    HTTPServer,
-    RunningServer,
-    SSEResponse,
-    serve,
-    serve_forever,
-)
 from ._solver import SimModel, tokenize
 from ._verifier import SimVerifier
 
@@ -82,22 +95,93 @@ class _APIError(Exception):
         self.param = param
         self.code = code
 
-    def response(self) -> HTTPResponse:
-        error = {"message": str(self), "type": "invalid_request_error", "param": self.param}
-        return HTTPResponse.json({"error": error | {"code": self.code}}, status=self.status)
+    def response(self, *, anthropic: bool = False) -> HTTPResponse:
+        kind = "not_found_error" if anthropic and self.status == 404 else "invalid_request_error"
+        error = {"message": str(self), "type": kind, "param": self.param, "code": self.code}
+        if anthropic:  # Anthropic's shape: {"type": "error", "error": {"type", "message"}}
+            return _json({"type": "error", "error": error}, status=self.status)
+        return _json({"error": error}, status=self.status)
+
+
+def _json(obj: Any, status: int = 200) -> HTTPResponse:
+    return HTTPResponse(json.dumps(obj, separators=(",", ":")), status, media_type="application/json")
+
+
+def _sse(events: AsyncIterator[str]) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for event in events:
+                yield event.encode()
+        finally:
+            # A stream the client left part-way is closed here, not by the garbage collector.
+            await events.aclose()  # type: ignore[attr-defined]
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"cache-control": "no-store"})
+
+
+def _data(payload: str) -> str:
+    return f"data: {payload}\n\n"
 
 
 # -- reading request bodies ----------------------------------------------------------------
 
 
-def _body(req: HTTPRequest) -> dict[str, Any]:
+async def _body(req: HTTPRequest, route: str) -> dict[str, Any]:
+    raw = await req.body()
     try:
-        data = req.json()
+        data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise _APIError(f"the request body is not valid JSON ({exc}): send a JSON object") from None
+    except RecursionError:
+        raise _APIError("the request body is JSON nested too deeply to read: send a flatter object") from None
     if not isinstance(data, dict):
         raise _APIError(f"the request body must be a JSON object, got {type(data).__name__}")
+    _refuse_unknown(data, route)
     return data
+
+
+# What each route reads. Anything else would be silently ignored, so it is refused with a 400
+# naming it (`tools`, `response_format`, penalties, ...); a null is the same as absent.
+def _names(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+_FIELDS = {
+    "chat": _names(
+        "model messages n max_tokens max_completion_tokens temperature top_p stop seed logprobs "
+        "top_logprobs stream stream_options score continue_final_message add_generation_prompt"
+    ),
+    "completions": _names(
+        "model prompt n max_tokens temperature top_p stop seed logprobs echo suffix stream "
+        "stream_options score"
+    ),
+    "reward": _names("model messages prompt question solution steps score"),
+    "messages": _names("model messages system max_tokens temperature top_p stop_sequences stream"),
+}
+# Fields that change nothing in an answer (labels for the caller's own bookkeeping).
+_INFORMATIONAL = {"user", "metadata"}
+# Parameters whose default is accepted (it is what the simulator does anyway).
+_DEFAULTS: dict[str, tuple[Any, ...]] = {
+    "frequency_penalty": (0, 0.0),
+    "presence_penalty": (0, 0.0),
+    "best_of": (1,),
+    "parallel_tool_calls": (False,),
+}
+
+
+def _refuse_unknown(body: Mapping[str, Any], route: str) -> None:
+    known = _FIELDS[route] | _INFORMATIONAL
+    for name, value in body.items():
+        if name in known or value is None:
+            continue
+        if any(value == d and type(value) is type(d) for d in _DEFAULTS.get(name, ())):
+            continue
+        raise _APIError(
+            f"{name} is not supported by the sim server, which would ignore it: drop it "
+            f"(this route reads {', '.join(sorted(_FIELDS[route]))})",
+            param=name,
+            code="unsupported_parameter",
+        )
 
 
 def _int(body: Mapping[str, Any], name: str) -> int | None:
@@ -165,6 +249,7 @@ def _messages(body: Mapping[str, Any]) -> tuple[Message, ...]:
     for i, m in enumerate(raw):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise _APIError(f"messages[{i}] must be an object with a role and content", param="messages")
+        _only(m, {"role", "content"}, f"messages[{i}]")
         try:
             out.append(Message(role=m["role"], content=_content(m.get("content"), f"messages[{i}]")))
         except ConfigError as exc:
@@ -190,6 +275,15 @@ def _request(body: Mapping[str, Any], *, chat: bool) -> Request:
         # A final assistant message stays in `messages`: the simulator continues it, and it is
         # billed like the in-process prefill.
         fields["messages"] = _messages(body)
+        # vLLM's prefill switches: the simulator always continues a final assistant message.
+        _flag(body, "add_generation_prompt")
+        if body.get("continue_final_message") is False and fields["messages"][-1].role == "assistant":
+            raise _APIError(
+                "the sim server always continues a final assistant message: drop "
+                "continue_final_message=false, or end the messages with a user message",
+                param="continue_final_message",
+            )
+        _flag(body, "continue_final_message")
         logprobs = _flag(body, "logprobs")
         top = _int(body, "top_logprobs")
         if top is not None and not logprobs:
@@ -243,7 +337,19 @@ def _stream_flags(body: Mapping[str, Any]) -> tuple[bool, bool]:
         return stream, False
     if not isinstance(options, dict):
         raise _APIError("stream_options must be an object", param="stream_options")
+    _only(options, {"include_usage"}, "stream_options")
     return stream, _flag(options, "include_usage")
+
+
+def _only(obj: Mapping[str, Any], known: set[str], where: str) -> None:
+    """Refuse a nested field the simulator would ignore (a message's `name`, `tool_calls`, ...)."""
+    for key, value in obj.items():
+        if key not in known and value is not None:
+            raise _APIError(
+                f"{where}.{key} is not supported by the sim server, which would ignore it: drop it",
+                param=f"{where}.{key}",
+                code="unsupported_parameter",
+            )
 
 
 # -- writing answers -----------------------------------------------------------------------
@@ -311,6 +417,7 @@ class _Answer:
         self.id = f"{prefix}-{response.id or uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.k = request.top_logprobs or 0
+        self.auto = 0  # the auto seed it was generated with (0 when the request had a seed)
 
     def _choice_extra(self, c: Completion) -> dict[str, Any]:
         return _scores(c) if self.kind == "verifier" else {}
@@ -361,7 +468,7 @@ class _Answer:
         out["choices"] = [choice]
         if include_usage:
             out["usage"] = None
-        return json.dumps(out, separators=(",", ":"))
+        return _data(json.dumps(out, separators=(",", ":")))
 
     def _piece_choice(
         self, c: Completion, piece: str, lp: TokenLogprob | None, offset: int
@@ -411,8 +518,8 @@ class _Answer:
             tail = self._head("chat.completion.chunk" if self.chat else "text_completion")
             tail["choices"] = []
             tail["usage"] = _usage(self.response.usage)
-            yield json.dumps(tail, separators=(",", ":"))
-        yield "[DONE]"
+            yield _data(json.dumps(tail, separators=(",", ":")))
+        yield _data("[DONE]")
 
 
 async def _sleep(seconds: float) -> None:
@@ -420,8 +527,137 @@ async def _sleep(seconds: float) -> None:
         await anyio.sleep(seconds)
 
 
+# -- Anthropic Messages -------------------------------------------------------------------
+
+_ANTHROPIC_STOP = {"length": "max_tokens"}
+
+
+def _anthropic_text(raw: Any, where: str) -> str:
+    """A Messages `content` (or `system`): a string, or a list of text blocks."""
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, list):
+        parts = []
+        for block in raw:
+            text = block.get("text") if isinstance(block, dict) else None
+            if not (isinstance(block, dict) and block.get("type") == "text" and isinstance(text, str)):
+                raise _APIError(
+                    f"{where}: only text blocks are supported ({{'type': 'text', 'text': ...}})",
+                    param="messages",
+                )
+            parts.append(text)
+        return "".join(parts)
+    raise _APIError(f"{where}: content must be a string or a list of text blocks", param="messages")
+
+
+def _anthropic_request(body: Mapping[str, Any]) -> Request:
+    """Turn a Messages request body into a sim `Request` (400 on anything malformed)."""
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise _APIError("messages must be a non-empty list of {role, content} objects", param="messages")
+    messages: list[Message] = []
+    system = body.get("system")
+    try:
+        if system is not None:
+            messages.append(Message(role="system", content=_anthropic_text(system, "system")))
+        for i, m in enumerate(raw):
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+                raise _APIError(f"messages[{i}] must have the role 'user' or 'assistant'", param="messages")
+            _only(m, {"role", "content"}, f"messages[{i}]")
+            content = _anthropic_text(m.get("content"), f"messages[{i}]")
+            messages.append(Message(role=m["role"], content=content))
+    except ConfigError as exc:
+        raise _APIError(f"messages: {exc}", param="messages") from None
+    limit = _int(body, "max_tokens")
+    if limit is None:
+        raise _APIError("max_tokens is required", param="max_tokens")
+    fields: dict[str, Any] = {"messages": tuple(messages), "max_tokens": limit}
+    for name, value in (("temperature", _number(body, "temperature")), ("top_p", _number(body, "top_p"))):
+        if value is not None:
+            fields[name] = value
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        fields["stop"] = _stop({"stop": stops})
+    try:
+        return Request(**fields)
+    except ConfigError as exc:
+        raise _APIError(str(exc)) from None
+
+
+def _anthropic_usage(usage: Usage, output: int | None = None) -> dict[str, Any]:
+    # Anthropic's input_tokens leaves out cache reads and writes, which have fields of their own.
+    return {
+        "input_tokens": usage.prompt_tokens - usage.cached_prompt_tokens - usage.cache_write_tokens,
+        "cache_creation_input_tokens": usage.cache_write_tokens,
+        "cache_read_input_tokens": usage.cached_prompt_tokens,
+        "output_tokens": usage.completion_tokens if output is None else output,
+    }
+
+
+class _Message:
+    """One simulated completion rendered as an Anthropic Messages answer."""
+
+    def __init__(self, answer: _Answer, stop_sequence: str | None) -> None:
+        self.answer = answer
+        self.completion = answer.response.completions[0]
+        self.id = f"msg_{answer.response.id or uuid.uuid4().hex[:24]}"
+        self.stop_sequence = stop_sequence
+        finish = self.completion.finish_reason or "stop"
+        natural = _ANTHROPIC_STOP.get(finish, "end_turn")
+        self.stop_reason = "stop_sequence" if stop_sequence is not None else natural
+
+    def _skeleton(self, content: list[dict[str, Any]], stop_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.answer.model,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": self.stop_sequence if stop_reason is not None else None,
+        }
+
+    def body(self) -> dict[str, Any]:
+        """The complete (non-streamed) answer."""
+        out = self._skeleton([{"type": "text", "text": self.completion.text}], self.stop_reason)
+        out["usage"] = _anthropic_usage(self.answer.response.usage)
+        return out
+
+    async def events(self, first: float, per_token: float) -> AsyncIterator[str]:
+        """The Messages event stream: message_start, one text block, message_delta, message_stop."""
+
+        def event(name: str, data: dict[str, Any]) -> str:
+            return f"event: {name}\ndata: {json.dumps({'type': name} | data, separators=(',', ':'))}\n\n"
+
+        usage = self.answer.response.usage
+        start = self._skeleton([], None) | {"usage": _anthropic_usage(usage, output=0)}
+        yield event("message_start", {"message": start})
+        block = {"index": 0, "content_block": {"type": "text", "text": ""}}
+        yield event("content_block_start", block)
+        yield event("ping", {})
+        await _sleep(first)
+        for j, (piece, _) in enumerate(self.answer.pieces(self.completion)):
+            if j:
+                await _sleep(per_token)
+            yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
+        yield event("content_block_stop", {"index": 0})
+        delta = {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence}
+        yield event("message_delta", {"delta": delta, "usage": {"output_tokens": usage.completion_tokens}})
+        yield event("message_stop", {})
+
+
+def _stop_hit(full: str, text: str, stops: tuple[str, ...] | None) -> str | None:
+    """The stop sequence that ended `text`, given the same answer generated without stops."""
+    if not stops or len(full) <= len(text) or not full.startswith(text):
+        return None
+    rest = full[len(text) :]
+    return next((s for s in stops if rest.startswith(s)), None)
+
+
 class SimServer:
-    """An OpenAI-compatible HTTP front for `SimModel` and `SimVerifier` (routes in the module doc).
+    """An OpenAI- and Anthropic-compatible HTTP front for `SimModel` and `SimVerifier`.
+
+    Routes are in the module doc. Served with Starlette on uvicorn (the server extra).
 
     Args:
         model: The simulated reasoner (default `SimModel()`).
@@ -434,7 +670,7 @@ class SimServer:
         ConfigError: The two models share a name, or a time or the jitter is out of range.
 
     Attributes:
-        app: The `HTTPServer` to serve (`serve(server.app)`, or use `serve_sim`).
+        app: The Starlette app to serve (`serve_app(server.app)`, or use `serve_sim`).
     """
 
     def __init__(
@@ -464,13 +700,16 @@ class SimServer:
         self.seconds_per_token = seconds_per_token
         self.jitter = jitter
         self._auto_seeds = itertools.count()
-        self.app = HTTPServer(
-            {
-                ("POST", "/v1/chat/completions"): self._chat,
-                ("POST", "/v1/completions"): self._completions,
-                ("GET", "/v1/models"): self._models,
-                ("POST", "/v1/reward"): self._reward,
-            }
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/completions", self._completions, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+                Route("/v1/models/{model_id:path}", self._model, methods=["GET"]),
+                Route("/v1/reward", self._reward, methods=["POST"]),
+            ],
+            exception_handlers={HTTPException: self._http_error, Exception: self._crash},
         )
 
     @property
@@ -479,23 +718,48 @@ class SimServer:
         return self.model.name, self.verifier.name
 
     # -- routes --------------------------------------------------------------------------
-    async def _models(self, req: HTTPRequest) -> HTTPResponse:
-        data = [
-            {
-                "id": m.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "adaptive-sim",
-                "pricing": {"input_per_mtok": m.price.input, "output_per_mtok": m.price.output},
-            }
-            for m in (self.model, self.verifier)
-        ]
-        return HTTPResponse.json({"object": "list", "data": data})
+    @staticmethod
+    async def _http_error(req: HTTPRequest, exc: Exception) -> HTTPResponse:
+        # Unknown paths and wrong methods answer in the API's error shape, not Starlette's text.
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            message = f"method {req.method} not allowed on {req.url.path}"
+        elif exc.status_code == 404:
+            message = f"no route for {req.method} {req.url.path}"
+        else:
+            message = str(exc.detail)
+        return _APIError(message, status=exc.status_code).response(anthropic=req.url.path == "/v1/messages")
 
-    async def _chat(self, req: HTTPRequest) -> HTTPResponse | SSEResponse:
+    @staticmethod
+    async def _crash(req: HTTPRequest, exc: Exception) -> HTTPResponse:
+        # A bug in the simulator: say so in the API's shape (uvicorn also logs the traceback).
+        error = _APIError(f"the sim server failed: {type(exc).__name__}: {exc}", status=500)
+        return error.response()
+
+    def _model_object(self, m: SimModel | SimVerifier) -> dict[str, Any]:
+        return {
+            "id": m.name,
+            "object": "model",
+            "created": 0,
+            "owned_by": "adaptive-sim",
+            "pricing": {"input_per_mtok": m.price.input, "output_per_mtok": m.price.output},
+        }
+
+    async def _models(self, req: HTTPRequest) -> HTTPResponse:
+        return _json({"object": "list", "data": [self._model_object(m) for m in (self.model, self.verifier)]})
+
+    async def _model(self, req: HTTPRequest) -> HTTPResponse:
+        name = req.path_params["model_id"]
+        try:
+            self._kind({"model": name})
+        except _APIError as exc:
+            return exc.response()
+        return _json(self._model_object(self.model if name == self.model.name else self.verifier))
+
+    async def _chat(self, req: HTTPRequest) -> HTTPResponse:
         return await self._generate(req, chat=True)
 
-    async def _completions(self, req: HTTPRequest) -> HTTPResponse | SSEResponse:
+    async def _completions(self, req: HTTPRequest) -> HTTPResponse:
         return await self._generate(req, chat=False)
 
     def _kind(self, body: Mapping[str, Any]) -> tuple[Kind, str]:
@@ -517,9 +781,9 @@ class SimServer:
             code="model_not_found",
         )
 
-    async def _generate(self, req: HTTPRequest, *, chat: bool) -> HTTPResponse | SSEResponse:
+    async def _generate(self, req: HTTPRequest, *, chat: bool) -> HTTPResponse:
         try:
-            body = _body(req)
+            body = await _body(req, "chat" if chat else "completions")
             kind, name = self._kind(body)
             request = _request(body, chat=chat)
             stream, include_usage = _stream_flags(body)
@@ -527,15 +791,43 @@ class SimServer:
                 how = _score_mode(body)
                 if how != "auto":
                     request = request.model_copy(update={"extra": {"score": how}})
-            return await self._answer(
-                request, kind, name, chat=chat, stream=stream, include_usage=include_usage
-            )
+            elif body.get("score") is not None:
+                raise _APIError("score applies to the verifier model only", param="score")
+            answer, first, per_token = self._simulate(request, kind, name, chat=chat)
         except _APIError as exc:
             return exc.response()
+        if stream:
+            return _sse(answer.events(first, per_token, include_usage))
+        await self._decode(answer, first, per_token)
+        return _json(answer.body())
 
-    async def _reward(self, req: HTTPRequest) -> HTTPResponse | SSEResponse:
+    async def _messages(self, req: HTTPRequest) -> HTTPResponse:
         try:
-            body = _body(req)
+            body = await _body(req, "messages")
+            kind, name = self._kind(body)
+            request = _anthropic_request(body)
+            stream = _flag(body, "stream")
+            answer, first, per_token = self._simulate(request, kind, name, chat=True)
+            stop_sequence = None
+            if kind == "reasoner" and request.stop and answer.response.completions:
+                # The simulator reports "stop" for both a natural end and a stop sequence;
+                # Anthropic tells them apart, so see what the same answer holds past the cut.
+                unstopped, _, _ = self._simulate(
+                    request.model_copy(update={"stop": None}), kind, name, chat=True, auto=answer.auto
+                )
+                full = unstopped.response.completions[0].text
+                stop_sequence = _stop_hit(full, answer.response.completions[0].text, request.stop)
+        except _APIError as exc:
+            return exc.response(anthropic=True)
+        message = _Message(answer, stop_sequence)
+        if stream:
+            return _sse(message.events(first, per_token))
+        await self._decode(answer, first, per_token)
+        return _json(message.body())
+
+    async def _reward(self, req: HTTPRequest) -> HTTPResponse:
+        try:
+            body = await _body(req, "reward")
             name = body.get("model", self.verifier.name)
             if name != self.verifier.name:
                 raise _APIError(
@@ -543,9 +835,11 @@ class SimServer:
                 )
             how = _score_mode(body)
             request = self._reward_request(body).model_copy(update={"extra": {"score": how}})
-            return await self._answer(request, "verifier", self.verifier.name, chat=True)
+            answer, first, per_token = self._simulate(request, "verifier", self.verifier.name, chat=True)
         except _APIError as exc:
             return exc.response()
+        await self._decode(answer, first, per_token)
+        return _json(answer.body())
 
     def _reward_request(self, body: Mapping[str, Any]) -> Request:
         if "messages" in body:
@@ -570,38 +864,38 @@ class SimServer:
         messages = (Message(role="user", content=question), Message(role="assistant", content=solution))
         return Request(messages=messages, max_tokens=1)
 
-    async def _answer(
-        self,
-        request: Request,
-        kind: Kind,
-        name: str,
-        *,
-        chat: bool,
-        stream: bool = False,
-        include_usage: bool = False,
-    ) -> HTTPResponse | SSEResponse:
-        auto = 0
+    def _simulate(
+        self, request: Request, kind: Kind, name: str, *, chat: bool, auto: int | None = None
+    ) -> tuple[_Answer, float, float]:
+        """The simulated answer and its (first-token, per-token) times."""
+        seed = 0
         if kind == "verifier":
             try:
                 response = simulate_reward_response(self.verifier, request)
             except ConfigError as exc:
                 raise _APIError(str(exc), param="messages") from None
         else:
-            auto = next(self._auto_seeds) if request.seed is None else 0
-            response = simulate_response(self.model, request, auto_seed=auto)
+            if auto is not None:
+                seed = auto
+            elif request.seed is None:
+                seed = next(self._auto_seeds)
+            response = simulate_response(self.model, request, auto_seed=seed)
         first, per_token = simulated_timing(
             request,
             first_token_seconds=self.first_token_seconds,
             seconds_per_token=self.seconds_per_token,
             jitter=self.jitter,
-            auto_seed=auto,
+            auto_seed=seed,
         )
         answer = _Answer(response, request, kind, chat, name)
-        if stream:
-            return SSEResponse(answer.events(first, per_token, include_usage))
-        longest = max((c.completion_tokens or 0 for c in response.completions), default=0)
+        answer.auto = seed
+        return answer, first, per_token
+
+    @staticmethod
+    async def _decode(answer: _Answer, first: float, per_token: float) -> None:
+        """Wait the simulated decoding time of a complete (non-streamed) answer."""
+        longest = max((c.completion_tokens or 0 for c in answer.response.completions), default=0)
         await _sleep(first + per_token * longest)
-        return HTTPResponse.json(answer.body())
 
 
 @contextlib.asynccontextmanager
@@ -614,11 +908,13 @@ async def serve_sim(
     first_token_seconds: float = 0.0,
     seconds_per_token: float = 0.0,
     jitter: float = 0.2,
+    limits: ServerLimits | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Serve the simulated models over HTTP while the block runs (port 0 picks a free port).
 
-    The OpenAI base URL is `server.url + "/v1"`. The server stops, and its connections close,
-    when the block exits.
+    The OpenAI base URL is `server.url + "/v1"`, the Anthropic one `server.url`. The server
+    (uvicorn, in this event loop) stops, and its connections close, when the block exits.
+    Needs the server extra (`pip install 'adaptive-ttc[server]'`).
 
     Example:
         >>> async with serve_sim() as server:  # doctest: +SKIP
@@ -631,7 +927,7 @@ async def serve_sim(
         seconds_per_token=seconds_per_token,
         jitter=jitter,
     )
-    async with serve(sim.app, host, port) as server:
+    async with serve_app(sim.app, host, port, limits=limits) as server:
         yield server
 
 
@@ -643,6 +939,7 @@ def run_sim_server(
     first_token_seconds: float = 0.0,
     seconds_per_token: float = 0.0,
     on_ready: Callable[[RunningServer, SimServer], None] | None = None,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Serve the simulated models until interrupted (what `python -m adaptive serve-sim` runs).
 
@@ -653,6 +950,7 @@ def run_sim_server(
         first_token_seconds: Simulated time to the first token.
         seconds_per_token: Simulated decoding time per token.
         on_ready: Called once the port is bound, e.g. to print the URL.
+        limits: Timeouts and limits of the server (default `ServerLimits()`).
     """
     sim = SimServer(
         SimModel(seed=seed),
@@ -665,4 +963,4 @@ def run_sim_server(
         if on_ready is not None:
             on_ready(server, sim)
 
-    serve_forever(sim.app, host, port, on_ready=ready)
+    serve_app_forever(sim.app, host, port, limits=limits, on_ready=ready)

@@ -24,19 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import re
-import threading
 import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+from adaptive.sim import RunningServer, ServerLimits, run_app_in_thread
 
 from .bill import RequestBill, TrialBill
 from .plans import FAULTS, Fault, Trial
@@ -47,8 +48,6 @@ __all__ = ["FaultServer", "tokenize"]
 _TOKEN = re.compile(r" ?[A-Za-z]+| ?\d| ?[^\sA-Za-z\d]+|\s+")
 # What the SDK's ledger adds to the byte count of a chat prompt (see adaptive._ledger).
 _PER_MESSAGE, _PER_REQUEST = 8, 16
-_START_TIMEOUT = 10.0
-_STOP_TIMEOUT = 10.0
 
 
 class InjectedReset(Exception):
@@ -434,6 +433,8 @@ _TOKEN_MARK = object()
 class FaultServer:
     """Run a `FaultApp` on uvicorn in a background thread (127.0.0.1, port 0).
 
+    Started and stopped by `adaptive.sim.run_app_in_thread`, like every loopback server.
+
     Example:
         >>> with FaultServer() as server:  # doctest: +SKIP
         ...     server.register(trial); base = server.url + "/v1"
@@ -443,59 +444,25 @@ class FaultServer:
         url: `http://127.0.0.1:PORT` once started.
     """
 
+    # Trials hold many keep-alive connections at once, and some faults stall a stream.
+    LIMITS = ServerLimits(keep_alive=30, graceful_shutdown=2, max_connections=100_000)
+
     def __init__(self) -> None:
         self.app = FaultApp()
         self.url = ""
-        self._config = uvicorn.Config(
-            self.app.app,
-            host="127.0.0.1",
-            port=0,
-            log_level="critical",
-            access_log=False,
-            lifespan="off",
-            timeout_graceful_shutdown=2,
-            timeout_keep_alive=30,
-        )
-        self._server = uvicorn.Server(self._config)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name="fault-server", daemon=True)
-        self._error: BaseException | None = None
-
-    def _run(self) -> None:
-        async def serve() -> None:
-            self._loop = asyncio.get_running_loop()
-            await self._server.serve()
-
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # reported by __enter__ / __exit__, never lost
-            self._error = exc
+        self._running: RunningServer | None = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> FaultServer:
-        self._thread.start()
-        deadline = time.monotonic() + _START_TIMEOUT
-        while not self._server.started:
-            if self._error is not None or not self._thread.is_alive():
-                raise RuntimeError(f"the fault server did not start: {self._error!r}")
-            if time.monotonic() > deadline:
-                self._stop()
-                raise TimeoutError(f"the fault server did not start within {_START_TIMEOUT}s")
-            time.sleep(0.005)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        # Injected resets are exceptions out of the app by design: uvicorn need not log them.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        self._running = self._stack.enter_context(run_app_in_thread(self.app.app, limits=self.LIMITS))
+        self.url = self._running.url
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop()
-
-    def _stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(_STOP_TIMEOUT)
-        if self._thread.is_alive():
-            self._server.force_exit = True
-            self._thread.join(_STOP_TIMEOUT)
-        if self._thread.is_alive():
-            raise TimeoutError(f"the fault server did not stop within {2 * _STOP_TIMEOUT}s")
+        self._stack.close()
+        self._running = None
 
     # -- the driver's side ------------------------------------------------------------------
     def register(self, trial: Trial) -> None:
@@ -508,15 +475,9 @@ class FaultServer:
 
     def open_connections(self) -> list[tuple[int, str]]:
         """(client port, trial) of every connection the server still holds open."""
-        loop = self._loop
-        if loop is None:
+        if self._running is None:
             return []
-
-        async def snapshot() -> list[int]:
-            return [p.client[1] for p in self._server.server_state.connections if p.client]
-
-        ports = asyncio.run_coroutine_threadsafe(snapshot(), loop).result(timeout=5)
-        return [(port, self.app.ports.get(port, "?")) for port in ports]
+        return [(port, self.app.ports.get(port, "?")) for _, port in self._running.connections()]
 
     def requests_handled(self) -> int:
         """Requests received (every route)."""
