@@ -279,7 +279,7 @@ class _CallRun:
         ep = self.task.endpoint
         return request, copies, ep.name, self.dispatch.price(ep)
 
-    def overran(self, charge: Charge) -> None:
+    def overran(self, charge: Charge, request_id: int) -> None:
         """A server reported more than was reserved: record it; the call stops at once."""
         o = charge.overrun
         assert o is not None
@@ -297,6 +297,7 @@ class _CallRun:
         self.recorder.emit(
             "overrun",
             endpoint=o.endpoint,
+            request_id=request_id,
             reserved_tokens=o.reserved.total_tokens,
             reported_tokens=o.reported.total_tokens,
             reserved_usd=record.reserved_usd,
@@ -329,6 +330,7 @@ class _CallRun:
                 f"{self.strategy.name}: start(task) must return a StrategyRun "
                 f"(plan, observe, evidence, finish, answer_of); got {type(run).__name__}"
             )
+        self.dispatch.answer_of = run.answer_of  # the answers of "done" events
         seconds = self.ledger.budget.seconds
         try:
             with anyio.move_on_after(seconds if seconds is not None else math.inf) as deadline:
@@ -535,6 +537,7 @@ class _CallRun:
                         "refuse",
                         endpoint=self.dispatch.endpoint(call).name,
                         purpose=call.purpose,
+                        request_id=self.recorder.request_id(),
                         limit="max_samples",
                         why=f"max_samples={self.cfg.max_samples} reached",
                     )
