@@ -32,6 +32,7 @@ from ._result import OverrunRecord, Result, StopReason, StopRecord
 from ._state import State
 from ._stop import AllOf, AnyOf, Check, LowMarginalGain, StopRule
 from ._strategy import Call, Final, Outcome, Plan, Strategy, StrategyRun, Task
+from ._tracing import start_call
 
 __all__ = ["Controller", "ControllerConfig", "uses_gain"]
 
@@ -136,7 +137,15 @@ class Controller:
         must not block; `Client.run(on_event=...)` queues events for the caller's callback).
         """
         call = _CallRun(self, strategy, task, Ledger(budget, self.bounds), stop, price, subscribers)
-        result = await call.run()
+        spans = start_call(strategy.name, budget, task.endpoint.name, call.recorder)  # None: no tracing
+        try:
+            result = await call.run()
+        except BaseException as exc:
+            if spans is not None:
+                spans.fail(exc, cancelled=isinstance(exc, anyio.get_cancelled_exc_class()))
+            raise
+        if spans is not None:
+            spans.finish(result)
         log_result(result)
         if self.config.calibrate and result.votes:
             v = list(result.votes.values())

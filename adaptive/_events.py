@@ -22,6 +22,7 @@ sent (its id), or a request never sent (an id of its own, with no "send").
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +88,8 @@ class Recorder:
         self._answers: list[list[str | None] | None] = []
         self._requests = 0
         self._t0 = anyio.current_time()
+        # Wall-clock nanoseconds at the call's start: event times as timestamps (tracing).
+        self.started_ns = time.time_ns()
 
     def now(self) -> float:
         """Seconds since the call began."""
