@@ -130,11 +130,29 @@ class AttemptMeter(UsageMeter):
         self.observe = observe
         self.request_id = request_id
 
+    def retrying(self, error: BaseException) -> None:
+        """Record an attempt that failed with nothing billed and is retried (on the trace, $0)."""
+        d = self.dispatcher
+        d.recorder.emit(
+            "error",
+            endpoint=d.endpoint(self.call).name,
+            purpose=self.call.purpose,
+            request_id=self.request_id,
+            error=type(error).__name__,
+            message=str(error)[:300],
+            usd=0.0,
+            estimated=False,
+            input_tokens=0,
+            output_tokens=0,
+            retried=True,
+        )
+
     def before_retry(self, error: BaseException) -> bool:
         """Book the failed attempt before the endpoint retries; False: no budget for a retry."""
         bill = billed(error)
         if bill.usage is not None and bill.unknown == 0 and bill.usage.total_tokens == 0:
-            return True  # nothing was billed (an HTTP error status, no connection)
+            self.retrying(error)  # nothing was billed (an HTTP error status, no connection)
+            return True
         d, r = self.dispatcher, self.reservation
         ep = d.endpoint(self.call)
         try:
