@@ -22,7 +22,7 @@ from ._result import Result
 from ._state import State
 from ._stop import StopRule, stop_rule_from_config
 from ._strategy import Sampling, SingleSample, Strategy, Task, check_stop_rule, strategy_from_config
-from ._stream import LiveCall
+from ._stream import LiveCall, SyncLiveCall
 from .endpoints._base import Endpoint
 
 __all__ = ["Client", "SyncClient"]
@@ -316,6 +316,19 @@ class SyncClient(AbstractContextManager["SyncClient"]):
                 "this SyncClient was closed (close()): make a new SyncClient to run more calls"
             )
         return portal.call(lambda: self.client.run(prompt, **kwargs))
+
+    def stream(self, prompt: Prompt, **kwargs: Any) -> SyncLiveCall:
+        """Blocking `Client.stream`: `with client.stream(...) as call: for event in call: ...`.
+
+        Raises:
+            ClientClosedError: The client was closed (`close()`); nothing was sent.
+        """
+        portal = self._portal
+        if portal is None:
+            raise ClientClosedError(
+                "this SyncClient was closed (close()): make a new SyncClient to run more calls"
+            )
+        return SyncLiveCall(portal, self.client.stream(prompt, **kwargs))
 
     def close(self) -> None:
         """Close the endpoint and stop the background event loop; closing twice is fine."""

@@ -18,18 +18,20 @@ spent) at the end of the loop, or on leaving the block when the loop was left ea
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager
 from types import TracebackType
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.from_thread import BlockingPortal
 
 from ._events import Subscriber
 from ._exceptions import ConfigError
 from ._result import Result, TraceEvent
 
 # Returned by `Client.stream`; not a top-level name (adaptive.__all__ is curated and capped).
-__all__ = ["LiveCall"]
+__all__ = ["LiveCall", "SyncLiveCall"]
 
 Start = Callable[[Subscriber], Awaitable[Result]]
 
@@ -122,3 +124,44 @@ class LiveCall:
         if not body_failed and self._error is not None and not self._raised:
             self._raised = True
             raise self._error
+
+
+class SyncLiveCall:
+    """The blocking form of `LiveCall`, made by `SyncClient.stream`.
+
+    `with client.stream(prompt, ...) as call: for event in call: ...`, then `call.result`;
+    the same rules as `LiveCall` (the call runs on the `SyncClient`'s event loop).
+    """
+
+    def __init__(self, portal: BlockingPortal, call: LiveCall) -> None:
+        self._portal = portal
+        self._call = call
+        self._cm: AbstractContextManager[LiveCall] | None = None
+
+    @property
+    def result(self) -> Result:
+        """As `LiveCall.result`."""
+        return self._call.result
+
+    def __enter__(self) -> SyncLiveCall:
+        cm = self._portal.wrap_async_context_manager(self._call)
+        cm.__enter__()
+        self._cm = cm
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        cm, self._cm = self._cm, None
+        if cm is None:
+            return None
+        return cm.__exit__(et, exc, tb)
+
+    def __iter__(self) -> Iterator[TraceEvent]:
+        return self
+
+    def __next__(self) -> TraceEvent:
+        try:
+            return self._portal.call(self._call.__anext__)
+        except StopAsyncIteration:
+            raise StopIteration from None

@@ -141,3 +141,32 @@ async def test_bad_arguments_are_refused_at_once_and_a_call_runs_once() -> None:
         with pytest.raises(ConfigError, match="runs once"):
             async with call:
                 pass
+
+
+def test_the_sync_client_streams_too() -> None:
+    from adaptive import SyncClient
+
+    with SyncClient(endpoint(), controller=CONFIG) as client:
+        plain = client.run("Q?", **KW)
+        with client.stream("Q?", **KW) as call:
+            seen = list(call)
+        assert seen == call.result.trace and "send" in {e.kind for e in seen}
+        assert call.result.answer == plain.answer
+        with client.stream("Q?", **KW) as call:
+            for _ in call:
+                break  # the call still finishes
+        assert call.result.answer == plain.answer
+
+
+def test_a_sync_stream_raises_the_calls_error() -> None:
+    from adaptive import SyncClient
+
+    def down(request: Request) -> str:
+        raise EndpointError("503 from the server", endpoint="fn", usage=Usage())
+
+    seen: list[str] = []
+    with SyncClient(FunctionEndpoint(down, name="fn", price=PRICE)) as client:
+        with pytest.raises(EndpointError, match="503"), client.stream("Q?", budget=Budget(usd=1.0)) as call:
+            for event in call:
+                seen.append(event.kind)
+    assert seen[0] == "decide" and seen[-1] == "error"  # every event, then the error
