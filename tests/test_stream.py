@@ -165,8 +165,11 @@ def test_a_sync_stream_raises_the_calls_error() -> None:
         raise EndpointError("503 from the server", endpoint="fn", usage=Usage())
 
     seen: list[str] = []
-    with SyncClient(FunctionEndpoint(down, name="fn", price=PRICE)) as client:
+    client = SyncClient(FunctionEndpoint(down, name="fn", price=PRICE))
+    try:
         with pytest.raises(EndpointError, match="503"), client.stream("Q?", budget=Budget(usd=1.0)) as call:
             for event in call:
                 seen.append(event.kind)
+    finally:
+        client.close()
     assert seen[0] == "decide" and seen[-1] == "error"  # every event, then the error
