@@ -442,6 +442,7 @@ class Dispatcher:
             n=req.n,
             max_tokens=req.max_tokens,
             temperature=req.temperature,
+            seed=req.seed,
             usd=round(r.pico / 1e12, 12),
             tokens=r.tokens,
             samples=r.samples,

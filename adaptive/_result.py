@@ -185,7 +185,8 @@ class SendData(TypedDict):
         model: The model the endpoint names (None: the endpoint names none, e.g. a function).
         provider: The provider id ("openai", "anthropic", ...; None when the endpoint has none).
         operation: "chat" (messages) or "text_completion" (a raw prompt).
-        n / max_tokens / temperature: As sent (temperature None: the server's default).
+        n / max_tokens / temperature / seed: As sent (temperature None: the server's default;
+            seed None: none sent).
         usd / tokens / samples: What was reserved for it (its worst case).
     """
 
@@ -198,6 +199,7 @@ class SendData(TypedDict):
     n: int
     max_tokens: int
     temperature: float | None
+    seed: int | None
     usd: float
     tokens: int
     samples: int

@@ -14,7 +14,8 @@ built from the same events as `Result.trace`:
   "cancel" or "error", named ``{gen_ai.operation.name} {gen_ai.request.model}`` after the
   GenAI semantic conventions, with `gen_ai.operation.name` ("chat" / "text_completion"),
   `gen_ai.provider.name` (when the endpoint names a provider), `gen_ai.request.model`,
-  `gen_ai.request.max_tokens`, `gen_ai.request.temperature`, `gen_ai.request.choice.count`
+  `gen_ai.request.max_tokens`, `gen_ai.request.temperature`, `gen_ai.request.seed`,
+  `gen_ai.request.choice.count`
   (n, when not 1), `gen_ai.response.model`, `gen_ai.usage.input_tokens`,
   `gen_ai.usage.output_tokens` and `gen_ai.response.finish_reasons`, plus `adaptive.purpose`,
   `adaptive.request_id`, `adaptive.reserved_usd`, `adaptive.reserved_tokens`, `adaptive.usd`
@@ -150,6 +151,7 @@ class CallSpans:
                 "gen_ai.request.model": model,
                 "gen_ai.request.max_tokens": data.get("max_tokens"),
                 "gen_ai.request.temperature": data.get("temperature"),
+                "gen_ai.request.seed": data.get("seed"),
                 "gen_ai.request.choice.count": n if n != 1 else None,
                 "adaptive.endpoint": data.get("endpoint"),
                 "adaptive.purpose": data.get("purpose"),

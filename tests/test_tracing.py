@@ -111,6 +111,7 @@ async def test_one_call_span_with_a_child_per_request_under_the_callers_span(
         assert r is not None
         assert r["gen_ai.operation.name"] == "chat" and r["gen_ai.request.model"] == "scripted"
         assert r["gen_ai.request.max_tokens"] == 16 and r["gen_ai.response.model"] == "scripted-2024"
+        assert r["gen_ai.request.seed"] >= 3  # seeded from the call's seed and the sample's index
         assert r["gen_ai.usage.input_tokens"] == 11 and r["gen_ai.usage.output_tokens"] == 6
         assert r["gen_ai.response.finish_reasons"] == ("stop",)
         assert r["adaptive.purpose"] == "generate" and r["adaptive.reserved_usd"] > r["adaptive.usd"] > 0
