@@ -261,7 +261,10 @@ class _ErrorData(TypedDict):
 
 
 class ErrorData(_ErrorData, total=False):
-    """Kind "error": as `_ErrorData`, and retried=True for an attempt the endpoint then retried."""
+    """Kind "error": as `_ErrorData`, and retried=True for an attempt the endpoint then retried.
+
+    A retried attempt nothing was billed for (an HTTP error status) books usd 0.
+    """
 
     retried: bool
 
