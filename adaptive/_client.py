@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
@@ -11,6 +12,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from ._budget import Budget, as_budget
 from ._controller import Controller, ControllerConfig
+from ._events import Subscriber
 from ._exceptions import ClientClosedError, ConfigError
 from ._live import EventCallback, deliver_events
 from ._models import Message, as_messages
@@ -20,6 +22,7 @@ from ._result import Result
 from ._state import State
 from ._stop import StopRule, stop_rule_from_config
 from ._strategy import Sampling, SingleSample, Strategy, Task, check_stop_rule, strategy_from_config
+from ._stream import LiveCall, SyncLiveCall
 from .endpoints._base import Endpoint
 
 __all__ = ["Client", "SyncClient"]
@@ -141,6 +144,52 @@ class Client:
             EndpointError: Every request of a round failed; `error.receipt` holds what was
                 spent before.
         """
+        call = self._prepare(prompt, strategy, budget, stop, seed, price, max_tokens, temperature, on_event)
+        return await self._execute(call)
+
+    def stream(
+        self,
+        prompt: Prompt,
+        *,
+        strategy: Strategy | str | Mapping[str, Any] | None = None,
+        budget: Budget | Mapping[str, Any] | None = None,
+        stop: StopRule | Callable[[State], bool] | str | Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        price: Price | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        on_event: EventCallback | None = None,
+    ) -> LiveCall:
+        """The iterator form of `run`: the call's events as they happen, then its result.
+
+        `async with client.stream(prompt, ...) as call: async for event in call: ...`, then
+        `call.result`. The arguments are `run`'s, checked here (before anything is sent); the
+        call starts when the block is entered. The events are exactly `Result.trace`, in
+        order. Breaking out of the loop stops watching, not the call: leaving the block waits
+        for it, so it sends, charges and answers exactly what `run` would; an exception in
+        the block cancels it (requests in flight cancelled and charged) and propagates.
+        See `adaptive._stream`.
+
+        Raises:
+            ClientClosedError: The client was closed; nothing was sent.
+            ConfigError: Bad input, as for `run`.
+        """
+        call = self._prepare(prompt, strategy, budget, stop, seed, price, max_tokens, temperature, on_event)
+        return LiveCall(lambda subscriber: self._execute(call, subscriber))
+
+    def _prepare(
+        self,
+        prompt: Prompt,
+        strategy: Strategy | str | Mapping[str, Any] | None,
+        budget: Budget | Mapping[str, Any] | None,
+        stop: StopRule | Callable[[State], bool] | str | Mapping[str, Any] | None,
+        seed: int | None,
+        price: Price | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        on_event: EventCallback | None,
+    ) -> _Prepared:
+        """Check a call's arguments and build its task (nothing is sent)."""
         if self._closed:
             raise ClientClosedError(
                 "this Client was closed (aclose()): make a new Client (and endpoint) to run more calls"
@@ -168,24 +217,54 @@ class Client:
             sampling=sampling,
             price=price if price is not None else self.endpoint.price,
         )
-        if on_event is None:
-            return await self.controller.run(strat, task, budget=limits, stop=rule, price=price)
-        if not callable(on_event):
+        if on_event is not None and not callable(on_event):
             raise ConfigError(
                 f"on_event must be a callable taking a TraceEvent, not {type(on_event).__name__}"
             )
+        return _Prepared(strat, task, limits, rule, price, on_event)
+
+    async def _execute(self, call: _Prepared, subscriber: Subscriber | None = None) -> Result:
+        """Run a prepared call; `subscriber` (the iterator form's queue) sees every event too."""
+        mine = (subscriber,) if subscriber is not None else ()
+        run = self.controller.run
+        if call.on_event is None:
+            return await run(
+                call.strategy,
+                call.task,
+                budget=call.budget,
+                stop=call.stop,
+                price=call.price,
+                subscribers=mine,
+            )
         # The call's own errors leave after the callback's task is done (never as a group).
         error: Exception | None = None
-        async with deliver_events(on_event) as live:
+        async with deliver_events(call.on_event) as live:
             try:
-                result = await self.controller.run(
-                    strat, task, budget=limits, stop=rule, price=price, subscribers=(live.subscriber,)
+                result = await run(
+                    call.strategy,
+                    call.task,
+                    budget=call.budget,
+                    stop=call.stop,
+                    price=call.price,
+                    subscribers=(live.subscriber, *mine),
                 )
             except Exception as exc:
                 error = exc
         if error is not None:
             raise error
         return result
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A call's checked arguments: what `Client.run` and `Client.stream` then execute."""
+
+    strategy: Strategy
+    task: Task
+    budget: Budget | None
+    stop: StopRule | None
+    price: Price | None
+    on_event: EventCallback | None
 
 
 def _strategy(s: Strategy | str | Mapping[str, Any]) -> Strategy:
@@ -237,6 +316,19 @@ class SyncClient(AbstractContextManager["SyncClient"]):
                 "this SyncClient was closed (close()): make a new SyncClient to run more calls"
             )
         return portal.call(lambda: self.client.run(prompt, **kwargs))
+
+    def stream(self, prompt: Prompt, **kwargs: Any) -> SyncLiveCall:
+        """Blocking `Client.stream`: `with client.stream(...) as call: for event in call: ...`.
+
+        Raises:
+            ClientClosedError: The client was closed (`close()`); nothing was sent.
+        """
+        portal = self._portal
+        if portal is None:
+            raise ClientClosedError(
+                "this SyncClient was closed (close()): make a new SyncClient to run more calls"
+            )
+        return SyncLiveCall(portal, self.client.stream(prompt, **kwargs))
 
     def close(self) -> None:
         """Close the endpoint and stop the background event loop; closing twice is fine."""

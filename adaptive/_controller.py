@@ -32,6 +32,7 @@ from ._result import OverrunRecord, Result, StopReason, StopRecord
 from ._state import State
 from ._stop import AllOf, AnyOf, Check, LowMarginalGain, StopRule
 from ._strategy import Call, Final, Outcome, Plan, Strategy, StrategyRun, Task
+from ._tracing import start_call
 
 __all__ = ["Controller", "ControllerConfig", "uses_gain"]
 
@@ -136,7 +137,15 @@ class Controller:
         must not block; `Client.run(on_event=...)` queues events for the caller's callback).
         """
         call = _CallRun(self, strategy, task, Ledger(budget, self.bounds), stop, price, subscribers)
-        result = await call.run()
+        spans = start_call(strategy.name, budget, task.endpoint.name, call.recorder)  # None: no tracing
+        try:
+            result = await call.run()
+        except BaseException as exc:
+            if spans is not None:
+                spans.fail(exc, cancelled=isinstance(exc, anyio.get_cancelled_exc_class()))
+            raise
+        if spans is not None:
+            spans.finish(result)
         log_result(result)
         if self.config.calibrate and result.votes:
             v = list(result.votes.values())
@@ -279,7 +288,7 @@ class _CallRun:
         ep = self.task.endpoint
         return request, copies, ep.name, self.dispatch.price(ep)
 
-    def overran(self, charge: Charge) -> None:
+    def overran(self, charge: Charge, request_id: int) -> None:
         """A server reported more than was reserved: record it; the call stops at once."""
         o = charge.overrun
         assert o is not None
@@ -297,6 +306,7 @@ class _CallRun:
         self.recorder.emit(
             "overrun",
             endpoint=o.endpoint,
+            request_id=request_id,
             reserved_tokens=o.reserved.total_tokens,
             reported_tokens=o.reported.total_tokens,
             reserved_usd=record.reserved_usd,
@@ -329,6 +339,7 @@ class _CallRun:
                 f"{self.strategy.name}: start(task) must return a StrategyRun "
                 f"(plan, observe, evidence, finish, answer_of); got {type(run).__name__}"
             )
+        self.dispatch.answer_of = run.answer_of  # the answers of "done" events
         seconds = self.ledger.budget.seconds
         try:
             with anyio.move_on_after(seconds if seconds is not None else math.inf) as deadline:
@@ -535,6 +546,7 @@ class _CallRun:
                         "refuse",
                         endpoint=self.dispatch.endpoint(call).name,
                         purpose=call.purpose,
+                        request_id=self.recorder.request_id(),
                         limit="max_samples",
                         why=f"max_samples={self.cfg.max_samples} reached",
                     )

@@ -31,7 +31,7 @@ from ._exceptions import (
     StreamError,
 )
 from ._ledger import Charge, Ledger, Reservation
-from ._models import Request, Response, Usage
+from ._models import Completion, Request, Response, Usage
 from ._prices import Price
 from ._result import EventKind
 from ._strategy import Call, Outcome, Plan, Task
@@ -43,7 +43,8 @@ __all__: list[str] = []
 Send = tuple[Call, Reservation]
 Observe = Callable[[Outcome], None]
 StopNow = Callable[[], bool]
-OnOverrun = Callable[[Charge], None]
+OnOverrun = Callable[[Charge, int], None]
+AnswerOf = Callable[[Completion], str | None]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,18 +120,39 @@ class AttemptMeter(UsageMeter):
     cannot hold another attempt the retry is refused (False) and the endpoint raises `error`.
     """
 
-    def __init__(self, dispatcher: Dispatcher, call: Call, r: Reservation, observe: Observe) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, call: Call, r: Reservation, observe: Observe, request_id: int
+    ) -> None:
         super().__init__()
         self.dispatcher = dispatcher
         self.call = call
         self.reservation = r
         self.observe = observe
+        self.request_id = request_id
+
+    def retrying(self, error: BaseException) -> None:
+        """Record an attempt that failed with nothing billed and is retried (on the trace, $0)."""
+        d = self.dispatcher
+        d.recorder.emit(
+            "error",
+            endpoint=d.endpoint(self.call).name,
+            purpose=self.call.purpose,
+            request_id=self.request_id,
+            error=type(error).__name__,
+            message=str(error)[:300],
+            usd=0.0,
+            estimated=False,
+            input_tokens=0,
+            output_tokens=0,
+            retried=True,
+        )
 
     def before_retry(self, error: BaseException) -> bool:
         """Book the failed attempt before the endpoint retries; False: no budget for a retry."""
         bill = billed(error)
         if bill.usage is not None and bill.unknown == 0 and bill.usage.total_tokens == 0:
-            return True  # nothing was billed (an HTTP error status, no connection)
+            self.retrying(error)  # nothing was billed (an HTTP error status, no connection)
+            return True
         d, r = self.dispatcher, self.reservation
         ep = d.endpoint(self.call)
         try:
@@ -143,6 +165,7 @@ class AttemptMeter(UsageMeter):
                 "refuse",
                 endpoint=ep.name,
                 purpose=self.call.purpose,
+                request_id=self.request_id,
                 limit=exc.dimension,
                 why=f"retry: {exc}",
             )
@@ -158,10 +181,13 @@ class AttemptMeter(UsageMeter):
             "error",
             endpoint=ep.name,
             purpose=self.call.purpose,
+            request_id=self.request_id,
             error=type(error).__name__,
             message=str(error)[:300],
             usd=charge.usd,
             estimated=charge.estimated,
+            input_tokens=charge.usage.prompt_tokens,
+            output_tokens=charge.usage.completion_tokens,
             retried=True,
         )
         return True
@@ -200,6 +226,8 @@ class Dispatcher:
         self.min_max_tokens = min_max_tokens
         self.refusals: list[Refusal] = []
         self.on_overrun: OnOverrun | None = None
+        # The strategy's reading of a generated sample, for the answers of a "done" event.
+        self.answer_of: AnswerOf | None = None
 
     def endpoint(self, call: Call) -> Endpoint:
         """Where `call` goes."""
@@ -228,7 +256,12 @@ class Dispatcher:
         except BudgetExceededError as exc:
             self.refusals.append(Refusal(call.request, ep.name, copies, exc))
             self.recorder.emit(
-                "refuse", endpoint=ep.name, purpose=call.purpose, limit=exc.dimension, why=str(exc)
+                "refuse",
+                endpoint=ep.name,
+                purpose=call.purpose,
+                request_id=self.recorder.request_id(),  # an id of its own: it never has a "send"
+                limit=exc.dimension,
+                why=str(exc),
             )
             return None
         # With `shrink` the reservation's request may be the lowered one: send that.
@@ -289,8 +322,10 @@ class Dispatcher:
         self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None
     ) -> None:
         ep = self.endpoint(call)
+        rid = self.recorder.request_id()
+        self._sent(ep, call, r, rid)
         # A stream counts its usage here (for the charge if it is cancelled); retries book here.
-        meter = AttemptMeter(self, call, r, observe)
+        meter = AttemptMeter(self, call, r, observe, rid)
         token = set_meter(meter)
         response: Response | None = None
         error: Exception | None = None
@@ -309,9 +344,20 @@ class Dispatcher:
                 )
 
             charge = self._book(cut)
-            self._ended(observe, call, ep, charge, "cancel", usd=charge.usd, estimated=charge.estimated)
+            self._ended(
+                observe,
+                call,
+                ep,
+                charge,
+                "cancel",
+                request_id=rid,
+                usd=charge.usd,
+                estimated=charge.estimated,
+                input_tokens=charge.usage.prompt_tokens,
+                output_tokens=charge.usage.completion_tokens,
+            )
             if charge.overrun is not None and self.on_overrun is not None:
-                self.on_overrun(charge)  # a stream that ran past its reservation before the cut
+                self.on_overrun(charge, rid)  # a stream that ran past its reservation before the cut
             raise
         except Exception as exc:  # an endpoint or a user callable failed: record, charge, go on
             error = exc
@@ -333,16 +379,22 @@ class Dispatcher:
                 charge,
                 "error",
                 failure=error,
+                request_id=rid,
                 error=name,
                 message=message,
                 usd=charge.usd,
                 estimated=charge.estimated,
+                input_tokens=charge.usage.prompt_tokens,
+                output_tokens=charge.usage.completion_tokens,
             )
-            self._overran(charge, scope)
+            self._overran(charge, scope, rid)
             return
         assert response is not None
         copies = prompt_copies(ep, r.request)
         charge = self._book(lambda: self.ledger.settle(r, response, prompt_copies=copies))
+        # The server's own figures when it reported usage (an overrun shows what it said);
+        # else the upper bound that was booked (estimated).
+        used = response.usage if response.usage_reported and not charge.estimated else charge.usage
         self._ended(
             observe,
             call,
@@ -350,12 +402,17 @@ class Dispatcher:
             charge,
             "done",
             response=response,
+            request_id=rid,
+            model=response.model,
             completions=len(response.completions),
             tokens=charge.usage.total_tokens,
             usd=charge.usd,
             estimated=charge.estimated,
+            input_tokens=used.prompt_tokens,
+            output_tokens=used.completion_tokens,
+            finish_reasons=[c.finish_reason or "unknown" for c in response.completions],
         )
-        if self._overran(charge, scope):
+        if self._overran(charge, scope, rid):
             return
         if stop is not None and not scope.cancel_called and stop():
             scope.cancel()
@@ -369,12 +426,34 @@ class Dispatcher:
         except Exception as exc:
             raise LedgerError(f"the ledger could not book a charge: {type(exc).__name__}: {exc}") from exc
 
-    def _overran(self, charge: Charge, scope: anyio.CancelScope) -> bool:
+    def _sent(self, ep: Endpoint, call: Call, r: Reservation, rid: int) -> None:
+        """Record the "send" event of a reserved request about to go out."""
+        req = r.request
+        model = getattr(ep, "model", None)
+        provider = getattr(ep, "_provider", None) or getattr(ep, "provider", None)
+        self.recorder.emit(
+            "send",
+            endpoint=ep.name,
+            purpose=call.purpose,
+            request_id=rid,
+            model=model if isinstance(model, str) else None,
+            provider=provider if isinstance(provider, str) else None,
+            operation="chat" if req.messages is not None else "text_completion",
+            n=req.n,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+            seed=req.seed,
+            usd=round(r.pico / 1e12, 12),
+            tokens=r.tokens,
+            samples=r.samples,
+        )
+
+    def _overran(self, charge: Charge, scope: anyio.CancelScope, rid: int) -> bool:
         """Stop the round at once when `charge` overran its reservation (the controller is told)."""
         if charge.overrun is None:
             return False
         if self.on_overrun is not None:
-            self.on_overrun(charge)
+            self.on_overrun(charge, rid)
         scope.cancel()
         return True
 
@@ -394,7 +473,13 @@ class Dispatcher:
         outcome = Outcome(
             call=call, response=response, charge=charge, error=failure, round=self.recorder.round
         )
-        self.recorder.keep(outcome)  # on the receipt even if the strategy fails to take it in
+        answers: list[str | None] | None = None
+        if response is not None:
+            # Read once: the receipt's samples reuse these answers.
+            read = self.answer_of if call.purpose == "generate" else None
+            answers = [read(c) if read is not None else c.answer for c in response.completions]
+            data["answers"] = answers
+        self.recorder.keep(outcome, answers)  # on the receipt even if the strategy fails to take it in
         observe(outcome)
         self.recorder.emit(kind, endpoint=ep.name, purpose=call.purpose, **data)
 

@@ -7,16 +7,22 @@ each event with the seconds since the call began and the current round, keeps it
 callable taking a `TraceEvent` (live callbacks, logging and tracing attach here).
 
 Event kinds (`TraceEvent.kind`, an `EventKind`) and their `data`: one TypedDict per kind in
-`adaptive._result` (`DecideData`, `DoneData`, `CancelData`, `ErrorData`, `RefuseData`,
+`adaptive._result` (`DecideData`, `SendData`, `DoneData`, `CancelData`, `ErrorData`, `RefuseData`,
 `OverrunData`, `StopData`; `EVENT_DATA` maps each kind to its type, and a test checks every
 emitted event against it). `numbers` gives the figures shared by "decide" and "stop".
 
-A plan and the requests sent for it show as one "decide" event with action="continue"
-(its note and the number of calls); each request's arrival as "done", "cancel" or "error".
+A plan shows as one "decide" event with action="continue" (its note and the number of
+calls); then each request sent as a "send" event (what was reserved for it) and its end as
+"done" (with the answers received), "cancel" or "error". Every event about one request carries
+its `request_id` (1, 2, ... within the call), so a consumer can pair them: "send" comes first,
+then any "error" with retried=True for an attempt the endpoint retried, then exactly one
+"done", "cancel" or "error". A "refuse" names the request it refused: a retry of a request
+sent (its id), or a request never sent (an id of its own, with no "send").
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -79,7 +85,11 @@ class Recorder:
         self.round = 0
         self.events: list[TraceEvent] = []
         self.outcomes: list[Outcome] = []
+        self._answers: list[list[str | None] | None] = []
+        self._requests = 0
         self._t0 = anyio.current_time()
+        # Wall-clock nanoseconds at the call's start: event times as timestamps (tracing).
+        self.started_ns = time.time_ns()
 
     def now(self) -> float:
         """Seconds since the call began."""
@@ -97,9 +107,21 @@ class Recorder:
             subscriber(event)
         return event
 
-    def keep(self, outcome: Outcome) -> None:
-        """Keep a finished request's outcome for the receipt (its charge and completions)."""
+    def request_id(self) -> int:
+        """A new request id (1, 2, ... within the call), shared by a request's events."""
+        self._requests += 1
+        return self._requests
+
+    def keep(self, outcome: Outcome, answers: list[str | None] | None = None) -> None:
+        """Keep a finished request's outcome for the receipt (its charge and completions).
+
+        Args:
+            outcome: The finished request.
+            answers: The answer counted for each completion, when already read (the
+                receipt's samples reuse them instead of reading every completion again).
+        """
         self.outcomes.append(outcome)
+        self._answers.append(answers)
 
     # -- the receipt -------------------------------------------------------------------
     def charges(self) -> list[ChargeRecord]:
@@ -109,15 +131,19 @@ class Recorder:
     def samples(self, run: StrategyRun) -> list[SampleRecord]:
         """Every completion received; a generated one with the answer `run` counted for it."""
         out: list[SampleRecord] = []
-        for o in self.outcomes:
+        for o, answers in zip(self.outcomes, self._answers, strict=True):
             if o.response is None:
                 continue
             generated = o.call.purpose == "generate"
-            for comp in o.response.completions:
+            for i, comp in enumerate(o.response.completions):
+                if answers is not None:
+                    answer = answers[i]
+                else:
+                    answer = run.answer_of(comp) if generated else comp.answer
                 out.append(
                     SampleRecord(
                         text=comp.text,
-                        answer=run.answer_of(comp) if generated else comp.answer,
+                        answer=answer,
                         purpose=o.call.purpose,
                         round=o.round,
                         finish_reason=comp.finish_reason,

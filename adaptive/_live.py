@@ -12,7 +12,8 @@ keeps receiving the later events; the call goes on.
 Logging follows the library convention: everything goes to `logging.getLogger("adaptive")`
 (and its children), and the library configures no handler. DEBUG: each event, with its
 data; INFO: one summary line per call; WARNING: overruns, estimated charges, fallbacks a
-strategy took (`Result.warnings`), and callback failures. Events carry endpoint names and
+strategy took (`Result.warnings`), and callback failures. A request's "send" and "done" lines
+name it by its `request_id` (`#3`). Events carry endpoint names and
 figures only, never credentials.
 """
 
@@ -62,7 +63,36 @@ def log_event(event: TraceEvent) -> None:
             event.kind,
             data.get("usd"),
         )
-    if logger.isEnabledFor(logging.DEBUG):  # formatting every event costs more than the check
+    if not logger.isEnabledFor(logging.DEBUG):  # formatting every event costs more than the check
+        return
+    if event.kind == "send":
+        logger.debug(
+            "t=%.4f round %d send #%s to %s (%s, n=%s, max_tokens=%s): reserved $%s, %s tokens",
+            event.t,
+            event.round,
+            data.get("request_id"),
+            data.get("endpoint"),
+            data.get("purpose"),
+            data.get("n"),
+            data.get("max_tokens"),
+            data.get("usd"),
+            data.get("tokens"),
+        )
+    elif event.kind == "done":
+        logger.debug(
+            "t=%.4f round %d done #%s from %s: answers %s, finish %s, %s+%s tokens, booked $%s%s",
+            event.t,
+            event.round,
+            data.get("request_id"),
+            data.get("endpoint"),
+            data.get("answers"),
+            data.get("finish_reasons"),
+            data.get("input_tokens"),
+            data.get("output_tokens"),
+            data.get("usd"),
+            " (estimated)" if data.get("estimated") else "",
+        )
+    else:
         logger.debug("t=%.4f round %d %s %s", event.t, event.round, event.kind, dict(data))
 
 

@@ -142,7 +142,7 @@ class ChargeRecord(BaseModel):
 
 
 #: The kinds of trace events; each kind's `data` is the TypedDict of the same name below.
-EventKind = Literal["decide", "done", "cancel", "error", "refuse", "overrun", "stop"]
+EventKind = Literal["decide", "send", "done", "cancel", "error", "refuse", "overrun", "stop"]
 
 
 class Numbers(TypedDict):
@@ -177,56 +177,117 @@ class DecideData(Numbers, total=False):
     during: Literal["round"]
 
 
-class DoneData(TypedDict):
-    """Kind "done": a request answered; tokens and usd as booked, estimated without reported usage."""
+class SendData(TypedDict):
+    """Kind "send": a request reserved and sent; its end has the same `request_id`.
+
+    Attributes:
+        request_id: The request's id within the call (1, 2, ...).
+        model: The model the endpoint names (None: the endpoint names none, e.g. a function).
+        provider: The provider id ("openai", "anthropic", ...; None when the endpoint has none).
+        operation: "chat" (messages) or "text_completion" (a raw prompt).
+        n / max_tokens / temperature / seed: As sent (temperature None: the server's default;
+            seed None: none sent).
+        usd / tokens / samples: What was reserved for it (its worst case).
+    """
 
     endpoint: str
     purpose: str
+    request_id: int
+    model: str | None
+    provider: str | None
+    operation: Literal["chat", "text_completion"]
+    n: int
+    max_tokens: int
+    temperature: float | None
+    seed: int | None
+    usd: float
+    tokens: int
+    samples: int
+
+
+class DoneData(TypedDict):
+    """Kind "done": a request answered.
+
+    Attributes:
+        model: The model the server said answered (None: it said none).
+        tokens / usd: As booked; estimated when the usage was not reported (an upper bound).
+        input_tokens / output_tokens: The server's reported usage (more than booked on an
+            overrun); without reported usage, the booked upper bound (estimated).
+        finish_reasons: Per completion, as the server said ("unknown" when it said none).
+        answers: Per completion, the answer counted for it (None: no answer read).
+    """
+
+    endpoint: str
+    purpose: str
+    request_id: int
+    model: str | None
     completions: int
     tokens: int
     usd: float
     estimated: bool
+    input_tokens: int
+    output_tokens: int
+    finish_reasons: list[str]
+    answers: list[str | None]
 
 
 class CancelData(TypedDict):
-    """Kind "cancel": a request the controller stopped (still charged; estimated: worst case)."""
+    """Kind "cancel": a request the controller stopped (still charged; estimated: worst case).
+
+    input_tokens / output_tokens are what was booked for it.
+    """
 
     endpoint: str
     purpose: str
+    request_id: int
     usd: float
     estimated: bool
+    input_tokens: int
+    output_tokens: int
 
 
 class _ErrorData(TypedDict):
-    """Kind "error": a failed request or attempt; usd booked (estimated: its worst case)."""
+    """Kind "error": a failed request or attempt; usd and tokens booked (estimated: its worst case)."""
 
     endpoint: str
     purpose: str
+    request_id: int
     error: str
     message: str
     usd: float
     estimated: bool
+    input_tokens: int
+    output_tokens: int
 
 
 class ErrorData(_ErrorData, total=False):
-    """Kind "error": as `_ErrorData`, and retried=True for an attempt the endpoint then retried."""
+    """Kind "error": as `_ErrorData`, and retried=True for an attempt the endpoint then retried.
+
+    A retried attempt nothing was billed for (an HTTP error status) books usd 0.
+    """
 
     retried: bool
 
 
 class RefuseData(TypedDict):
-    """Kind "refuse": a request never sent: limit "usd", "tokens", "samples" or "max_samples"."""
+    """Kind "refuse": a request never sent: limit "usd", "tokens", "samples" or "max_samples".
+
+    request_id: the id of the request whose retry was refused, else an id of its own (that
+    request has no "send").
+    """
 
     endpoint: str
     purpose: str
+    request_id: int
     limit: str
     why: str
 
 
 class OverrunData(TypedDict):
-    """Kind "overrun": a server reported more than was reserved; the call stops."""
+    """Kind "overrun": a server reported more than was reserved (for request_id); the call stops."""
 
     endpoint: str
+    request_id: int
     reserved_tokens: int
     reported_tokens: int
     reserved_usd: float
@@ -245,6 +306,7 @@ class StopData(Numbers):
 #: The `data` of each event kind.
 EVENT_DATA: dict[str, type] = {
     "decide": DecideData,
+    "send": SendData,
     "done": DoneData,
     "cancel": CancelData,
     "error": ErrorData,
@@ -258,7 +320,7 @@ class TraceEvent(BaseModel):
     """One decision or event, with the numbers behind it.
 
     `kind` is one of `EventKind`; `data` has the keys of that kind's TypedDict
-    (`DecideData`, `DoneData`, `CancelData`, `ErrorData`, `RefuseData`, `OverrunData`,
+    (`DecideData`, `SendData`, `DoneData`, `CancelData`, `ErrorData`, `RefuseData`, `OverrunData`,
     `StopData`; `EVENT_DATA` maps kind to type).
     """
 

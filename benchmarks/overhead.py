@@ -216,6 +216,52 @@ async def in_process(calls: int) -> tuple[float, float]:
     return best["sdk"], best["raw"]
 
 
+async def tracing_cost(calls: int) -> dict[str, float]:
+    """CPU microseconds per whole `Client.run` (one sample) with tracing absent / API only / SDK.
+
+    Over MockTransport, one call at a time, best of 5 alternating runs. "absent" is a process
+    without opentelemetry (simulated: the cached import says it failed); "api_no_sdk" has the
+    API but no SDK tracer provider (every span would be a no-op: nothing is built); "sdk" has an
+    SDK provider exporting to memory (a call span and one request span per call).
+    """
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import adaptive._tracing as tracing
+    from adaptive import Client
+
+    body = response_body(1)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    modes = {"absent": (False, None), "api_no_sdk": (trace, None), "sdk": (trace, provider)}
+    best = dict.fromkeys(modes, float("inf"))
+    given = raw_client(1, httpx.MockTransport(handler))
+    chat = OpenAIChat(
+        MODEL, base_url="http://bench.invalid/v1", api_key=API_KEY, price=PRICE, http_client=given
+    )
+    async with given, Client(chat) as client:
+        for _ in range(5):
+            for name, (otel, tp) in modes.items():
+                tracing._otel = otel
+                trace._TRACER_PROVIDER = tp  # type: ignore[attr-defined]  # swapped for the benchmark only
+                c0 = time.process_time()
+                for _ in range(calls):
+                    result = await client.run(MESSAGES, max_tokens=MAX_TOKENS, temperature=TEMPERATURE)
+                    if result.answer is None:
+                        raise RuntimeError("no answer")
+                best[name] = min(best[name], (time.process_time() - c0) / calls * 1e6)
+                exporter.clear()
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    return {k: round(v, 1) for k, v in best.items()}
+
+
 def summarize(
     sides: dict[str, Side], sdk_us: float, raw_us: float, args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -276,9 +322,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--profile", action="store_true", help="cProfile one extra sdk round (to stderr)")
+    parser.add_argument(
+        "--tracing-only", action="store_true", help="only the tracing section (needs opentelemetry-sdk)"
+    )
     args = parser.parse_args()
     if args.n < 1 or args.concurrency < 1 or args.rounds < 1:
         parser.error("--n, --concurrency and --rounds must be >= 1")
+    try:
+        traced = anyio.run(tracing_cost, 500)
+    except ImportError:  # without opentelemetry-sdk there is nothing to compare
+        traced = None
+    if traced is not None:
+        print(
+            "tracing, CPU per whole client.run (one sample, MockTransport): "
+            f"absent {traced['absent']:.1f} us, "
+            f"API without SDK {traced['api_no_sdk']:.1f} us, SDK exporting to memory {traced['sdk']:.1f} us"
+        )
+    if args.tracing_only:
+        if args.json:
+            print(json.dumps({"tracing_cpu_us_per_run": traced}))
+        return
     proc, url = start_server()
     try:
         sides = anyio.run(loopback, url, args.n, args.concurrency, args.rounds, args.profile)
@@ -291,6 +354,7 @@ def main() -> None:
             proc.wait()
     sdk_us, raw_us = anyio.run(in_process, 2000)
     res = summarize(sides, sdk_us, raw_us, args)
+    res["tracing_cpu_us_per_run"] = traced
     print_table(res)
     if args.json:
         print(json.dumps(res))

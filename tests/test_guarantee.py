@@ -353,7 +353,7 @@ async def test_every_trace_event_has_the_documented_fields_of_its_kind() -> None
         )
         events.extend(result.trace)
     kinds = {e.kind for e in events}
-    assert {"decide", "done", "error", "overrun", "refuse", "stop"} <= kinds
+    assert {"decide", "send", "done", "error", "overrun", "refuse", "stop"} <= kinds
     for event in events:
         spec = EVENT_DATA[event.kind]
         hints = typing.get_type_hints(spec)

@@ -42,6 +42,12 @@ def test_readme_python_block_runs(index: int, monkeypatch: pytest.MonkeyPatch, t
         monkeypatch.setattr(adaptive, provider, simulated)
         monkeypatch.setattr(adaptive.endpoints, provider, simulated)
     monkeypatch.chdir(tmp_path)  # a block that writes a file writes it here
+    with contextlib.suppress(ImportError):  # a block that sets a tracer provider sets it for itself only
+        from opentelemetry import trace
+        from opentelemetry.util._once import Once
+
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
     code = python_blocks()[index]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

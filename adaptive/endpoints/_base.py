@@ -186,6 +186,16 @@ class UsageMeter:
         """
         return True
 
+    def retrying(self, error: BaseException) -> None:
+        """Told before an endpoint retries an attempt nothing was billed for (an HTTP error status).
+
+        Nothing is booked; the caller records that the attempt failed and is retried, so no
+        retry goes unseen. This default does nothing.
+
+        Args:
+            error: The failure of the attempt about to be retried.
+        """
+
 
 _meter: contextvars.ContextVar[UsageMeter | None] = contextvars.ContextVar("adaptive_meter", default=None)
 
@@ -251,9 +261,11 @@ class RetryPolicy(ValidatedModel):
 def _may_retry(exc: BaseException) -> bool:
     """Whether the current meter lets a retry follow `exc` (asked only when it may be billed)."""
     used = getattr(exc, "usage", None)
-    if isinstance(used, Usage) and used.total_tokens == 0:
-        return True  # nothing was billed (an HTTP error status, no connection made)
     meter = current_meter()
+    if isinstance(used, Usage) and used.total_tokens == 0:
+        if meter is not None:  # nothing was billed (an HTTP error status, no connection made)
+            meter.retrying(exc)
+        return True
     return meter is None or bool(meter.before_retry(exc))
 
 
