@@ -40,6 +40,7 @@ from ._demo import (
     worker_main,
 )
 from ._run import add_run_parser, run_command
+from ._serve import add_serve_parser, serve_command
 
 __all__ = ["build_parser", "demo_strategies", "main"]
 
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--verifier-price-out", type=non_negative_float, metavar="USD")
 
     add_run_parser(sub)
+    add_serve_parser(sub)
 
     serve = sub.add_parser(
         "serve-sim",
@@ -364,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return calibrate(args)
         if args.command == "run":
             return run_command(parser, args)
+        if args.command == "serve":
+            return serve_command(parser, args)
     except ConfigError as exc:
         print(f"adaptive: error: {exc}", file=sys.stderr)
         return 2
