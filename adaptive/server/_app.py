@@ -32,6 +32,9 @@ __all__ = ["ProxyState", "create_app"]
 
 logger = logging.getLogger("adaptive.server")
 
+# How long shutdown waits for cancelled calls to book their charges and log their line.
+_UNWIND_SECONDS = 5.0
+
 
 class ProxyState:
     """What the routes share: config, upstream, account, and the calls in flight."""
@@ -41,6 +44,25 @@ class ProxyState:
         self.account: Account = account if account is not None else InMemoryAccount()
         self.upstream = Upstream(config)
         self.in_flight = 0
+        self._idle: anyio.Event | None = None
+
+    def enter(self) -> None:
+        """A call starts."""
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        """A call ended (answered, failed, or cancelled and settled)."""
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    async def idle(self) -> None:
+        """Wait until no call is in flight."""
+        if self.in_flight:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
 
 
 def _log(tenant: str, call: ChatCall | None, model: str, outcome: Outcome) -> None:
@@ -103,6 +125,10 @@ def create_app(config: ServerConfig, *, account: Account | None = None) -> Starl
             yield
         finally:
             with anyio.CancelScope(shield=True):
+                # uvicorn cancels the calls still running past the grace, then shuts the app
+                # down without waiting for them: let them settle their charges and log first.
+                with anyio.move_on_after(_UNWIND_SECONDS):
+                    await state.idle()
                 await state.upstream.aclose()
 
     async def chat(request: Request) -> Response:
@@ -147,11 +173,11 @@ def create_app(config: ServerConfig, *, account: Account | None = None) -> Starl
                 outcome=outcome,
             )
 
-        state.in_flight += 1
+        state.enter()
         if call.stream:
 
             def on_end(end: Result | APIError | None) -> None:
-                state.in_flight -= 1
+                state.leave()
                 outcome.status = 200 if isinstance(end, Result) else end.status if end is not None else 499
                 if end is None:
                     outcome.note = "client disconnected; in-flight requests cancelled and charged"
@@ -244,7 +270,7 @@ async def _answer(
         _log(tenant, call, model, outcome)
         raise
     finally:
-        state.in_flight -= 1
+        state.leave()
     if disconnected and not box:
         outcome.status = 499
         outcome.note = "client disconnected; in-flight requests cancelled and charged"

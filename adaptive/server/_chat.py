@@ -219,7 +219,7 @@ async def execute(
         usd_spent = meter.usd
         spent_tokens = reservation.tokens if reservation is not None and reservation.tokens else meter.tokens
         outcome.cost_usd = usd_spent
-        outcome.note = "cancelled"
+        outcome.note = "cancelled (client gone or shutdown); what it spent is charged"
         raise
     else:
         usd_spent, spent_tokens = result.cost_usd, result.usage.total_tokens
