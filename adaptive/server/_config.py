@@ -28,7 +28,8 @@ class UpstreamConfig(ValidatedModel):
     """Where the proxy sends its requests.
 
     Args:
-        url: Base URL of the upstream API (`http://127.0.0.1:8001/v1`).
+        url: Base URL of the upstream API: `http://127.0.0.1:8001/v1` for an OpenAI-compatible
+            one, the root (`https://api.anthropic.com`) for Anthropic.
         kind: "openai" (any OpenAI-compatible server) or "anthropic" (the Messages API).
         api_key_env: Environment variable holding the upstream key (default: the provider's,
             OPENAI_API_KEY or ANTHROPIC_API_KEY).
@@ -36,6 +37,8 @@ class UpstreamConfig(ValidatedModel):
             (then the proxy's tenants table, if any, still authenticates first).
         timeout_seconds: Timeout of one upstream request.
         retry_attempts: Tries per upstream request (1: no retry; 429 and 5xx are retried).
+        stream: Stream upstream answers: a request cut short (a client that went away, a
+            stop part-way, a shutdown) is then charged what it streamed, not its worst case.
     """
 
     url: str
@@ -44,6 +47,7 @@ class UpstreamConfig(ValidatedModel):
     pass_through_key: bool = False
     timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     retry_attempts: int = Field(default=2, ge=1, le=20)
+    stream: bool = False
 
 
 class AliasConfig(ValidatedModel):

@@ -93,6 +93,8 @@ class Upstream:
         self.config = config
         up = config.upstream
         self.url = up.url.rstrip("/")
+        # Anthropic's base URL is the root; OpenAI-compatible ones end in /v1.
+        self._models_url = self.url + ("/v1/models" if up.kind == "anthropic" else "/models")
         env = up.api_key_env or ("ANTHROPIC_API_KEY" if up.kind == "anthropic" else "OPENAI_API_KEY")
         self._key = os.environ.get(env) or None
         self._http = http_client or httpx.AsyncClient(timeout=up.timeout_seconds)
@@ -119,7 +121,7 @@ class Upstream:
             if not refresh and self._models is not None and time.monotonic() - self._models_at < _MODELS_TTL:
                 return self._models
             try:
-                resp = await self._http.get(self.url + "/models", headers=self._auth(self._key))
+                resp = await self._http.get(self._models_url, headers=self._auth(self._key))
                 resp.raise_for_status()
                 data = resp.json().get("data")
                 models = [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
@@ -161,6 +163,7 @@ class Upstream:
             "timeout": up.timeout_seconds,
             "retry": RetryPolicy(attempts=up.retry_attempts, initial_wait=0.2, max_wait=5.0),
             "max_concurrency": self.config.limits.max_concurrency,
+            "stream": up.stream,
         }
         endpoint: Endpoint
         if up.kind == "anthropic":
