@@ -423,3 +423,24 @@ def test_stream_error_midway_is_an_error_event_the_client_raises() -> None:
             events = [json.loads(line[6:]) for line in raw.text.splitlines() if line.startswith("data: {")]
             assert events[-1]["error"]["code"] == "upstream_error"
             assert raw.text.rstrip().endswith("data: [DONE]")
+
+
+def test_a_token_total_is_reserved_and_enforced(upstream: str) -> None:
+    account = InMemoryAccount()
+    tenants = {"t": {"keys": ["sk-tok"], "total_tokens": 1500}}
+    cfg = ServerConfig(upstream={"url": upstream}, tenants=tenants)
+    with start_proxy(cfg, account=account) as p:
+        client = sync_client(p.url + "/v1", "sk-tok")
+        codes: list[str] = []
+        for i in range(12):
+            try:
+                client.chat.completions.create(
+                    model="sim-reasoner", messages=MESSAGES, seed=i, max_tokens=200
+                )
+                codes.append("ok")
+            except openai.RateLimitError as exc:
+                assert isinstance(exc.body, dict)
+                codes.append(str(exc.body["code"]))
+        spent = anyio.run(account.spent, "t")
+    assert codes[0] == "ok" and codes[-1] == "tenant_budget_exhausted"
+    assert spent.tokens <= 1500 and spent.reserved_tokens == 0

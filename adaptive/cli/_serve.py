@@ -43,6 +43,10 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
+def _level(name: str) -> int:
+    return logging.getLevelNamesMapping()[name]
+
+
 def serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run `adaptive serve` until SIGINT / SIGTERM."""
     if not require_server_extra("serve"):
@@ -72,7 +76,12 @@ def serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     log = logging.getLogger("adaptive")
     log.addHandler(handler)
-    log.setLevel(args.log_level)
+    # One INFO line per request is the server's (adaptive.server); the SDK's own per-call INFO
+    # summary would repeat it, so the SDK logs warnings only unless DEBUG (every event) is asked.
+    log.setLevel(
+        args.log_level if args.log_level == "DEBUG" else max(logging.WARNING, _level(args.log_level))
+    )
+    logging.getLogger("adaptive.server").setLevel(args.log_level)
 
     def ready(proxy: Any) -> None:
         print(f"{proxy.url}/v1", flush=True)
