@@ -444,3 +444,20 @@ def test_a_token_total_is_reserved_and_enforced(upstream: str) -> None:
         spent = anyio.run(account.spent, "t")
     assert codes[0] == "ok" and codes[-1] == "tenant_budget_exhausted"
     assert spent.tokens <= 1500 and spent.reserved_tokens == 0
+
+
+def test_a_stream_refused_before_it_starts_gets_its_own_status(upstream: str) -> None:
+    tenants = {"t": {"keys": ["sk-s"], "total_usd": 0.0005}}
+    cfg = ServerConfig(upstream={"url": upstream}, tenants=tenants)
+    with start_proxy(cfg) as p:
+        client = sync_client(p.url + "/v1", "sk-s")
+        with pytest.raises(openai.BadRequestError, match="no-price-model"):
+            client.chat.completions.create(model="no-price-model", messages=MESSAGES, stream=True)
+        client.chat.completions.create(model="sim-reasoner", messages=MESSAGES, max_tokens=200)
+        with pytest.raises(openai.RateLimitError):
+            for _ in range(20):  # each call spends part of the total, until none is left
+                list(
+                    client.chat.completions.create(
+                        model="sim-reasoner", messages=MESSAGES, stream=True, max_tokens=200
+                    )
+                )

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from .._result import Result
 from ._auth import authenticate, bearer_key
-from ._chat import Meter, Outcome, completion_body, execute, format_cost, new_id
+from ._chat import Meter, Outcome, completion_body, execute, format_cost, new_id, preflight
 from ._config import ServerConfig
 from ._errors import APIError, from_exception
 from ._request import ADAPTIVE_PREFIX, ChatCall, parse_chat
@@ -143,15 +143,6 @@ def create_app(config: ServerConfig, *, account: Account | None = None) -> Starl
             if isinstance(body, dict) and isinstance(body.get("model"), str):
                 model = body["model"]
             call = parse_chat(body, config)
-            if state.in_flight >= config.limits.max_concurrency:
-                raise APIError(
-                    429,
-                    f"the server is at its limit of {config.limits.max_concurrency} calls in flight: "
-                    "retry shortly",
-                    type="rate_limit_error",
-                    code="server_busy",
-                    headers={"Retry-After": "1"},
-                )
         except APIError as exc:
             outcome.status = exc.status
             _log(tenant, call, model, outcome)
@@ -173,6 +164,32 @@ def create_app(config: ServerConfig, *, account: Account | None = None) -> Starl
                 outcome=outcome,
             )
 
+        if call.stream:
+            try:
+                await preflight(
+                    config=config,
+                    upstream=state.upstream,
+                    account=state.account,
+                    tenant=tenant,
+                    call=call,
+                    client_key=client_key,
+                )
+            except APIError as exc:
+                outcome.status = exc.status
+                _log(tenant, call, model, outcome)
+                return exc.response()
+        if state.in_flight >= config.limits.max_concurrency:  # checked and entered with no await between
+            busy = APIError(
+                429,
+                f"the server is at its limit of {config.limits.max_concurrency} calls in flight: "
+                "retry shortly",
+                type="rate_limit_error",
+                code="server_busy",
+                headers={"Retry-After": "1"},
+            )
+            outcome.status = busy.status
+            _log(tenant, call, model, outcome)
+            return busy.response()
         state.enter()
         if call.stream:
 

@@ -29,7 +29,7 @@ from ._request import ChatCall
 from ._tenants import Account, Reservation
 from ._upstream import Upstream, metered
 
-__all__ = ["Meter", "Outcome", "completion_body", "execute", "receipt", "usage_body"]
+__all__ = ["Meter", "Outcome", "completion_body", "execute", "preflight", "receipt", "usage_body"]
 
 logger = logging.getLogger("adaptive.server")
 
@@ -151,6 +151,59 @@ async def _settle(account: Account, r: Reservation | None, usd: float, tokens: i
     if r is not None:
         with anyio.CancelScope(shield=True):  # a cancelled call is charged all the same
             await account.settle(r, usd=usd, tokens=tokens)
+
+
+async def preflight(
+    *,
+    config: ServerConfig,
+    upstream: Upstream,
+    account: Account,
+    tenant: str,
+    call: ChatCall,
+    client_key: str | None,
+) -> None:
+    """Refuse, before a stream's 200 is sent, what `execute` would refuse before spending anything.
+
+    A tenant with nothing left (429) and a dollar limit on a model with no known price (400) get
+    their own status rather than an error event inside a 200 stream. `execute` still enforces
+    both (this check is not a reservation: a concurrent call may take what is left meanwhile).
+
+    Raises:
+        APIError: As `execute` would, before anything is sent.
+    """
+    t = config.tenants.get(tenant)
+    dollars = call.budget is not None and call.budget.usd is not None
+    if t is not None:
+        dollars = (
+            dollars or t.total_usd is not None or (t.per_call is not None and t.per_call.usd is not None)
+        )
+        if t.total_usd is not None or t.total_tokens is not None:
+            spend = await account.spent(tenant)
+            used_usd = spend.usd + spend.reserved_usd
+            used_tokens = spend.tokens + spend.reserved_tokens
+            if (t.total_usd is not None and used_usd >= t.total_usd) or (
+                t.total_tokens is not None and used_tokens >= t.total_tokens
+            ):
+                raise APIError(
+                    429,
+                    f"tenant {tenant!r} has spent its total, counting calls still in flight: wait for "
+                    "them to finish, or raise the tenant's total in the server config",
+                    type="insufficient_quota",
+                    code="tenant_budget_exhausted",
+                )
+    if dollars:
+        try:
+            client = await upstream.client(call.upstream_model, client_key)
+        except AdaptiveError as exc:
+            raise from_exception(exc) from None
+        if client.endpoint.price is None:
+            raise APIError(
+                400,
+                f"model {call.upstream_model!r} has no known price, and this call has a dollar limit: add "
+                f"it to the server config's [prices] table, or drop the dollar limit",
+                code="unknown_price",
+                param="model",
+            )
 
 
 async def execute(

@@ -5,7 +5,9 @@ event of the call, carrying `{"adaptive": {"event": kind, "round": n, ...its dat
 client reads these as chunks without choices, as it reads the usage chunk). Then the answer
 as standard chunks (role and content, then `finish_reason`), then one chunk with empty
 `choices` carrying the receipt (and `usage` when `stream_options.include_usage` is set), then
-`data: [DONE]`. A failure mid-stream is `data: {"error": {...}}`, which OpenAI clients raise.
+`data: [DONE]`. A failure mid-stream is `data: {"error": {...}}`, which OpenAI clients raise;
+a call that fails before its first request is sent (a budget too small for one request) gets
+a plain JSON error with its own status instead, as the 200 is only sent with that request.
 
 The call, the progress pump and a watcher for the client's disconnect share one task group:
 a client that goes away cancels the call (its spend is still charged) and nothing outlives
@@ -64,6 +66,7 @@ class ChatStream:
         self.on_end = on_end
         self.disconnected = False
         self._finished = False
+        self._started = False
         self._outcome: Result | APIError | None = None
 
     def _chunk(self, **fields: Any) -> dict[str, Any]:
@@ -75,18 +78,22 @@ class ChatStream:
             **fields,
         }
 
+    async def _start(self, send: Send) -> None:
+        if not self._started:
+            self._started = True
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"x-accel-buffering", b"no"),
+                    ],
+                }
+            )
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/event-stream; charset=utf-8"),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-accel-buffering", b"no"),
-                ],
-            }
-        )
         tx, rx = anyio.create_memory_object_stream[TraceEvent](math.inf)
         self.meter.progress = tx
         try:
@@ -138,16 +145,25 @@ class ChatStream:
         scope: anyio.CancelScope,
     ) -> None:
         try:
+            held: list[TraceEvent] = []
             async with rx:
                 async for event in rx:
-                    progress = {"event": event.kind, "round": event.round, **event.data}
-                    await send(
-                        {
-                            "type": "http.response.body",
-                            "body": _sse(self._chunk(choices=[], adaptive=progress)),
-                            "more_body": True,
-                        }
-                    )
+                    # The 200 goes out with the first decision to send: a call refused before
+                    # that (a budget too small for one request) still gets its own status.
+                    if not self._started and event.kind != "decide":
+                        held.append(event)
+                        continue
+                    await self._start(send)
+                    for e in (*held, event):
+                        progress = {"event": e.kind, "round": e.round, **e.data}
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": _sse(self._chunk(choices=[], adaptive=progress)),
+                                "more_body": True,
+                            }
+                        )
+                    held.clear()
         except OSError:
             self.disconnected = True
             scope.cancel()
@@ -155,6 +171,15 @@ class ChatStream:
             pumped.set()
 
     async def _finish(self, outcome: Result | APIError | None, send: Send) -> None:
+        if isinstance(outcome, APIError) and not self._started:
+            self._finished = True
+            body = json.dumps(outcome.body(), default=str).encode()
+            headers = [(b"content-type", b"application/json")]
+            headers += [(k.lower().encode(), v.encode()) for k, v in outcome.headers.items()]
+            await send({"type": "http.response.start", "status": outcome.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+            return
+        await self._start(send)
         parts: list[bytes] = []
         if isinstance(outcome, APIError):
             parts.append(_sse(outcome.body()))
