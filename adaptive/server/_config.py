@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from .._budget import Budget
 from .._exceptions import ConfigError
-from .._models import ValidatedModel
+from .._models import HiddenInputError, ValidatedModel
 from .._prices import Price
 
 __all__ = ["AliasConfig", "LimitsConfig", "ServerConfig", "TenantConfig", "UpstreamConfig"]
@@ -86,7 +86,7 @@ class TenantConfig(ValidatedModel):
     @classmethod
     def _keys(cls, keys: tuple[str, ...]) -> tuple[str, ...]:
         if any(not k.strip() for k in keys):
-            raise ValueError("an API key is empty")
+            raise HiddenInputError("an API key is empty")
         return keys
 
 
@@ -129,7 +129,8 @@ class ServerConfig(ValidatedModel):
     default_budget: Budget | None = None
     aliases: dict[str, AliasConfig] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict)
-    tenants: dict[str, TenantConfig] = Field(default_factory=dict)
+    # Kept out of the repr and of every validation message: the table holds the API keys.
+    tenants: dict[str, TenantConfig] = Field(default_factory=dict, repr=False)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @field_validator("tenants")
@@ -139,7 +140,7 @@ class ServerConfig(ValidatedModel):
         for name, t in tenants.items():
             for k in t.keys:
                 if k in seen:  # the key itself is never shown
-                    raise ValueError(f"tenants {seen[k]!r} and {name!r} share an API key")
+                    raise HiddenInputError(f"tenants {seen[k]!r} and {name!r} share an API key")
                 seen[k] = name
         return tenants
 
