@@ -61,3 +61,18 @@ def test_openai_client_through_an_anthropic_upstream(
         body = call["body"]
         assert isinstance(body, dict) and body.get("stream", False) is stream_upstream
         assert body["system"] == "Think step by step."
+
+
+def test_pass_through_sends_the_clients_own_key(upstream: tuple[str, list[dict[str, object]]]) -> None:
+    root, seen = upstream
+    cfg = ServerConfig(
+        upstream={"url": root, "kind": "anthropic", "pass_through_key": True},
+        prices={"claude-sim": {"input": 1.0, "output": 5.0}},
+    )
+    before = len(seen)
+    with start_proxy(cfg) as p:
+        for key in ("sk-ant-client-a", "sk-ant-client-b"):
+            client = openai.OpenAI(base_url=p.url + "/v1", api_key=key, max_retries=0)
+            client.chat.completions.create(model="claude-sim", messages=MESSAGES, max_tokens=300)
+    sent = [call["headers"]["x-api-key"] for call in seen[before:]]  # type: ignore[index]
+    assert sent == ["sk-ant-client-a", "sk-ant-client-b"]

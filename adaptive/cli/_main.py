@@ -1,4 +1,4 @@
-"""The command line: `python -m adaptive demo | serve-sim | calibrate | --version`.
+"""The command line: `python -m adaptive demo | run | serve | serve-sim | calibrate | --version`.
 
 `demo` runs five strategies on the same questions under the same per-call dollar budget and
 prints what each bought (see `adaptive.cli._demo`); `serve-sim` serves the simulated reasoner and
