@@ -35,7 +35,6 @@ _KNOWN = frozenset(
         "stream",
         "stream_options",
         "n",
-        "user",
         "adaptive",
     }
 )
@@ -104,7 +103,7 @@ def _messages(raw: Any) -> tuple[Message, ...]:
     for i, m in enumerate(raw):
         if not isinstance(m, Mapping):
             raise _bad(f"messages[{i}] must be an object with role and content", f"messages[{i}]")
-        extra = sorted(set(m) - {"role", "content", "name"})
+        extra = sorted(set(m) - {"role", "content"})  # a name would not be passed on: refused
         if extra:
             raise _bad(
                 f"messages[{i}] has {', '.join(extra)}, which the proxy cannot pass on (text messages only)",
