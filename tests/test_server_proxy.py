@@ -465,3 +465,29 @@ def test_a_stream_refused_before_it_starts_gets_its_own_status(upstream: str) ->
                         model="sim-reasoner", messages=MESSAGES, stream=True, max_tokens=200
                     )
                 )
+
+
+def test_a_streaming_client_that_goes_away_is_charged(slow_upstream: str) -> None:
+    account = InMemoryAccount()
+    cfg = ServerConfig(upstream={"url": slow_upstream}, tenants={"t": {"keys": ["sk-t"], "total_usd": 1.0}})
+    with start_proxy(cfg, account=account) as p:
+        body = {
+            "model": "sim-reasoner",
+            "messages": MESSAGES,
+            "stream": True,
+            "adaptive": {"strategy": {"name": "self-consistency", "n": 4}, "budget": {"usd": 0.01}},
+        }
+        headers = {"Authorization": "Bearer sk-t"}
+        with httpx.stream(
+            "POST", p.url + "/v1/chat/completions", json=body, headers=headers, timeout=30
+        ) as r:
+            assert r.status_code == 200
+            first = next(r.iter_lines())
+            assert json.loads(first[6:])["adaptive"]["event"] == "decide"
+        # leaving the block closed the connection mid-call
+        for _ in range(300):
+            spent = anyio.run(account.spent, "t")
+            if spent.calls:
+                break
+            anyio.run(anyio.sleep, 0.02)
+    assert spent.calls == 1 and spent.reserved_usd == 0 and spent.usd > 0
