@@ -130,3 +130,10 @@ def test_a_bad_tenant_value_never_shows_the_keys() -> None:
             upstream={"url": "http://127.0.0.1:1/v1"}, tenants={"a": {"keys": ["sk-x-9"], "total_usd": -1}}
         )
     assert "total_usd" in str(info.value) and "sk-x-9" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["ftp://x/v1", "not a url", "http://user:sk-pw-77@127.0.0.1/v1"])
+def test_a_bad_upstream_url_is_refused_at_startup(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerConfig(upstream={"url": url})
+    assert "url" in str(info.value) and "sk-pw-77" not in str(info.value)

@@ -18,6 +18,7 @@ from .._budget import Budget
 from .._exceptions import ConfigError
 from .._models import HiddenInputError, ValidatedModel
 from .._prices import Price
+from ..endpoints._http import parse_base_url
 
 __all__ = ["AliasConfig", "LimitsConfig", "ServerConfig", "TenantConfig", "UpstreamConfig"]
 
@@ -48,6 +49,17 @@ class UpstreamConfig(ValidatedModel):
     timeout_seconds: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     retry_attempts: int = Field(default=2, ge=1, le=20)
     stream: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        # http(s) with a host and no credentials (which would reach every log line): at startup,
+        # not on the first request.
+        try:
+            parse_base_url(url, "http://127.0.0.1:8001/v1")
+        except ValueError as exc:  # its message shows the value when that is safe
+            raise HiddenInputError(str(exc)) from None
+        return url
 
 
 class AliasConfig(ValidatedModel):
@@ -124,7 +136,8 @@ class ServerConfig(ValidatedModel):
         limits: The server's own limits.
     """
 
-    upstream: UpstreamConfig
+    # Its own messages show what is safe to show; the table as a whole is not repeated.
+    upstream: UpstreamConfig = Field(repr=False)
     default_strategy: str | dict[str, Any] = "adaptive"
     default_budget: Budget | None = None
     aliases: dict[str, AliasConfig] = Field(default_factory=dict)
