@@ -36,11 +36,16 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_serve_sim_without_the_extra_prints_the_install_command_and_exits_2() -> None:
-    done = run("serve-sim", "--port", "0")
+@pytest.mark.parametrize(
+    "argv",
+    [("serve-sim", "--port", "0"), ("serve", "--upstream", "http://127.0.0.1:9/v1", "--port", "0")],
+    ids=["serve-sim", "serve"],
+)
+def test_the_servers_without_the_extra_print_the_install_command_and_exit_2(argv: tuple[str, ...]) -> None:
+    done = run(*argv)
     assert done.returncode == 2, done.stderr
     assert SERVER_INSTALL in done.stderr
-    assert "serve-sim needs starlette and uvicorn" in done.stderr
+    assert f"{argv[0]} needs starlette and uvicorn" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -1,4 +1,4 @@
-"""The command line: `python -m adaptive demo | serve-sim | calibrate | --version`.
+"""The command line: `python -m adaptive demo | run | serve | serve-sim | calibrate | --version`.
 
 `demo` runs five strategies on the same questions under the same per-call dollar budget and
 prints what each bought (see `adaptive.cli._demo`); `serve-sim` serves the simulated reasoner and
@@ -41,6 +41,7 @@ from ._demo import (
 )
 from ._extras import require_server_extra
 from ._run import add_run_parser, run_command
+from ._serve import add_serve_parser, serve_command
 
 __all__ = ["build_parser", "demo_strategies", "main"]
 
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.add_argument("--verifier-price-out", type=non_negative_float, metavar="USD")
 
     add_run_parser(sub)
+    add_serve_parser(sub)
 
     serve = sub.add_parser(
         "serve-sim",
@@ -368,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return calibrate(args)
         if args.command == "run":
             return run_command(parser, args)
+        if args.command == "serve":
+            return serve_command(parser, args)
     except ConfigError as exc:
         print(f"adaptive: error: {exc}", file=sys.stderr)
         return 2
