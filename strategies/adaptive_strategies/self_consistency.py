@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from adaptive import (
     AnswerSpec,
@@ -32,6 +32,7 @@ from adaptive import (
     majority_vote,
     weighted_vote,
 )
+from adaptive.confidence import TraceConfidence, top_share
 
 from ._fields import AnswerSpecField
 
@@ -51,6 +52,9 @@ class VoteRun:
         weighting: str,
         stoppable: bool,
         strategy: str = "self-consistency",
+        trace_confidence: TraceConfidence | None = None,
+        keep_top: float | None = None,
+        request_changes: dict[str, Any] | None = None,
     ) -> None:
         self.task = task
         self.strategy = strategy
@@ -60,8 +64,12 @@ class VoteRun:
         self.spec = answer
         self.weighting = weighting
         self.stoppable = stoppable
+        self.measure = trace_confidence or TraceConfidence()
+        self.keep_top = keep_top
+        self.changes = dict(request_changes or {})
         self.answers: list[str | None] = []
         self.weights: list[float] = []
+        self.confidences: list[float | None] = []  # per sample, when logprobs came
         self.texts: list[str] = []
 
     def answer_of(self, c: Completion) -> str | None:
@@ -81,6 +89,19 @@ class VoteRun:
                 self.unweighted += 1
                 return 0.0
             return max(0.0, c.score)
+        if self.weighting == "confidence":
+            conf = self.confidences[-1]
+            if conf is None:
+                self.unweighted += 1
+                return 0.0
+            return self.measure.weight(conf)
+        if self.weighting == "length":
+            # 1/length: a weighted vote ranks by summed weight, so the scale does not matter.
+            tokens = c.completion_tokens or (len(c.logprobs) if c.logprobs else None)
+            if not tokens:
+                self.unweighted += 1
+                return 0.0
+            return 1.0 / tokens
         return 1.0
 
     def plan(self, state: State) -> Plan | None:
@@ -88,16 +109,40 @@ class VoteRun:
         left = self.target - len(self.answers)
         if left <= 0:
             return None
-        return Plan(sample=self.task.request(self.sampling), max_batch=left, stoppable=self.stoppable)
+        return Plan(
+            sample=self.task.request(self.sampling, **self.changes), max_batch=left, stoppable=self.stoppable
+        )
 
     def observe(self, outcome: Outcome) -> None:
         """Record the answers of a generation response."""
         if outcome.response is None or outcome.call.purpose != "generate":
             return
         for c in outcome.response.completions:
-            self.answers.append(self.answer_of(c))
+            # Read first, so a completion the measure refuses leaves the lists in step.
+            answer = self.answer_of(c)
+            self.confidences.append(self.measure.of(c) if self._reads_confidence() else None)
+            self.answers.append(answer)
             self.weights.append(self._weight(c))
             self.texts.append(c.text)
+
+    def _reads_confidence(self) -> bool:
+        return self.weighting == "confidence" or self.keep_top is not None
+
+    def _kept(self) -> list[bool]:
+        """Which samples vote: all, or with `keep_top` the most confident share of them.
+
+        When no sample came with logprobs there is nothing to rank by and all vote (the
+        result says so: see `_filter_report`).
+        """
+        if self.keep_top is None or all(c is None for c in self.confidences):
+            return [True] * len(self.answers)
+        return top_share(self.confidences, self.keep_top)
+
+    def _voters(self) -> tuple[list[str | None], list[float]]:
+        kept = self._kept()
+        answers = [a for a, k in zip(self.answers, kept, strict=True) if k]
+        weights = [w for w, k in zip(self.weights, kept, strict=True) if k]
+        return answers, weights
 
     def _fallen_back(self) -> bool:
         """Whether the weighted vote has nothing to weigh by and is the plain majority instead."""
@@ -105,7 +150,8 @@ class VoteRun:
 
     def _vote(self) -> tuple[str | None, dict[str, int]]:
         weighted = self.weighting != "none" and not self._fallen_back()
-        vote = weighted_vote(self.answers, self.weights) if weighted else majority_vote(self.answers)
+        answers, weights = self._voters()
+        vote = weighted_vote(answers, weights) if weighted else majority_vote(answers)
         t = vote.tally
         return vote.winner, {a: t.counts[a] for a in t.answers}
 
@@ -113,7 +159,11 @@ class VoteRun:
         """`details` entries and warnings about samples the weighting could not read."""
         if self.weighting == "none":
             return {}, ()
-        what = "logprobs" if self.weighting == "logprob" else "a score (Completion.score)"
+        what = {
+            "logprob": "logprobs",
+            "confidence": "logprobs",
+            "length": "a token count (Completion.completion_tokens)",
+        }.get(self.weighting, "a score (Completion.score)")
         details: dict[str, Any] = {"weighting": self.weighting, "unweighted": self.unweighted}
         details["fallback"] = None
         if not self.unweighted:
@@ -133,31 +183,86 @@ class VoteRun:
             )
         return details, (message,)
 
+    def _filter_report(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """`details` entries and warnings about the `keep_top` filter."""
+        if self.keep_top is None:
+            return {}, ()
+        kept = self._kept()
+        missing = sum(c is None for c in self.confidences)
+        details: dict[str, Any] = {
+            "keep_top": self.keep_top,
+            "kept": sum(kept),
+            "dropped": [i for i, k in enumerate(kept) if not k],
+            "confidences": list(self.confidences),
+            "filter_fallback": None,
+        }
+        if not missing:
+            return details, ()
+        endpoint = self.task.endpoint.name
+        if missing == len(self.confidences):
+            details["filter_fallback"] = "all voted: no sample came with logprobs"
+            message = (
+                f"{self.strategy}: keep_top={self.keep_top} needs samples with logprobs, but none of "
+                f"the {missing} from {endpoint} had any, so every sample voted (no filter): use an "
+                "endpoint that returns logprobs (OpenAI's reasoning models refuse them), or drop keep_top"
+            )
+        else:
+            message = (
+                f"{self.strategy}: {missing} of {len(self.confidences)} samples from {endpoint} came "
+                f"without logprobs and were left out of the keep_top={self.keep_top} vote"
+            )
+        return details, (message,)
+
     def evidence(self) -> Evidence:
-        """Votes (first-seen order), abstentions and arrival history."""
+        """Votes (first-seen order), abstentions and arrival history of the samples that vote."""
         weighted = self.weighting != "none" and not self._fallen_back()
-        return Evidence.tally(self.answers, self.weights if weighted else None)
+        answers, weights = self._voters()
+        return Evidence.tally(answers, weights if weighted else None, samples=len(self.answers))
 
     def finish(self, state: State) -> Final:
         """The vote's winner and the first sample that gave it."""
         winner, _ = self._vote()
         text = next((t for a, t in zip(self.answers, self.texts, strict=True) if a == winner), None)
         details, warnings = self._weighting_report()
+        filtered, more = self._filter_report()
+        details.update(filtered)
         details.update(samples=len(self.answers), abstentions=sum(a is None for a in self.answers))
-        return Final(answer=winner, text=text, details=details, warnings=warnings)
+        return Final(answer=winner, text=text, details=details, warnings=warnings + more)
 
 
 class _Voting(ValidatedModel):
     """Settings shared by the voting strategies (each adds how many samples it draws)."""
 
     answer: AnswerSpecField = Field(default_factory=AnswerSpec)
-    weighting: Literal["none", "logprob", "score"] = "none"
+    weighting: Literal["none", "logprob", "score", "confidence", "length"] = "none"
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
+    trace_confidence: TraceConfidence = Field(default_factory=TraceConfidence)
+    keep_top: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _confidence_is_used(self) -> _Voting:
+        # A confidence measure that nothing reads would be a setting silently ignored.
+        if "trace_confidence" in self.model_fields_set and not self._reads_confidence():
+            raise ValueError(
+                "trace_confidence only applies with weighting='confidence' or keep_top=...: "
+                "set one of them, or drop trace_confidence"
+            )
+        return self
+
+    def _reads_confidence(self) -> bool:
+        return self.weighting == "confidence" or self.keep_top is not None
 
     def _sampling(self) -> Sampling:
-        if self.weighting == "logprob" and not self.sampling.logprobs:
+        wants = self.weighting == "logprob" or self._reads_confidence()
+        if wants and not self.sampling.logprobs:
             return self.sampling.model_copy(update={"logprobs": True})
         return self.sampling
+
+    def _changes(self) -> dict[str, Any]:
+        # DeepConf's own token confidence reads the alternatives: ask for them.
+        if self._reads_confidence() and self.trace_confidence.source == "top":
+            return {"top_logprobs": 5}
+        return {}
 
     def _run(self, task: Task, target: int, *, stoppable: bool) -> VoteRun:
         return VoteRun(
@@ -168,6 +273,9 @@ class _Voting(ValidatedModel):
             weighting=self.weighting,
             stoppable=stoppable,
             strategy=self.name,
+            trace_confidence=self.trace_confidence,
+            keep_top=self.keep_top,
+            request_changes=self._changes(),
         )
 
     @property
@@ -183,9 +291,20 @@ class SelfConsistency(_Voting):
         n: Samples per call.
         answer: How to read an answer from a sample (extractor + normalizer).
         weighting: "none" (majority), "logprob" (weight by exp(mean token logprob); asks the
-            endpoint for logprobs) or "score" (weight by `Completion.score`). Samples that
-            come without what the weighting reads weigh 0; when none has it, the vote is the
-            plain majority, said by `details["fallback"]` and a warning on the result.
+            endpoint for logprobs), "confidence" (weight by exp of the trace's DeepConf-style
+            confidence, see `trace_confidence`; asks for logprobs), "length" (weight by
+            1/completion tokens: shorter traces count more) or "score" (weight by
+            `Completion.score`). Samples that come without what the weighting reads weigh
+            0; when none has it, the vote is the plain majority, said by
+            `details["fallback"]` and a warning on the result.
+        trace_confidence: How a trace's confidence is computed from its token logprobs
+            (`adaptive.confidence.TraceConfidence`: lowest / bottom-10% / tail group
+            confidence over a sliding window). Only with weighting="confidence" or keep_top.
+        keep_top: Only the most confident share of the samples votes (DeepConf's filter:
+            0.1 keeps the top 10%, at least one sample); asks for logprobs. Samples without
+            logprobs never vote while any has them; when none has them all vote. Either way
+            a warning on the result says so; `details` lists the confidences and the
+            dropped samples.
         sampling: Sampling parameters (temperature 0.7 by default: voting needs diversity).
     """
 
