@@ -12,9 +12,11 @@ from ._confidence import (
     token_confidence,
     top_share,
 )
+from ._models import TokenLogprob
 
 __all__ = [
     "ConfidenceMonitor",
+    "TokenLogprob",
     "TraceConfidence",
     "group_confidences",
     "threshold_from",

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
-from adaptive_strategies import AdaptiveConsistency, SelfConsistency
+from adaptive_strategies import AdaptiveConsistency, EarlyStop, SelfConsistency
 
-from adaptive import Client, Completion, ConfigError, ControllerConfig, FunctionEndpoint, Request, Result
+from adaptive import (
+    Client,
+    Completion,
+    ConfigError,
+    ControllerConfig,
+    FunctionEndpoint,
+    Request,
+    Response,
+    Result,
+    Usage,
+)
 from adaptive._models import TokenLogprob
 from adaptive.confidence import TraceConfidence
+from adaptive.endpoints._base import current_meter
 from adaptive.sim import SimEndpoint, demo_problems
 
 
@@ -131,3 +144,76 @@ async def test_adaptive_consistency_filters_on_the_simulator() -> None:
     assert result.details["kept"] == max(1, -(-n // 2))
     assert len(result.details["dropped"]) == n - result.details["kept"]
     assert sum(result.votes.values()) <= result.details["kept"]  # only the kept samples vote
+
+
+# -- early stop (DeepConf online) over a streaming endpoint ---------------------------------
+
+STEADY = [-0.1] * 40
+LOW_STRETCH = [-0.1] * 10 + [-3.0] * 30  # falls below any steady threshold at token 13
+
+
+def streaming(traces: dict[int, list[float]], *, report: bool = True) -> FunctionEndpoint:
+    """An endpoint that streams each trace token by token, metering as an HTTP stream does."""
+    sent: list[Request] = []
+
+    async def fn(request: Request) -> Response:
+        sent.append(request)
+        assert request.seed is not None and request.logprobs
+        values = traces[request.seed]
+        meter = current_meter()
+        answer = "9" if values is LOW_STRETCH else "4"
+        got: list[TokenLogprob] = []
+        for i, v in enumerate(values):
+            tok = TokenLogprob(token="t", logprob=v)
+            got.append(tok)
+            if meter is not None:
+                meter.usage = Usage(prompt_tokens=5, completion_tokens=i + 1)
+                meter.samples = 1
+                if report:
+                    meter.tokens(0, [tok])
+            await anyio.lowlevel.checkpoint()  # a checkpoint per token, as a network read has
+        c = Completion(text=f"The answer is {answer}.", logprobs=tuple(got), completion_tokens=len(got))
+        return Response(completions=(c,), usage=Usage(prompt_tokens=5, completion_tokens=len(got)))
+
+    ep = FunctionEndpoint(fn, name="streamer", in_thread=False)
+    ep.sent = sent  # type: ignore[attr-defined]
+    return ep
+
+
+@pytest.mark.asyncio
+async def test_early_stop_cuts_low_confidence_traces_and_charges_what_was_streamed() -> None:
+    # Seeds 0-3 warm up (steady); later, every other trace has a long low stretch ("9").
+    traces = {s: (LOW_STRETCH if s >= 4 and s % 2 else STEADY) for s in range(20)}
+    strategy = SelfConsistency(n=10, early_stop=EarlyStop(warmup=4, keep=0.9, window=4))
+    client = Client(streaming(traces), controller=ControllerConfig(batch_as_n=False))
+    result = await client.run("Q?", strategy=strategy, seed=0)
+    es = result.details["early_stop"]
+    assert es["threshold"] == pytest.approx(-0.1)
+    assert es["cut"] == 3 and es["watched"] == 6  # seeds 5, 7, 9 cut; 4, 6, 8 ran to the end
+    # Cut at the first full window below -0.1: tokens 10 (-0.1) + 1, 2, 3 at -3 -> token 11.
+    assert [t["tokens"] for t in es["cut_traces"]] == [11, 11, 11]
+    assert result.answer == "4" and result.votes == {"4": 7}  # cut traces do not vote
+    # Charged: 7 full traces of 40 tokens, 3 cut ones of 11, plus 10 prompts of 5.
+    assert result.usage.completion_tokens == 7 * 40 + 3 * 11
+    assert result.usage.prompt_tokens == 10 * 5
+    cancelled = [c for c in result.charges if c.status == "cancelled"]
+    assert len(cancelled) == 3 and all(c.usage.completion_tokens == 11 for c in cancelled)
+
+
+@pytest.mark.asyncio
+async def test_early_stop_on_an_endpoint_that_streams_no_logprobs_warns() -> None:
+    traces = {s: LOW_STRETCH if s >= 4 else STEADY for s in range(8)}
+    strategy = SelfConsistency(n=8, early_stop=EarlyStop(warmup=4, window=4))
+    client = Client(streaming(traces, report=False), controller=ControllerConfig(batch_as_n=False))
+    with pytest.warns(UserWarning, match="streamed no logprobs for any, so no trace could be cut"):
+        result = await client.run("Q?", strategy=strategy, seed=0)
+    assert result.details["early_stop"]["cut"] == 0
+    assert result.votes == {"4": 4, "9": 4}
+
+
+@pytest.mark.asyncio
+async def test_early_stop_without_logprobs_warns_that_no_threshold_was_set() -> None:
+    traces = [trace("1", None)] * 6
+    with pytest.warns(UserWarning, match="early_stop needs logprobs to set its threshold"):
+        result = await run(scripted(traces), SelfConsistency(n=6, early_stop=EarlyStop(warmup=2)))
+    assert result.details["early_stop"]["threshold"] is None

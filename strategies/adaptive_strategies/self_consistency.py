@@ -9,6 +9,7 @@ cannot fit another sample.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -21,6 +22,7 @@ from adaptive import (
     Final,
     Outcome,
     Plan,
+    Request,
     Sampling,
     State,
     StopRule,
@@ -32,11 +34,56 @@ from adaptive import (
     majority_vote,
     weighted_vote,
 )
-from adaptive.confidence import TraceConfidence, top_share
+from adaptive.confidence import ConfidenceMonitor, TokenLogprob, TraceConfidence, threshold_from, top_share
 
 from ._fields import AnswerSpecField
 
-__all__ = ["AdaptiveConsistency", "SelfConsistency", "VoteRun"]
+__all__ = ["AdaptiveConsistency", "EarlyStop", "SelfConsistency", "VoteRun"]
+
+
+class EarlyStop(ValidatedModel):
+    """Cut streamed traces whose confidence falls too low (DeepConf online).
+
+    The first `warmup` samples of a call run to the end; the threshold is the `1 - keep`
+    quantile of their lowest group confidence (mean token logprob over `window` tokens).
+    Every later sample is cut as soon as a full window of its tokens falls below it: it is
+    charged what was streamed until then and does not vote. Needs an endpoint that streams
+    logprobs (`OpenAIChat(..., stream=True)`) and requests of one sample each
+    (`ControllerConfig(batch_as_n=False)`, or an endpoint without `n`); otherwise nothing
+    can be cut, and a warning on the result says why.
+
+    Args:
+        warmup: Samples that run in full and set the threshold.
+        keep: Share of warmup-like traces expected to pass (0.9: DeepConf-high; 0.1: -low).
+        window: Group size in tokens (DeepConf: 2048; smaller for short traces).
+    """
+
+    warmup: int = Field(default=4, ge=1, le=1024)
+    keep: float = Field(default=0.9, gt=0, le=1, allow_inf_nan=False)
+    window: int = Field(default=2048, ge=1, le=1_000_000)
+
+
+class _Cut:
+    """The watch of one streamed sample (see `EarlyStop`)."""
+
+    def __init__(self, threshold: float, window: int, n: int) -> None:
+        self.n = n
+        self.monitors: dict[int, ConfidenceMonitor] = {}
+        self.threshold, self.window = threshold, window
+        self.streamed = False
+
+    def tokens(self, index: int, logprobs: Sequence[TokenLogprob]) -> bool:
+        self.streamed = True
+        m = self.monitors.get(index)
+        if m is None:
+            m = self.monitors[index] = ConfidenceMonitor(threshold=self.threshold, window=self.window)
+        m.push(logprobs)
+        # One request is cut only when every trace in it is (the others would be lost too).
+        return len(self.monitors) >= self.n and all(x.cut_at is not None for x in self.monitors.values())
+
+    @property
+    def cut(self) -> bool:
+        return bool(self.monitors) and all(x.cut_at is not None for x in self.monitors.values())
 
 
 class VoteRun:
@@ -55,6 +102,7 @@ class VoteRun:
         trace_confidence: TraceConfidence | None = None,
         keep_top: float | None = None,
         request_changes: dict[str, Any] | None = None,
+        early_stop: EarlyStop | None = None,
     ) -> None:
         self.task = task
         self.strategy = strategy
@@ -67,6 +115,11 @@ class VoteRun:
         self.measure = trace_confidence or TraceConfidence()
         self.keep_top = keep_top
         self.changes = dict(request_changes or {})
+        self.early_stop = early_stop
+        self.threshold: float | None = None
+        self.warm: list[float | None] = []  # the warmup samples' lowest group confidences
+        self.watches: list[_Cut] = []
+        self.unwatched = 0  # requests sent after the warmup that could not be watched (n > 1)
         self.answers: list[str | None] = []
         self.weights: list[float] = []
         self.confidences: list[float | None] = []  # per sample, when logprobs came
@@ -106,12 +159,43 @@ class VoteRun:
 
     def plan(self, state: State) -> Plan | None:
         """More samples until the target (the controller sizes and may stop early)."""
-        left = self.target - len(self.answers)
+        left = self.target - len(self.answers) - self._cut_count()
         if left <= 0:
             return None
+        es = self.early_stop
+        if es is not None and self.threshold is None and len(self.warm) < es.warmup:
+            # The warmup first, on its own: later samples are watched against its threshold.
+            left = min(left, es.warmup - len(self.warm))
         return Plan(
-            sample=self.task.request(self.sampling, **self.changes), max_batch=left, stoppable=self.stoppable
+            sample=self.task.request(self.sampling, **self.changes),
+            max_batch=left,
+            stoppable=self.stoppable,
+            watch=self._watch if self.early_stop is not None else None,
         )
+
+    def _cut_count(self) -> int:
+        return sum(w.cut for w in self.watches)
+
+    def _watch(self, request: Request) -> _Cut | None:
+        """A watch for a request sent once the warmup has set the threshold (else None)."""
+        if self.threshold is None or self.early_stop is None:
+            return None  # a warmup sample: it runs to the end
+        if request.n > 1:
+            self.unwatched += 1
+        watch = _Cut(self.threshold, self.early_stop.window, request.n)
+        self.watches.append(watch)
+        return watch
+
+    def _warm_up(self, c: Completion) -> None:
+        """Set the threshold from the first `warmup` samples (their lowest group confidence)."""
+        es = self.early_stop
+        if es is None or self.threshold is not None:
+            return
+        lowest = TraceConfidence(measure="lowest", window=es.window)
+        self.warm.append(lowest.of(c))
+        known = [x for x in self.warm if x is not None]
+        if len(self.warm) >= es.warmup and known:
+            self.threshold = threshold_from(known, es.keep)
 
     def observe(self, outcome: Outcome) -> None:
         """Record the answers of a generation response."""
@@ -124,6 +208,7 @@ class VoteRun:
             self.answers.append(answer)
             self.weights.append(self._weight(c))
             self.texts.append(c.text)
+            self._warm_up(c)
 
     def _reads_confidence(self) -> bool:
         return self.weighting == "confidence" or self.keep_top is not None
@@ -213,6 +298,45 @@ class VoteRun:
             )
         return details, (message,)
 
+    def _early_stop_report(self) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """`details["early_stop"]` and warnings when traces could not be watched or cut."""
+        es = self.early_stop
+        if es is None:
+            return {}, ()
+        cut = [w for w in self.watches if w.cut]
+        details: dict[str, Any] = {
+            "early_stop": {
+                "threshold": self.threshold,
+                "warmup": len(self.warm),
+                "watched": len(self.watches),
+                "cut": len(cut),
+                "cut_traces": [
+                    {"tokens": m.cut_at, "lowest": m.lowest} for w in cut for m in w.monitors.values()
+                ],
+            }
+        }
+        endpoint = self.task.endpoint.name
+        warnings: list[str] = []
+        if self.warm and self.threshold is None and len(self.warm) >= es.warmup:
+            warnings.append(
+                f"{self.strategy}: early_stop needs logprobs to set its threshold, but none of the "
+                f"{len(self.warm)} warmup samples from {endpoint} had any, so no trace was cut: use an "
+                "endpoint that returns logprobs (OpenAI's reasoning models refuse them), or drop early_stop"
+            )
+        if self.watches and not any(w.streamed for w in self.watches):
+            warnings.append(
+                f"{self.strategy}: early_stop watched {len(self.watches)} samples but {endpoint} streamed "
+                "no logprobs for any, so no trace could be cut: use a streaming endpoint "
+                "(e.g. OpenAIChat(..., stream=True)) that returns logprobs, or drop early_stop"
+            )
+        if self.unwatched:
+            warnings.append(
+                f"{self.strategy}: {self.unwatched} requests were sent with n > 1, where early_stop can "
+                "cut a trace only once every trace of the request falls below the threshold: use "
+                "ControllerConfig(batch_as_n=False) to watch each sample on its own"
+            )
+        return details, tuple(warnings)
+
     def evidence(self) -> Evidence:
         """Votes (first-seen order), abstentions and arrival history of the samples that vote."""
         weighted = self.weighting != "none" and not self._fallen_back()
@@ -226,8 +350,10 @@ class VoteRun:
         details, warnings = self._weighting_report()
         filtered, more = self._filter_report()
         details.update(filtered)
+        stopped, early = self._early_stop_report()
+        details.update(stopped)
         details.update(samples=len(self.answers), abstentions=sum(a is None for a in self.answers))
-        return Final(answer=winner, text=text, details=details, warnings=warnings + more)
+        return Final(answer=winner, text=text, details=details, warnings=warnings + more + early)
 
 
 class _Voting(ValidatedModel):
@@ -238,6 +364,7 @@ class _Voting(ValidatedModel):
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
     trace_confidence: TraceConfidence = Field(default_factory=TraceConfidence)
     keep_top: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
+    early_stop: EarlyStop | None = None
 
     @model_validator(mode="after")
     def _confidence_is_used(self) -> _Voting:
@@ -253,7 +380,7 @@ class _Voting(ValidatedModel):
         return self.weighting == "confidence" or self.keep_top is not None
 
     def _sampling(self) -> Sampling:
-        wants = self.weighting == "logprob" or self._reads_confidence()
+        wants = self.weighting == "logprob" or self._reads_confidence() or self.early_stop is not None
         if wants and not self.sampling.logprobs:
             return self.sampling.model_copy(update={"logprobs": True})
         return self.sampling
@@ -276,6 +403,7 @@ class _Voting(ValidatedModel):
             trace_confidence=self.trace_confidence,
             keep_top=self.keep_top,
             request_changes=self._changes(),
+            early_stop=self.early_stop,
         )
 
     @property
@@ -305,6 +433,10 @@ class SelfConsistency(_Voting):
             logprobs never vote while any has them; when none has them all vote. Either way
             a warning on the result says so; `details` lists the confidences and the
             dropped samples.
+        early_stop: Cut streamed samples whose running confidence falls below a threshold
+            set by the call's first samples (`EarlyStop`; DeepConf online); asks for logprobs.
+            Cut samples are charged what was streamed and do not vote; `details["early_stop"]`
+            lists them.
         sampling: Sampling parameters (temperature 0.7 by default: voting needs diversity).
     """
 
