@@ -22,8 +22,9 @@ from adaptive import (
 )
 from adaptive._models import TokenLogprob
 from adaptive.confidence import TraceConfidence
+from adaptive.endpoints import OpenAIChat
 from adaptive.endpoints._base import current_meter
-from adaptive.sim import SimEndpoint, demo_problems
+from adaptive.sim import SimEndpoint, SimModel, demo_problems, serve_sim
 
 
 def trace(answer: str, logprobs: list[float] | None) -> Completion:
@@ -217,3 +218,28 @@ async def test_early_stop_without_logprobs_warns_that_no_threshold_was_set() -> 
     with pytest.warns(UserWarning, match="early_stop needs logprobs to set its threshold"):
         result = await run(scripted(traces), SelfConsistency(n=6, early_stop=EarlyStop(warmup=2)))
     assert result.details["early_stop"]["threshold"] is None
+
+
+@pytest.mark.asyncio
+async def test_early_stop_cuts_real_streams_from_the_sim_server() -> None:
+    question = demo_problems(6, seed=5)[3].question
+    strategy = SelfConsistency(n=12, early_stop=EarlyStop(warmup=4, keep=0.5, window=16))
+    async with serve_sim(seconds_per_token=0.0002, jitter=0.0) as server:
+        ep = OpenAIChat(
+            "sim-reasoner",
+            base_url=server.url + "/v1",
+            api_key="sk-test",
+            price=SimModel().price,
+            stream=True,
+        )
+        async with ep:
+            client = Client(ep, controller=ControllerConfig(batch_as_n=False))
+            result = await client.run(question, strategy=strategy, seed=11)
+    es = result.details["early_stop"]
+    assert es["watched"] == 8 and es["cut"] >= 1
+    cancelled = sorted(c.usage.completion_tokens for c in result.charges if c.status == "cancelled")
+    assert len(cancelled) == es["cut"]
+    # Each cut request is charged the tokens streamed until its cut (not its worst case).
+    assert cancelled == sorted(t["tokens"] for t in es["cut_traces"])
+    assert all(t["lowest"] < es["threshold"] for t in es["cut_traces"])
+    assert result.details["samples"] == 12 - es["cut"]
