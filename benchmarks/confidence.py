@@ -6,8 +6,9 @@ seeded shuffles, and for each budget N (samples per question), it compares
 - ``majority``: the plain vote over N samples (self-consistency);
 - ``conf-weighted``: each vote weighted by `exp(trace confidence)` (`weighting="confidence"`);
 - ``conf-top-X%``: only the X% most confident traces vote (`keep_top=X/100`);
-- ``len-weighted`` / ``len-short-50%``: weight by 1/length, or keep the shorter half
-  (`weighting="length"`, `keep_shortest=0.5`): is a long trace on a question less often right?
+- ``len-weighted`` / ``len-short-50%`` / ``len-long-wtd``: weight by 1/length
+  (`weighting="shorter"`), keep the shorter half, or weight by length (`weighting="longer"`,
+  the opposite hypothesis): is a long trace on a question less often right, or more?
 - ``online-keep-X%``: DeepConf online: the first `--warmup` traces run to the end and set a
   threshold (the 1-X quantile of their lowest group confidence); every later trace is cut
   as soon as a full window of its tokens falls below it, is charged only the tokens generated
@@ -147,6 +148,11 @@ def len_weighted(ts: Sequence[Trace]) -> Outcome:
     return weighted_vote([t.answer for t in ts], w).winner, len(ts), _tokens(ts)
 
 
+def len_long_weighted(ts: Sequence[Trace]) -> Outcome:
+    w = [float(t.tokens) for t in ts]
+    return weighted_vote([t.answer for t in ts], w).winner, len(ts), _tokens(ts)
+
+
 def len_short(keep: float) -> Method:
     def run(ts: Sequence[Trace]) -> Outcome:
         kept = top_share([-float(t.tokens) for t in ts], keep)
@@ -183,12 +189,12 @@ def online(tc: TraceConfidence, window: int, warmup: int, keep: float) -> Method
     return run
 
 
-def auroc(scores: Sequence[tuple[float, bool]]) -> float | None:
-    """P(a right trace scores above a wrong one), ties counted half (Mann-Whitney)."""
+def _mann_whitney(scores: Sequence[tuple[float, bool]]) -> tuple[float, int]:
+    """(right-over-wrong pair count, ties counted half; number of right-wrong pairs)."""
     pos = sum(1 for _, y in scores if y)
     neg = len(scores) - pos
     if not pos or not neg:
-        return None
+        return 0.0, 0
     ranked = sorted(scores, key=lambda sy: sy[0])
     rank_sum, i = 0.0, 0
     while i < len(ranked):
@@ -198,7 +204,22 @@ def auroc(scores: Sequence[tuple[float, bool]]) -> float | None:
         mid = (i + j + 1) / 2  # 1-based average rank of the tie block
         rank_sum += mid * sum(1 for _, y in ranked[i:j] if y)
         i = j
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+    return rank_sum - pos * (pos + 1) / 2, pos * neg
+
+
+def auroc(scores: Sequence[tuple[float, bool]]) -> float | None:
+    """P(a right trace scores above a wrong one), ties counted half (Mann-Whitney)."""
+    u, pairs = _mann_whitney(scores)
+    return u / pairs if pairs else None
+
+
+def within_auroc(groups: Sequence[Sequence[tuple[float, bool]]]) -> float | None:
+    """AUROC over right-wrong pairs of the same question only (what a vote can use)."""
+    u, pairs = 0.0, 0
+    for g in groups:
+        gu, gp = _mann_whitney(g)
+        u, pairs = u + gu, pairs + gp
+    return u / pairs if pairs else None
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -238,16 +259,30 @@ def evaluate(
 
 
 def signals(questions: Sequence[Question], tc: TraceConfidence) -> dict[str, float | None]:
-    """AUROC of each per-trace signal for right vs wrong traces (None: not available)."""
-    conf: list[tuple[float, bool]] = []
-    short: list[tuple[float, bool]] = []
+    """AUROC of each per-trace signal, right vs wrong traces (None: not available).
+
+    Plain: traces compared across questions (confounded by difficulty: hard questions have
+    longer, less sure traces); "_within": only traces of the same question, which is what a
+    vote can use.
+    """
+    conf: list[list[tuple[float, bool]]] = []
+    short: list[list[tuple[float, bool]]] = []
     for q in questions:
+        cq, sq = [], []
         for t in q.traces:
             right = t.answer is not None and t.answer == q.gold
-            short.append((-float(t.tokens), right))
+            sq.append((-float(t.tokens), right))
             if t.logprobs:
-                conf.append((tc.of_values(t.logprobs), right))
-    return {"confidence": auroc(conf) if conf else None, "shortness": auroc(short)}
+                cq.append((tc.of_values(t.logprobs), right))
+        conf.append(cq)
+        short.append(sq)
+    has_conf = any(conf)
+    return {
+        "confidence": auroc([x for g in conf for x in g]) if has_conf else None,
+        "confidence_within": within_auroc(conf) if has_conf else None,
+        "shortness": auroc([x for g in short for x in g]),
+        "shortness_within": within_auroc(short),
+    }
 
 
 def run(questions: Sequence[Question], args: argparse.Namespace) -> dict[str, object]:
@@ -258,6 +293,7 @@ def run(questions: Sequence[Question], args: argparse.Namespace) -> dict[str, ob
         "majority": majority,
         "len-weighted": len_weighted,
         "len-short-50%": len_short(0.5),
+        "len-long-wtd": len_long_weighted,
     }
     if has_lps:
         methods["conf-weighted"] = conf_weighted(tc)

@@ -110,9 +110,14 @@ async def test_length_weighting_counts_shorter_traces_more() -> None:
         return Completion(text=f"The answer is {answer}.", completion_tokens=tokens)
 
     traces = [sized("7", 400), sized("7", 500), sized("8", 100)]
-    result = await run(scripted(traces), SelfConsistency(n=3, weighting="length"))
+    result = await run(scripted(traces), SelfConsistency(n=3, weighting="shorter"))
     assert result.answer == "8"  # 1/100 > 1/400 + 1/500
     assert (await run(scripted(traces), SelfConsistency(n=3))).answer == "7"
+    traces = [sized("7", 100), sized("7", 150), sized("8", 400)]
+    assert (await run(scripted(traces), SelfConsistency(n=3, weighting="longer"))).answer == "8"
+    with pytest.warns(UserWarning, match="came without a token count"):
+        mixed = [sized("7", 100), Completion(text="The answer is 8."), sized("8", 50)]
+        await run(scripted(mixed), SelfConsistency(n=3, weighting="longer"))
 
 
 def test_a_confidence_measure_nothing_reads_is_a_config_error() -> None:

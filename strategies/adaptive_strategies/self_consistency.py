@@ -148,13 +148,13 @@ class VoteRun:
                 self.unweighted += 1
                 return 0.0
             return self.measure.weight(conf)
-        if self.weighting == "length":
-            # 1/length: a weighted vote ranks by summed weight, so the scale does not matter.
+        if self.weighting in ("shorter", "longer"):
+            # A weighted vote ranks by summed weight, so the scale of 1/length does not matter.
             tokens = c.completion_tokens or (len(c.logprobs) if c.logprobs else None)
             if not tokens:
                 self.unweighted += 1
                 return 0.0
-            return 1.0 / tokens
+            return 1.0 / tokens if self.weighting == "shorter" else float(tokens)
         return 1.0
 
     def plan(self, state: State) -> Plan | None:
@@ -247,7 +247,8 @@ class VoteRun:
         what = {
             "logprob": "logprobs",
             "confidence": "logprobs",
-            "length": "a token count (Completion.completion_tokens)",
+            "shorter": "a token count (Completion.completion_tokens)",
+            "longer": "a token count (Completion.completion_tokens)",
         }.get(self.weighting, "a score (Completion.score)")
         details: dict[str, Any] = {"weighting": self.weighting, "unweighted": self.unweighted}
         details["fallback"] = None
@@ -360,7 +361,7 @@ class _Voting(ValidatedModel):
     """Settings shared by the voting strategies (each adds how many samples it draws)."""
 
     answer: AnswerSpecField = Field(default_factory=AnswerSpec)
-    weighting: Literal["none", "logprob", "score", "confidence", "length"] = "none"
+    weighting: Literal["none", "logprob", "score", "confidence", "shorter", "longer"] = "none"
     sampling: Sampling = Field(default_factory=lambda: Sampling(temperature=0.7))
     trace_confidence: TraceConfidence = Field(default_factory=TraceConfidence)
     keep_top: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)
@@ -420,11 +421,11 @@ class SelfConsistency(_Voting):
         answer: How to read an answer from a sample (extractor + normalizer).
         weighting: "none" (majority), "logprob" (weight by exp(mean token logprob); asks the
             endpoint for logprobs), "confidence" (weight by exp of the trace's DeepConf-style
-            confidence, see `trace_confidence`; asks for logprobs), "length" (weight by
-            1/completion tokens: shorter traces count more) or "score" (weight by
-            `Completion.score`). Samples that come without what the weighting reads weigh
-            0; when none has it, the vote is the plain majority, said by
-            `details["fallback"]` and a warning on the result.
+            confidence, see `trace_confidence`; asks for logprobs), "shorter" / "longer"
+            (weight by 1 / completion tokens, or by completion tokens: sample length as
+            evidence, either way round) or "score" (weight by `Completion.score`). Samples
+            that come without what the weighting reads weigh 0; when none has it, the vote
+            is the plain majority, said by `details["fallback"]` and a warning on the result.
         trace_confidence: How a trace's confidence is computed from its token logprobs
             (`adaptive.confidence.TraceConfidence`: lowest / bottom-10% / tail group
             confidence over a sliding window). Only with weighting="confidence" or keep_top.
