@@ -31,7 +31,8 @@ def synthetic(path: Path, *, logprobs: bool, seed: int = 0) -> Path:
                 if logprobs:
                     sample["logprobs"] = lps
                 samples.append(sample)
-            f.write(json.dumps({"id": f"q{q}", "prompt": None, "gold": "7", "samples": samples}) + "\n")
+            row = {"id": f"q{q}", "prompt": f"Question {q}?", "gold": "7", "samples": samples}
+            f.write(json.dumps(row) + "\n")
     return path
 
 
@@ -66,3 +67,28 @@ def test_auroc_counts_ties_half() -> None:
     assert bench.auroc([(0.5, True), (0.5, False)]) == 0.5
     assert bench.auroc([(0.0, True), (1.0, False), (2.0, True)]) == 0.5
     assert bench.auroc([(1.0, True)]) is None
+
+
+@pytest.mark.asyncio
+async def test_keep_top_through_the_full_stack_on_a_recorded_file_with_logprobs(tmp_path: Path) -> None:
+    # The benchmark's filter and the strategy's keep_top, over ReplayEndpoint, agree exactly.
+    from adaptive_strategies import SelfConsistency
+
+    from adaptive import Client
+    from adaptive.confidence import TraceConfidence
+    from adaptive.endpoints import ReplayEndpoint, load_recorded
+
+    path = synthetic(tmp_path / "lp.jsonl", logprobs=True, seed=3)
+    questions = load_recorded(path)[:10]
+    measure = TraceConfidence(measure="bottom10", window=8)
+    strategy = SelfConsistency(n=12, keep_top=0.5, trace_confidence=measure)
+    agree = 0
+    async with Client(ReplayEndpoint(questions, shuffle=False)) as client:
+        for q in questions:
+            assert q.prompt is not None
+            result = await client.run(q.prompt, strategy=strategy)
+            traces = [bench.Trace(s.answer, s.tokens(), s.logprobs) for s in q.samples]
+            want, _, _ = bench.conf_top(measure, 0.5)(traces)
+            assert result.answer == want
+            agree += result.answer == q.gold
+    assert agree >= 8  # the filter finds the right answer where the plain majority often does not
