@@ -31,7 +31,7 @@ from ._exceptions import (
     StreamError,
 )
 from ._ledger import Charge, Ledger, Reservation
-from ._models import Completion, Request, Response, Usage
+from ._models import Completion, Request, Response, TokenLogprob, Usage
 from ._prices import Price
 from ._result import EventKind
 from ._strategy import Call, Outcome, Plan, Task
@@ -129,6 +129,15 @@ class AttemptMeter(UsageMeter):
         self.reservation = r
         self.observe = observe
         self.request_id = request_id
+        self.cut: anyio.CancelScope | None = None  # cancelled when the call's watch says cut
+
+    def tokens(self, index: int, logprobs: Sequence[TokenLogprob]) -> None:
+        """Hand streamed tokens to the call's watch; cut the request when it says so."""
+        watch = self.call.watch
+        if watch is None or self.cut is None or self.cut.cancel_called:
+            return
+        if watch.tokens(index, logprobs):
+            self.cut.cancel()
 
     def retrying(self, error: BaseException) -> None:
         """Record an attempt that failed with nothing billed and is retried (on the trace, $0)."""
@@ -279,7 +288,7 @@ class Dispatcher:
             while k >= plan.min_batch and k >= 1:
                 send = self.reserve(Call(self._seeded(sample, first_index, k)))
                 if send is not None:
-                    return [send]
+                    return [self._watched(plan, send)]
                 k -= 1
             return []
         out: list[Send] = []
@@ -287,12 +296,20 @@ class Dispatcher:
             send = self.reserve(Call(self._seeded(sample, first_index + i, 1)))
             if send is None:
                 break
-            out.append(send)
+            out.append(self._watched(plan, send))
         if len(out) < plan.min_batch:
             for _, r in out:
                 self.ledger.release(r)
             return []
         return out
+
+    @staticmethod
+    def _watched(plan: Plan, send: Send) -> Send:
+        """The send with the plan's watch for its request (asked once it is reserved)."""
+        if plan.watch is None:
+            return send
+        call, r = send
+        return dataclasses.replace(call, watch=plan.watch(call.request)), r
 
     def _seeded(self, request: Request, index: int, n: int) -> Request:
         changes: dict[str, Any] = {"n": n}
@@ -329,40 +346,24 @@ class Dispatcher:
         token = set_meter(meter)
         response: Response | None = None
         error: Exception | None = None
+        # The call's own scope: its watch cuts this request alone (the round goes on).
+        watched = meter.cut = anyio.CancelScope() if call.watch is not None else None
         try:
-            response = await ep.request(r.request)
+            if watched is None:
+                response = await ep.request(r.request)
+            else:
+                with watched:
+                    response = await ep.request(r.request)
         except anyio.get_cancelled_exc_class():
-            done = meter.finished
-
-            def cut() -> Charge:
-                return self.ledger.cancel(
-                    r,
-                    meter.usage,
-                    samples=meter.samples,
-                    finished=None if done is None else done.usage,
-                    finished_samples=0 if done is None else len(done.completions),
-                )
-
-            charge = self._book(cut)
-            self._ended(
-                observe,
-                call,
-                ep,
-                charge,
-                "cancel",
-                request_id=rid,
-                usd=charge.usd,
-                estimated=charge.estimated,
-                input_tokens=charge.usage.prompt_tokens,
-                output_tokens=charge.usage.completion_tokens,
-            )
-            if charge.overrun is not None and self.on_overrun is not None:
-                self.on_overrun(charge, rid)  # a stream that ran past its reservation before the cut
+            self._cancelled(observe, call, ep, r, meter, rid)
             raise
         except Exception as exc:  # an endpoint or a user callable failed: record, charge, go on
             error = exc
         finally:
             token.var.reset(token)
+        if watched is not None and watched.cancelled_caught and response is None and error is None:
+            self._cancelled(observe, call, ep, r, meter, rid, why="cut by its watch")
+            return
         if error is not None:
             bill = billed(error)
             if isinstance(error, ExceptionGroup):
@@ -416,6 +417,45 @@ class Dispatcher:
             return
         if stop is not None and not scope.cancel_called and stop():
             scope.cancel()
+
+    def _cancelled(
+        self,
+        observe: Observe,
+        call: Call,
+        ep: Endpoint,
+        r: Reservation,
+        meter: UsageMeter,
+        rid: int,
+        **data: Any,
+    ) -> None:
+        """Charge a cancelled call what it used (what a stream counted), and record it."""
+        done = meter.finished
+
+        def cut() -> Charge:
+            return self.ledger.cancel(
+                r,
+                meter.usage,
+                samples=meter.samples,
+                finished=None if done is None else done.usage,
+                finished_samples=0 if done is None else len(done.completions),
+            )
+
+        charge = self._book(cut)
+        self._ended(
+            observe,
+            call,
+            ep,
+            charge,
+            "cancel",
+            request_id=rid,
+            usd=charge.usd,
+            estimated=charge.estimated,
+            input_tokens=charge.usage.prompt_tokens,
+            output_tokens=charge.usage.completion_tokens,
+            **data,
+        )
+        if charge.overrun is not None and self.on_overrun is not None:
+            self.on_overrun(charge, rid)  # a stream that ran past its reservation before the cut
 
     def _book(self, book: Callable[[], Charge]) -> Charge:
         """Run one ledger booking; anything it raises becomes a `LedgerError`."""

@@ -231,12 +231,7 @@ class DoneData(TypedDict):
     answers: list[str | None]
 
 
-class CancelData(TypedDict):
-    """Kind "cancel": a request the controller stopped (still charged; estimated: worst case).
-
-    input_tokens / output_tokens are what was booked for it.
-    """
-
+class _CancelData(TypedDict):
     endpoint: str
     purpose: str
     request_id: int
@@ -244,6 +239,16 @@ class CancelData(TypedDict):
     estimated: bool
     input_tokens: int
     output_tokens: int
+
+
+class CancelData(_CancelData, total=False):
+    """Kind "cancel": a request the controller stopped (still charged; estimated: worst case).
+
+    input_tokens / output_tokens are what was booked for it; why="cut by its watch" when a
+    strategy's trace watch (e.g. `EarlyStop`) cut the stream, not the controller.
+    """
+
+    why: str
 
 
 class _ErrorData(TypedDict):

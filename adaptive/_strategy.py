@@ -30,7 +30,7 @@ from pydantic import Field
 from ._answer_spec import AnswerSpec
 from ._exceptions import AdaptiveWarning, ConfigError
 from ._ledger import Charge
-from ._models import Completion, Message, Request, Response, ValidatedModel
+from ._models import Completion, Message, Request, Response, TokenLogprob, ValidatedModel
 from ._prices import Price
 from ._registry import Registry
 from ._state import State
@@ -49,6 +49,7 @@ __all__ = [
     "Strategy",
     "StrategyRun",
     "Task",
+    "TraceWatch",
     "register_strategy",
     "strategy_from_config",
     "strategy_names",
@@ -133,6 +134,21 @@ class Task:
         return Request(**params)
 
 
+@runtime_checkable
+class TraceWatch(Protocol):
+    """Watches one streamed request's tokens as they arrive and says when to cut it.
+
+    Given by a strategy through `Plan.watch`. The controller cancels the request once
+    `tokens` returns True; it is charged what was streamed until then (its outcome is
+    `cancelled`, with no response). Only a streaming endpoint that returns logprobs ever
+    calls it (`OpenAIChat(..., stream=True)` with `logprobs`).
+    """
+
+    def tokens(self, index: int, logprobs: Sequence[TokenLogprob]) -> bool:
+        """Take in tokens that arrived for choice `index`; True: cut the request now."""
+        ...
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Call:
     """One request a plan asks for.
@@ -142,12 +158,14 @@ class Call:
         endpoint: Where to send it; None means the client's endpoint.
         purpose: "generate" (a sample) or "verify" (a verifier / judge call).
         tag: The strategy's own bookkeeping (beam id, candidate index...).
+        watch: Watches the request's streamed tokens and may cut it (see `TraceWatch`).
     """
 
     request: Request
     endpoint: Endpoint | None = None
     purpose: Literal["generate", "verify"] = "generate"
     tag: Any = None
+    watch: TraceWatch | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -161,6 +179,8 @@ class Plan:
         stoppable: Whether stop rules may end the call before / during this plan. Steps that
             must complete (scoring the candidates already paid for) set it False.
         note: A word for the trace.
+        watch: For `sample`: called with each request sent for it, returns a `TraceWatch`
+            for that request (or None: not watched), so a trace can be cut while streamed.
     """
 
     calls: tuple[Call, ...] = ()
@@ -169,6 +189,7 @@ class Plan:
     max_batch: int | None = None
     stoppable: bool = True
     note: str = ""
+    watch: Callable[[Request], TraceWatch | None] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

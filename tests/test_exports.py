@@ -11,6 +11,7 @@ import adaptive_strategies
 import pytest
 
 import adaptive
+import adaptive.confidence
 import adaptive.endpoints
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +142,11 @@ def test_strategies_use_only_adaptives_public_names(path: Path) -> None:
             continue
         private = [part for part in module.split(".") if part.startswith("_")]
         assert not private, f"strategies/{path.name} imports private module {module}"
-        public = {"adaptive": adaptive.__all__, "adaptive.endpoints": adaptive.endpoints.__all__}
+        public = {
+            "adaptive": adaptive.__all__,
+            "adaptive.endpoints": adaptive.endpoints.__all__,
+            "adaptive.confidence": adaptive.confidence.__all__,
+        }
         assert module in public, f"strategies/{path.name} imports {module}, which is not public"
         hidden = [n for n in names if n not in public[module]]
         assert not hidden, f"strategies/{path.name} imports {hidden}, not in {module}.__all__"

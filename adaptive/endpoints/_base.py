@@ -16,7 +16,7 @@ import email.utils
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
 
@@ -33,7 +33,7 @@ from .._exceptions import (
     TransportError,
 )
 from .._ledger import prompt_token_bound
-from .._models import Completion, Request, Response, Usage, ValidatedModel
+from .._models import Completion, Request, Response, TokenLogprob, Usage, ValidatedModel
 from .._prices import Price, lookup_price
 
 __all__ = [
@@ -173,6 +173,14 @@ class UsageMeter:
     usage: Usage | None = None
     samples: int = 0
     finished: Response | None = None
+
+    def tokens(self, index: int, logprobs: Sequence[TokenLogprob]) -> None:
+        """Told of streamed tokens (with their logprobs) as they arrive, for choice `index`.
+
+        A streaming endpoint that reads logprobs calls it for every chunk that carries some,
+        so a caller can watch a trace while it is written (and cut it: see `Plan.watch`).
+        This default ignores them.
+        """
 
     def before_retry(self, error: BaseException) -> bool:
         """Asked before an endpoint retries an attempt the server may have billed.

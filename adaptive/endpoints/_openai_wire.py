@@ -15,6 +15,7 @@ from typing import Any
 from .._ledger import prompt_token_bound
 from .._models import Completion, Request, Response, TokenLogprob, Usage
 from .._tokens import estimate_tokens
+from ._base import current_meter
 from ._checks import WireError, check_indices, check_usage, count
 from ._http import server_message
 from ._sse import ServerSaid
@@ -276,6 +277,8 @@ class OpenAIStreamDecoder:
         self._model: str | None = None
         self._id: str | None = None
         self._events = 0
+        # Told of each chunk's logprobs as they arrive (a caller watching the trace).
+        self._meter = current_meter()
 
     def feed(self, data: str, deltas: list[tuple[int, str]]) -> bool:
         """Read one chunk; True at `[DONE]`."""
@@ -340,6 +343,8 @@ class OpenAIStreamDecoder:
                 if state.logprobs is None:
                     state.logprobs = []
                 state.logprobs.extend(logprobs)
+                if self._meter is not None and logprobs:
+                    self._meter.tokens(index, logprobs)
             if finish:
                 state.finish_reason = str(finish)
                 state.finished_at = self._events

@@ -17,7 +17,7 @@ from .replies import (
     parse_yes_no,
     read_score,
 )
-from .self_consistency import AdaptiveConsistency, SelfConsistency, VoteRun
+from .self_consistency import AdaptiveConsistency, EarlyStop, SelfConsistency, VoteRun
 from .verifiers import (
     ExactChecker,
     FunctionVerifier,
@@ -40,6 +40,7 @@ __all__ = [
     "Aggregation",
     "BeamSearch",
     "BestOfN",
+    "EarlyStop",
     "ExactChecker",
     "FunctionVerifier",
     "LLMJudge",
