@@ -92,7 +92,8 @@ class ConsistencyPrior:
     def _moments(self, size: int) -> NDArray[np.float64]:
         table = self._table
         if table is None or table.shape[0] < size:
-            n = max(size, 2 * (table.shape[0] if table is not None else 64))
+            # 64 rows cover calls of up to ~60 samples; grow by doubling past that.
+            n = max(size, 2 * table.shape[0] if table is not None else 64)
             a = np.arange(n, dtype=np.float64)[:, None]
             powers_d = np.exp(a * self._log_d)  # (n, grid)
             powers_1md = np.exp(a * self._log_1md)
