@@ -133,8 +133,9 @@ def select_runs(
     `hardest` keeps the K questions of lowest agreement (label-free: the share of the
     majority answer in all samples; ties broken by a seeded draw). `subset` draws a
     different K of those for each shuffle (a seeded draw), as many small, separate runs.
-    `order` is "file" (as recorded), "random" (a seeded shuffle per run) or "adversarial"
-    (lowest agreement first: the prior learns from the hard questions before the easy ones).
+    `order` is "file" (as recorded), "random" (a seeded shuffle per run), "adversarial"
+    (lowest agreement first: the prior learns from the hard questions before the easy ones)
+    or "easy-first" (the reverse: a prior learned on easy questions meets the hard ones last).
     """
     pool = list(questions)
     rng = random.Random(20_261_202)
@@ -154,6 +155,8 @@ def select_runs(
             rnd.shuffle(chosen)
         elif order == "adversarial":
             chosen.sort(key=lambda q: hardness[q.id])
+        elif order == "easy-first":
+            chosen.sort(key=lambda q: hardness[q.id], reverse=True)
         runs.append(chosen)
     return runs
 
@@ -667,9 +670,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--hardest", type=int, default=None, help="keep only the K lowest-agreement questions")
     ap.add_argument(
         "--order",
-        choices=("file", "random", "adversarial"),
+        choices=("file", "random", "adversarial", "easy-first"),
         default="file",
-        help="question order within a run: as recorded, a seeded shuffle, or lowest agreement first",
+        help="question order within a run: as recorded, a seeded shuffle, lowest agreement first, or last",
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)

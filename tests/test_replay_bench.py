@@ -139,3 +139,30 @@ def test_the_report_has_tokens_frontiers_targets_and_a_clean_cross_check(
     settings = len(replay.CONTROLLER_GAIN_SWEEP) + len(replay.CONTROLLER_CONF_SWEEP)
     assert len(res["frontier"]["controller"]) == settings
     assert np.isfinite(res["methods"]["controller"]["accuracy"])
+
+
+SHARED = Path(__file__).parents[2] / "shared" / "data"
+FILES = [("consol-gpt4omini-gsm8k", "answer-is"), ("esc-gpt35-last-letters", "letters")]
+
+
+@pytest.mark.parametrize(("folder", "extract"), FILES)
+@pytest.mark.parametrize("order", ["adversarial", "easy-first"])
+def test_on_small_adversarial_runs_the_default_keeps_ac_accuracy(
+    folder: str, extract: str, order: str
+) -> None:
+    # 30-question runs, each shuffle its own draw, hard questions first or last: the prior
+    # learns from 30 calls at most, and from the wrong ones first. The default must keep
+    # AC-Beta-0.95's accuracy (within 1 point: 3 of 300 answers) at fewer samples.
+    path = SHARED / folder / "samples.jsonl"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    questions = load_recorded(path)
+    spec = replay.spec_for(extract)
+    parsed = replay.parse(questions, spec)
+    chosen = replay.select_runs(questions, parsed, 10, subset=30, order=order)
+    runs = [replay.prepare(qs, spec, seed, parsed) for seed, qs in enumerate(chosen)]
+    ac = replay.score(replay.stack([p for run in runs for p in run]), replay.ac_stop(0.95))
+    run, fresh = replay.controller_method(replay.AdaptiveConsistency(max_samples=40), 40)
+    ctrl = replay.evaluate(runs, run, fresh)
+    assert ctrl["accuracy"] >= ac["accuracy"] - 0.01
+    assert ctrl["mean_samples"] < ac["mean_samples"] / 1.1
