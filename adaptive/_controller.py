@@ -502,7 +502,17 @@ class _CallRun:
             return 0, state
         first = self.round == 0
         k = self.batching.size(plan, state, self.rule, generated=self.generated, first=first)
-        return k, self.batching.with_next(state, plan.sample, k)
+        return k, self.batching.with_next(state, plan.sample, k, self.sample_tokens())
+
+    def sample_tokens(self) -> float | None:
+        """Mean completion tokens per sample in this call so far (None before any reported one)."""
+        tokens = samples = 0
+        for o in self.recorder.outcomes:
+            c = o.charge
+            if o.call.purpose == "generate" and c.status == "ok" and not c.estimated and c.samples:
+                tokens += c.usage.completion_tokens
+                samples += c.samples
+        return tokens / samples if samples else None
 
     def rules_stop(self, plan: Plan, state: State) -> bool:
         """Whether the stop rules end the call before this plan (never before the first round)."""
