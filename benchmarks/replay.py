@@ -632,7 +632,7 @@ def print_report(f: str, res: dict[str, Any], shuffles: int) -> None:
         + f" ({t['accuracy']['controller']:.4f} vs {t['accuracy']['floor']:.4f}); "
         + f"samples AC/controller {t['samples']['ratio_vs_ac']:.2f}x (>= 1.5: "
         + ("yes" if t["samples"]["holds"] else "no")
-        + ("" if applies is None else f"; the label-free bound {'allows' if applies else 'rules out'} it")
+        + ("" if applies is None else f"; the label-free bound {'allows it' if applies else 'rules it out'}")
         + f"); tokens AC/controller {t['tokens']['ratio_vs_ac']:.2f}x (>= 1.3: "
         + ("yes" if t["tokens"]["holds"] else "no")
         + ")"
