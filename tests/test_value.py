@@ -81,3 +81,18 @@ async def test_long_samples_stop_on_value_where_short_ones_go_on() -> None:
     assert long.stop_reason == "not_worth_cost"
     assert long.stop is not None and long.stop.threshold is not None
     assert short.generated > long.generated
+
+
+def test_batch_sizing_weighs_the_expected_gain_against_the_expected_cost() -> None:
+    from adaptive import ControllerConfig, State, low_marginal_gain
+    from adaptive._controller import Controller
+
+    controller = Controller(ControllerConfig())
+    votes = {"a": 2, "b": 1}
+    conf, gain = controller.assess(votes)
+    state = State(round=1, samples=3, votes=votes, confidence=conf, marginal_gain=gain, next_batch=1)
+    rule = low_marginal_gain(value_usd=1.0)
+    cheap = controller.next_batch(state.replace(expected_cost_usd=1e-9), rule, cap=16)
+    dear = controller.next_batch(state.replace(expected_cost_usd=0.5), rule, cap=16)
+    # Dear: one sample already is not worth it; cheap: on until no batch could flip the leader.
+    assert dear == 1 < cheap
