@@ -22,6 +22,7 @@ from ._prices import Price
 from ._state import State
 from ._stop import StopRule
 from ._strategy import Plan
+from ._value import expected_gain_per_sample, expected_sample_cost_usd
 
 if TYPE_CHECKING:  # the controller imports this module
     from ._controller import ControllerConfig
@@ -50,7 +51,7 @@ def assess(prior: ConsistencyPrior, votes: Mapping[str, int], *, horizon: int) -
         return None, None
 
     def gain() -> float:
-        return max(prior.expected_gain(v1, v2, k) / k for k in range(1, horizon + 1))
+        return expected_gain_per_sample(prior, v1, v2, horizon=horizon)
 
     return prior.confidence(v1, v2), gain
 
@@ -171,13 +172,26 @@ class Batching:
             k -= 1
         return 0
 
-    def with_next(self, state: State, sample: Request, k: int) -> State:
-        """`state` with the next batch's size and worst-case cost filled in."""
+    def with_next(self, state: State, sample: Request, k: int, sample_tokens: float | None = None) -> State:
+        """`state` with the next batch's size, worst-case and expected cost filled in.
+
+        `sample_tokens` is the expected completion tokens per sample (this call's mean so
+        far); None before the first sample, when the expected cost is the worst case.
+        """
         if k < 1:
-            return state.replace(next_batch=0, next_cost_usd=None, next_tokens=0)
+            return state.replace(next_batch=0, next_cost_usd=None, next_tokens=0, expected_cost_usd=None)
         request, copies = self.shape(sample, k)
         pico, tokens = self.ledger.worst_case(
             request, self.price, prompt_copies=copies, endpoint=self.endpoint
         )
         cost = pico / 1e12 if self.price is not None else None
-        return state.replace(next_batch=k, next_cost_usd=cost, next_tokens=tokens)
+        expected = cost
+        if self.price is not None and sample_tokens is not None:
+            expected = expected_sample_cost_usd(
+                self.price,
+                prompt_tokens=self.ledger.prompt_tokens(request, self.endpoint),
+                sample_tokens=min(sample_tokens, float(request.max_tokens)),
+                k=k,
+                prompt_copies=copies,
+            )
+        return state.replace(next_batch=k, next_cost_usd=cost, next_tokens=tokens, expected_cost_usd=expected)

@@ -512,8 +512,22 @@ class _CallRun:
         if plan.sample is None:
             return 0, state
         first = self.round == 0
-        k = self.batching.size(plan, state, self.rule, generated=self.generated, first=first)
-        return k, self.batching.with_next(state, plan.sample, k)
+        tokens = self.sample_tokens()
+        # The rules size the batch knowing what one more sample is expected to cost, so a
+        # value rule (low_marginal_gain(value_usd=...)) asks for fewer of dear samples.
+        one = self.batching.with_next(state, plan.sample, 1, tokens)
+        k = self.batching.size(plan, one, self.rule, generated=self.generated, first=first)
+        return k, self.batching.with_next(state, plan.sample, k, tokens)
+
+    def sample_tokens(self) -> float | None:
+        """Mean completion tokens per sample in this call so far (None before any reported one)."""
+        tokens = samples = 0
+        for o in self.recorder.outcomes:
+            c = o.charge
+            if o.call.purpose == "generate" and c.status == "ok" and not c.estimated and c.samples:
+                tokens += c.usage.completion_tokens
+                samples += c.samples
+        return tokens / samples if samples else None
 
     def rules_stop(self, plan: Plan, state: State) -> bool:
         """Whether the stop rules end the call before this plan (never before the first round)."""

@@ -31,6 +31,9 @@ class State:
         next_batch: Samples the controller would request next.
         next_cost_usd: Worst-case dollars of that batch (None without a price).
         next_tokens: Worst-case tokens of that batch.
+        expected_cost_usd: Expected dollars of that batch: its prompt at the worst case, its
+            completions at this call's mean observed sample length (the worst case before
+            the first sample); None without a price. See `adaptive._value`.
         confidence: P(the leader is what unlimited voting would pick), from the controller's
             prior (AC's Beta rule when uncalibrated); None without votes.
         marginal_gain: Expected rise in that probability per extra sample; the controller
@@ -56,6 +59,7 @@ class State:
     next_batch: int = 1
     next_cost_usd: float | None = None
     next_tokens: int = 0
+    expected_cost_usd: float | None = None
     confidence: float | None = None
     marginal_gain: float | Callable[[], float | None] | None = None
     finished: bool = False

@@ -372,7 +372,9 @@ class LowMarginalGain(StopRule):
     The controller estimates the expected rise in P(our answer is the one unlimited voting
     gives) per extra sample (`State.marginal_gain`). Stop when it is below `min_gain`, or,
     with `value_usd` (what a correct answer is worth to you), when the expected value of the
-    next batch is below its worst-case cost.
+    next batch is below its expected cost (`State.expected_cost_usd`: this call's observed
+    sample lengths at the endpoint's price; the worst case before the first sample), so a
+    question whose samples run long stops sooner.
     """
 
     kind: ClassVar[str] = "low-marginal-gain"
@@ -385,9 +387,10 @@ class LowMarginalGain(StopRule):
         g = state.gain()
         if g is None or state.top_two_counts[0] < self.min_votes:
             return Check(False, self.label, g, self.min_gain)
-        if self.value_usd is not None and state.next_cost_usd is not None:
+        cost = state.expected_cost_usd if state.expected_cost_usd is not None else state.next_cost_usd
+        if self.value_usd is not None and cost is not None:
             worth = g * state.next_batch * self.value_usd
-            return Check(worth < state.next_cost_usd, self.label, worth, state.next_cost_usd)
+            return Check(worth < cost, self.label, worth, cost)
         return Check(g < self.min_gain, self.label, g, self.min_gain)
 
     def reason_for(self, check: Check) -> StopReason:

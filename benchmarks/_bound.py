@@ -125,12 +125,18 @@ def count_paths(paths: Sequence[tuple[Sequence[str | None], Sequence[int], str |
     return CountPaths(states, gold, majority, tokens, final)
 
 
-def best_rule(cp: CountPaths, reward: Reward, cost: float) -> NDArray[np.bool_]:
-    """Stop (True) or go on in each state: backward induction over the empirical transitions."""
-    return _policy(cp, cp.gold if reward == "gold" else cp.majority, cost)
+def best_rule(cp: CountPaths, reward: Reward, cost: float, *, per_token: bool = False) -> NDArray[np.bool_]:
+    """Stop (True) or go on in each state: backward induction over the empirical transitions.
+
+    With `per_token`, `cost` is charged per completion token of the next sample (its length on
+    each path, averaged over the paths through a state) instead of per sample.
+    """
+    return _policy(cp, cp.gold if reward == "gold" else cp.majority, cost, per_token=per_token)
 
 
-def _policy(cp: CountPaths, reward: NDArray[np.float64], cost: float) -> NDArray[np.bool_]:
+def _policy(
+    cp: CountPaths, reward: NDArray[np.float64], cost: float, *, per_token: bool = False
+) -> NDArray[np.bool_]:
     n_states = len(cp.final)
     valid = cp.states >= 0
     visits = np.bincount(cp.states[valid], minlength=n_states).astype(np.float64)
@@ -139,6 +145,8 @@ def _policy(cp: CountPaths, reward: NDArray[np.float64], cost: float) -> NDArray
     has_next = valid[:, :-1] & valid[:, 1:]
     src = cp.states[:, :-1][has_next]
     dst = cp.states[:, 1:][has_next]
+    # What each transition costs: a flat cost per sample, or the next sample's own tokens.
+    step = (np.diff(cp.tokens, axis=1)[has_next] * cost) if per_token else np.full(len(src), cost)
     out = np.bincount(src, minlength=n_states).astype(np.float64)
     depth = np.zeros(n_states, dtype=np.int64)
     depth[cp.states[valid]] = np.nonzero(valid)[1]
@@ -146,15 +154,15 @@ def _policy(cp: CountPaths, reward: NDArray[np.float64], cost: float) -> NDArray
     stop = np.ones(n_states, dtype=np.bool_)
     # States one sample deeper are settled first: a transition always adds one sample.
     order = np.argsort(-depth[src], kind="stable")
-    src, dst = src[order], dst[order]
+    src, dst, step = src[order], dst[order], step[order]
     bounds = np.append(np.searchsorted(-depth[src], np.arange(-depth.max(), 1)), len(src))
     for lo, hi in itertools.pairwise(bounds):
         if lo == hi:
             continue
         s, d = src[lo:hi], dst[lo:hi]
-        cont = np.bincount(s, weights=value[d], minlength=n_states)
+        cont = np.bincount(s, weights=value[d] - step[lo:hi], minlength=n_states)
         touched = np.unique(s)
-        go_on = cont[touched] / out[touched] - cost
+        go_on = cont[touched] / out[touched]
         better = go_on > r[touched]
         value[touched] = np.where(better, go_on, r[touched])
         stop[touched] = ~better
@@ -162,16 +170,19 @@ def _policy(cp: CountPaths, reward: NDArray[np.float64], cost: float) -> NDArray
     return stop
 
 
-def vote_count_bound(cp: CountPaths, reward: Reward, costs: Sequence[float]) -> list[BoundPoint]:
+def vote_count_bound(
+    cp: CountPaths, reward: Reward, costs: Sequence[float], *, per_token: bool = False
+) -> list[BoundPoint]:
     """The optimal vote-count rule for each per-sample cost, scored on the same paths.
 
-    Accuracy is always against gold; `reward` only chooses what the rule maximises.
+    Accuracy is always against gold; `reward` only chooses what the rule maximises. With
+    `per_token` each cost is per completion token (the bound on the tokens frontier).
     """
     target = cp.gold if reward == "gold" else cp.majority
     rows = np.arange(cp.states.shape[0])
     points = []
     for cost in costs:
-        stop = _policy(cp, target, cost)
+        stop = _policy(cp, target, cost, per_token=per_token)
         halt = np.where(cp.states >= 0, stop[np.maximum(cp.states, 0)], False)
         at = np.argmax(halt, axis=1)  # the first state the rule stops in (final states always do)
         points.append(

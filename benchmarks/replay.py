@@ -30,10 +30,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import random
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import numpy as np
@@ -41,6 +43,7 @@ import numpy as np
 # A sibling module: run as a script, the script's folder is on sys.path.
 from _bound import count_paths, fewest_samples, hull_at, vote_count_bound
 from adaptive_strategies import AdaptiveConsistency
+from numpy.typing import NDArray
 
 from adaptive import AnswerSpec, Client, ControllerConfig, ReplayEndpoint, State, StopRule, majority_vote
 from adaptive._controller import Controller
@@ -61,31 +64,104 @@ BOUND_COSTS = tuple(float(c) for c in np.geomspace(1e-4, 5e-2, 19))
 
 @dataclass
 class Prepared:
-    """A question's answers and tokens in the order one shuffle hands them out."""
+    """A question's answers and tokens in the order one shuffle hands them out.
 
+    `codes` numbers the answers by first appearance in this order (-1: abstained), so "ties
+    go to the first seen" is "ties go to the smaller code"; `gold_code` is the gold answer's
+    code (-2 when it never appears, or there is no gold).
+    """
+
+    qid: str
     answers: list[str | None]
     tokens: list[int]
     gold: str | None
+    codes: list[int]
+    gold_code: int
 
 
-def prepare(questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int) -> list[Prepared]:
-    ep = ReplayEndpoint(questions, seed=seed)
-    parsed = {}
-    out = []
+def _code(answers: Sequence[str | None], gold: str | None) -> tuple[list[int], int]:
+    seen: dict[str, int] = {}
+    codes = [-1 if a is None else seen.setdefault(a, len(seen)) for a in answers]
+    return codes, seen.get(gold, -2) if gold is not None else -2
+
+
+def parse(questions: Sequence[RecordedQuestion], spec: AnswerSpec) -> dict[str, list[str | None]]:
+    """Each question's answers in recorded order, read once (every shuffle reuses them)."""
+    parsed: dict[str, list[str | None]] = {}
     for q in questions:
         if q.id not in parsed:
             parsed[q.id] = [spec.read(s.text, s.answer) for s in q.samples]
+    return parsed
+
+
+def prepare(
+    questions: Sequence[RecordedQuestion],
+    spec: AnswerSpec,
+    seed: int,
+    parsed: dict[str, list[str | None]] | None = None,
+) -> list[Prepared]:
+    """The questions (in the order given) with their samples in shuffle `seed`'s order."""
+    ep = ReplayEndpoint(questions, seed=seed)
+    parsed = parsed if parsed is not None else parse(questions, spec)
+    out = []
+    for q in questions:
         order = ep.order(q.id)
         gold = spec.normalizer.normalize(q.gold) if q.gold is not None else None
-        out.append(Prepared([parsed[q.id][i] for i in order], [q.samples[i].tokens() for i in order], gold))
+        answers = [parsed[q.id][i] for i in order]
+        codes, gold_code = _code(answers, gold)
+        out.append(Prepared(q.id, answers, [q.samples[i].tokens() for i in order], gold, codes, gold_code))
     return out
 
 
+def agreement(answers: Sequence[str | None]) -> float:
+    """The share of all of a question's samples that give its most frequent answer (label-free)."""
+    votes = _votes(answers)
+    return max(votes.values()) / len(answers) if votes else 0.0
+
+
+def select_runs(
+    questions: Sequence[RecordedQuestion],
+    parsed: dict[str, list[str | None]],
+    shuffles: int,
+    *,
+    hardest: int | None = None,
+    subset: int | None = None,
+    order: str = "file",
+) -> list[list[RecordedQuestion]]:
+    """The questions each shuffle runs, in the order it runs them: the hard situations, seeded.
+
+    `hardest` keeps the K questions of lowest agreement (label-free: the share of the
+    majority answer in all samples; ties broken by a seeded draw). `subset` draws a
+    different K of those for each shuffle (a seeded draw), as many small, separate runs.
+    `order` is "file" (as recorded), "random" (a seeded shuffle per run), "adversarial"
+    (lowest agreement first: the prior learns from the hard questions before the easy ones)
+    or "easy-first" (the reverse: a prior learned on easy questions meets the hard ones last).
+    """
+    pool = list(questions)
+    rng = random.Random(20_261_202)
+    tiebreak = {q.id: rng.random() for q in pool}
+    hardness = {q.id: (agreement(parsed[q.id]), tiebreak[q.id]) for q in pool}
+    if hardest is not None:
+        pool = sorted(pool, key=lambda q: hardness[q.id])[:hardest]
+        pool.sort(key=lambda q: questions.index(q))
+    runs = []
+    for r in range(shuffles):
+        rnd = random.Random(1_000_003 * (r + 1))
+        chosen = list(pool)
+        if subset is not None and subset < len(pool):
+            keep = set(rnd.sample(range(len(pool)), subset))
+            chosen = [q for i, q in enumerate(pool) if i in keep]
+        if order == "random":
+            rnd.shuffle(chosen)
+        elif order == "adversarial":
+            chosen.sort(key=lambda q: hardness[q.id])
+        elif order == "easy-first":
+            chosen.sort(key=lambda q: hardness[q.id], reverse=True)
+        runs.append(chosen)
+    return runs
+
+
 Outcome = tuple[str | None, int, int]  # answer, samples drawn, tokens drawn
-
-
-def sc_all(p: Prepared) -> Outcome:
-    return majority_vote(p.answers).winner, len(p.answers), sum(p.tokens)
 
 
 def _votes(answers: Sequence[str | None]) -> dict[str, int]:
@@ -96,7 +172,130 @@ def _votes(answers: Sequence[str | None]) -> dict[str, int]:
     return votes
 
 
+# -- the published rules, vectorized over every shuffled question ------------------------------
+# Paths of one length n are stacked into (paths, n) arrays; each rule is then a few numpy
+# operations per step instead of a Python loop per question. `tests/test_replay_bench.py`
+# checks them against the one-question-at-a-time definitions.
+
+
+@dataclass
+class Paths:
+    """Equal-length shuffled questions as arrays, with the vote counts after every sample."""
+
+    n: int
+    codes: NDArray[np.int64]  # (paths, n)
+    gold_code: NDArray[np.int64]  # (paths,)
+    tokens: NDArray[np.float64]  # (paths, n) completion tokens drawn up to and including each sample
+    leader: NDArray[np.int64]  # (paths, n) majority leader after each sample (-1: none yet)
+    v1: NDArray[np.int64]  # (paths, n) the leader's votes
+    v2: NDArray[np.int64]  # (paths, n) the runner-up's votes
+
+
+def stack(prepared: Sequence[Prepared]) -> list[Paths]:
+    """Group the shuffled questions by length and compute every prefix's counts and leader."""
+    groups: dict[int, list[Prepared]] = {}
+    for p in prepared:
+        groups.setdefault(len(p.codes), []).append(p)
+    out = []
+    for n, ps in sorted(groups.items()):
+        codes = np.array([p.codes for p in ps], dtype=np.int64).reshape(len(ps), n)
+        rows = np.arange(len(ps))
+        width = int(codes.max(initial=-1)) + 2  # one column more: abstentions land in the last
+        counts = np.zeros((len(ps), width), dtype=np.int64)
+        leader = np.full((len(ps), n), -1, dtype=np.int64)
+        v1 = np.zeros((len(ps), n), dtype=np.int64)
+        v2 = np.zeros((len(ps), n), dtype=np.int64)
+        lead = np.full(len(ps), -1, dtype=np.int64)
+        for k in range(n):
+            c = codes[:, k]
+            voted = c >= 0
+            counts[rows[voted], c[voted]] += 1
+            mine = counts[rows, np.maximum(c, 0)]
+            theirs = np.where(lead >= 0, counts[rows, np.maximum(lead, 0)], -1)
+            take = voted & ((mine > theirs) | ((mine == theirs) & (c < lead)))
+            lead = np.where(take, c, lead)
+            leader[:, k] = lead
+            real = counts[:, :-1]
+            if real.shape[1] >= 2:
+                top2 = np.partition(real, real.shape[1] - 2, axis=1)[:, -2:]
+                v1[:, k], v2[:, k] = top2[:, 1], top2[:, 0]
+            else:
+                v1[:, k] = real[:, 0] if real.shape[1] else 0
+        tokens = np.cumsum(np.array([p.tokens for p in ps], dtype=np.float64).reshape(len(ps), n), axis=1)
+        gold = np.array([p.gold_code for p in ps], dtype=np.int64)
+        out.append(Paths(n, codes, gold, tokens, leader, v1, v2))
+    return out
+
+
+def score(groups: Sequence[Paths], stop_at: Callable[[Paths], NDArray[np.int64]]) -> dict[str, float]:
+    """Accuracy, mean samples and mean tokens when each path stops after `stop_at(paths)` samples."""
+    correct = samples = tokens = total = 0.0
+    for g in groups:
+        k = stop_at(g)
+        rows = np.arange(len(k))
+        lead = g.leader[rows, k - 1]
+        correct += float(np.sum((lead >= 0) & (lead == g.gold_code)))
+        samples += float(k.sum())
+        tokens += float(g.tokens[rows, k - 1].sum())
+        total += len(k)
+    return {"accuracy": correct / total, "mean_samples": samples / total, "mean_tokens": tokens / total}
+
+
+def sc_stop(g: Paths) -> NDArray[np.int64]:
+    """SC@N: every sample."""
+    return np.full(len(g.codes), g.n, dtype=np.int64)
+
+
+_BETA: dict[int, NDArray[np.float64]] = {}
+
+
+def _beta_table(n: int) -> NDArray[np.float64]:
+    table = _BETA.get(n)
+    if table is None:
+        table = np.zeros((n + 1, n + 1))
+        for a in range(1, n + 1):
+            for b in range(0, min(a, n - a) + 1):
+                table[a, b] = beta_confidence(a, b)
+        _BETA[n] = table
+    return table
+
+
+def ac_stop(threshold: float) -> Callable[[Paths], NDArray[np.int64]]:
+    """AC's Beta rule, checked after every sample: the first k where it is `threshold` sure."""
+
+    def stop(g: Paths) -> NDArray[np.int64]:
+        conf = _beta_table(g.n)[g.v1, g.v2]
+        hit = (g.v1 > 0) & (conf >= threshold)
+        first = np.argmax(hit, axis=1) + 1
+        return np.where(hit.any(axis=1), first, g.n).astype(np.int64)
+
+    return stop
+
+
+def esc_stop(window: int) -> Callable[[Paths], NDArray[np.int64]]:
+    """ESC: windows of `window` samples; stop after the first window whose answers all agree."""
+
+    def stop(g: Paths) -> NDArray[np.int64]:
+        k = np.full(len(g.codes), g.n, dtype=np.int64)
+        done = np.zeros(len(g.codes), dtype=np.bool_)
+        for end in range(window, g.n, window):  # the last window (ending at n) stops anyway
+            w = g.codes[:, end - window : end]
+            same = (w[:, :1] >= 0) & (w == w[:, :1]).all(axis=1, keepdims=True)
+            now = same[:, 0] & ~done
+            k[now] = end
+            done |= now
+        return k
+
+    return stop
+
+
+def sc_all(p: Prepared) -> Outcome:
+    """SC@N on one question (the definition the vectorized `sc_stop` is checked against)."""
+    return majority_vote(p.answers).winner, len(p.answers), sum(p.tokens)
+
+
 def ac_beta(p: Prepared, threshold: float) -> Outcome:
+    """AC-Beta on one question (the definition `ac_stop` is checked against)."""
     n = len(p.answers)
     for k in range(1, n + 1):
         counts = sorted(_votes(p.answers[:k]).values(), reverse=True)
@@ -108,6 +307,7 @@ def ac_beta(p: Prepared, threshold: float) -> Outcome:
 
 
 def esc(p: Prepared, window: int) -> Outcome:
+    """ESC on one question (the definition `esc_stop` is checked against)."""
     n = len(p.answers)
     k = 0
     while k < n:
@@ -233,91 +433,218 @@ def _interpolate(curve: list[list[float]], x: float) -> float:
     return pts[-1][1]
 
 
-def run_file(path: str, shuffles: int, check: int, extract: str) -> dict[str, object]:
+def _curve(points: Sequence[Sequence[float]], x: int, y: int = 1) -> list[tuple[float, float]]:
+    return [(float(p[x]), float(p[y])) for p in points]
+
+
+def run_file(
+    path: str,
+    shuffles: int,
+    check: int,
+    extract: str,
+    *,
+    sweep: bool = False,
+    bound: bool = True,
+    hardest: int | None = None,
+    subset: int | None = None,
+    order: str = "file",
+) -> dict[str, object]:
     questions = load_recorded(path)
     spec = spec_for(extract)
     n = max(len(q.samples) for q in questions)
     t0 = time.perf_counter()
-    runs = [prepare(questions, spec, seed) for seed in range(shuffles)]
+    parsed = parse(questions, spec)
+    chosen = select_runs(questions, parsed, shuffles, hardest=hardest, subset=subset, order=order)
+    runs = [prepare(qs, spec, seed, parsed) for seed, qs in enumerate(chosen)]
+    groups = stack([p for prepared in runs for p in prepared])
     methods: dict[str, dict[str, float]] = {}
-    frontier: dict[str, list[list[float]]] = {}
-    methods[f"SC@{n}"] = evaluate(runs, sc_all)
+    # Per method: [mean_samples, accuracy, mean_tokens] per swept setting.
+    swept: dict[str, list[list[float]]] = {}
+    methods[f"SC@{n}"] = score(groups, sc_stop)
     full = methods[f"SC@{n}"]["mean_samples"]
-    frontier["AC-Beta"] = []
+    swept["AC-Beta"] = []
     for t in AC_SWEEP:
-        r = evaluate(runs, lambda p, t=t: ac_beta(p, t))
-        frontier["AC-Beta"].append([r["mean_samples"], r["accuracy"]])
+        r = score(groups, ac_stop(t))
+        swept["AC-Beta"].append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if t == 0.95:
             methods["AC-Beta-0.95"] = r
-    frontier["ESC"] = []
+    swept["ESC"] = []
     for w in ESC_SWEEP:
-        r = evaluate(runs, lambda p, w=w: esc(p, w))
-        frontier["ESC"].append([r["mean_samples"], r["accuracy"]])
+        r = score(groups, esc_stop(w))
+        swept["ESC"].append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if w == 5:
             methods["ESC-5"] = r
     default = AdaptiveConsistency(max_samples=n)
-    settings = [default.model_copy(update={"min_gain": g}) for g in CONTROLLER_GAIN_SWEEP]
-    settings += [default.model_copy(update={"confidence": c, "min_gain": 0.0}) for c in CONTROLLER_CONF_SWEEP]
+    settings = [default]
+    if sweep:  # the controller runs one question at a time: its sweep is the slow part
+        settings = [default.model_copy(update={"min_gain": g}) for g in CONTROLLER_GAIN_SWEEP]
+        settings += [
+            default.model_copy(update={"confidence": c, "min_gain": 0.0}) for c in CONTROLLER_CONF_SWEEP
+        ]
     points = []
     for setting in settings:
         run, fresh = controller_method(setting, n)
         r = evaluate(runs, run, fresh)
-        points.append([r["mean_samples"], r["accuracy"]])
+        points.append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if setting == default:
             methods["controller"] = r
-    frontier["controller"] = sorted(points)
+    swept["controller"] = sorted(points)
     for m in methods.values():
         m["reduction_vs_full"] = full / m["mean_samples"]
+    frontier = {name: [[s, a] for s, a, _ in pts] for name, pts in swept.items()}
+    tokens_frontier = {name: sorted([t, a] for _, a, t in pts) for name, pts in swept.items()}
     gaps = {
         rival: [round(a - _interpolate(frontier[rival], s), 5) for s, a in frontier["controller"]]
         for rival in ("AC-Beta", "ESC")
     }
-    paths = count_paths([(p.answers, p.tokens, p.gold) for prepared in runs for p in prepared])
-    bound: dict[str, list[list[float]]] = {}
-    room: dict[str, dict[str, float]] = {}
-    for reward in ("gold", "majority"):
-        pts = vote_count_bound(paths, reward, BOUND_COSTS)
-        bound[reward] = [[p.mean_samples, p.accuracy, p.mean_tokens] for p in pts]
-        curve = [(p.mean_samples, p.accuracy) for p in pts]
-        # How far the bound lies above each method at that method's mean samples, and where
-        # it stands at a twelfth of the full samples and at AC-Beta-0.95's samples / 1.5.
-        room[reward] = {
-            name: round(hull_at(curve, m["mean_samples"]) - m["accuracy"], 5) for name, m in methods.items()
-        }
-        for x in (full / 12, methods["AC-Beta-0.95"]["mean_samples"] / 1.5):
-            room[reward][f"at {x:.2f} samples"] = round(hull_at(curve, x), 5)
-    # Fewest mean samples within 0.2 points of the full vote, on each curve's upper hull.
-    target = methods[f"SC@{n}"]["accuracy"] - 0.002
-    curves = {name: [(x, y) for x, y in pts] for name, pts in frontier.items()}
-    curves |= {f"bound-{reward}": [(x, y) for x, y, _ in pts] for reward, pts in bound.items()}
-    within = {name: fewest_samples(pts, target) for name, pts in curves.items()}
     result: dict[str, object] = {
         "methods": methods,
+        # [mean_samples, accuracy] per swept setting (the controller: its default alone
+        # unless --sweep)
         "frontier": frontier,
+        # [mean_tokens, accuracy] per swept setting
+        "tokens_frontier": tokens_frontier,
         # controller accuracy minus the rival's (interpolated) at each controller point's
         # mean samples (the rival extended flat outside its swept range)
         "frontier_gap": gaps,
+    }
+    target = methods[f"SC@{n}"]["accuracy"] - 0.002
+    curves = {name: _curve(pts, 0) for name, pts in frontier.items()}
+    ctrl, ac = methods["controller"], methods["AC-Beta-0.95"]
+    if bound:
+        paths = count_paths([(p.answers, p.tokens, p.gold) for prepared in runs for p in prepared])
+        bounds: dict[str, list[list[float]]] = {}
+        token_bounds: dict[str, list[list[float]]] = {}
+        room: dict[str, dict[str, float]] = {}
+        mean_tokens = float(paths.tokens[:, -1].mean()) / max(1, paths.tokens.shape[1])
+        for reward in ("gold", "majority"):
+            pts = vote_count_bound(paths, reward, BOUND_COSTS)
+            bounds[reward] = [[p.mean_samples, p.accuracy, p.mean_tokens] for p in pts]
+            # The same DP charged per token (the next sample's own length): the best a
+            # vote-count rule can do for the tokens it spends. Costs are per token, scaled
+            # so the sweep spans the same range as the per-sample one.
+            tpts = vote_count_bound(paths, reward, [c / mean_tokens for c in BOUND_COSTS], per_token=True)
+            token_bounds[reward] = [[p.mean_tokens, p.accuracy, p.mean_samples] for p in tpts]
+            curve = _curve(bounds[reward], 0)
+            # How far the bound lies above each method at that method's mean samples, and where
+            # it stands at a twelfth of the full samples and at AC-Beta-0.95's samples / 1.5.
+            room[reward] = {
+                name: round(hull_at(curve, m["mean_samples"]) - m["accuracy"], 5)
+                for name, m in methods.items()
+            }
+            for x in (full / 12, ac["mean_samples"] / 1.5):
+                room[reward][f"at {x:.2f} samples"] = round(hull_at(curve, x), 5)
+        curves |= {f"bound-{reward}": _curve(pts, 0) for reward, pts in bounds.items()}
+        free = _curve(bounds["majority"], 0)
+        free_tokens = _curve(token_bounds["majority"], 0)
         # the hindsight bound: [mean_samples, accuracy, mean_tokens] per per-sample cost
-        "bound": bound,
+        result["bound"] = bounds
+        # the bound charged per token: [mean_tokens, accuracy, mean_samples] per per-token cost
+        result["bound_tokens"] = token_bounds
         # bound accuracy minus each method's at its mean samples, and the bound's accuracy at
         # N/12 samples and at AC-Beta-0.95's samples / 1.5
-        "bound_room": room,
-        # fewest mean samples within 0.2 points of SC@N on each frontier and bound (None: never)
-        "within_0.2pt": within,
-        "questions": len(questions),
-        "shuffles": shuffles,
-        "seconds": round(time.perf_counter() - t0, 1),
+        result["bound_room"] = room
+        result["bound_tokens_room"] = {
+            name: round(hull_at(free_tokens, m["mean_tokens"]) - m["accuracy"], 5)
+            for name, m in methods.items()
+        }
+    # fewest mean samples within 0.2 points of SC@N on each frontier and bound (None: never)
+    result["within_0.2pt"] = {name: fewest_samples(pts, target) for name, pts in curves.items()}
+    # The issue's targets, each with the figures behind it.
+    floor = min(methods[f"SC@{n}"]["accuracy"], ac["accuracy"]) - 0.002
+    targets: dict[str, object] = {
+        "accuracy": {"controller": ctrl["accuracy"], "floor": floor, "holds": ctrl["accuracy"] >= floor},
+        "samples": {
+            "ratio_vs_ac": ac["mean_samples"] / ctrl["mean_samples"],
+            "holds": ac["mean_samples"] / ctrl["mean_samples"] >= 1.5,
+        },
+        "tokens": {
+            "ratio_vs_ac": ac["mean_tokens"] / ctrl["mean_tokens"],
+            "holds": ac["mean_tokens"] / ctrl["mean_tokens"] >= 1.3,
+        },
     }
+    if bound:
+        reachable = hull_at(free, ac["mean_samples"] / 1.5) >= methods[f"SC@{n}"]["accuracy"] - 0.002
+        targets["samples"]["applies"] = reachable  # type: ignore[index]
+        gap = hull_at(free, ctrl["mean_samples"]) - ctrl["accuracy"]
+        targets["bound_gap"] = {"label_free_above_controller": gap, "holds": gap <= 0.003}
+    result["targets"] = targets
+    result["questions"] = len(runs[0])
+    result["shuffles"] = shuffles
+    result["seconds"] = round(time.perf_counter() - t0, 1)
     if check:
         run, fresh = controller_method(default, n)
         fresh()
         fast = [run(p) for p in runs[0][:check]]
-        slow = anyio.run(full_stack, questions, spec, 0, check, n)
+        slow = anyio.run(full_stack, chosen[0], spec, 0, check, n)
         mismatches = sum(a[:2] != b[:2] for a, b in zip(fast, slow, strict=True))
-        result["full_stack_check"] = {"questions": check, "mismatches": mismatches}
+        result["full_stack_check"] = {"questions": min(check, len(fast)), "mismatches": mismatches}
         if mismatches:
             print(f"full-stack check FAILED: {mismatches} of {check} differ", file=sys.stderr)
     return result
+
+
+def _pts(pts: Sequence[Sequence[float]], fmt: str = "{:.2f}:{:.4f}") -> str:
+    return "  ".join(fmt.format(p[0], p[1]) for p in pts)
+
+
+def print_report(f: str, res: dict[str, Any], shuffles: int) -> None:
+    full_n = next(m["mean_samples"] for k, m in res["methods"].items() if k.startswith("SC@"))
+    print(f"\n{f}  ({res['questions']} questions x {shuffles} shuffles, {res['seconds']}s)")
+    print(f"{'method':<16}{'accuracy':>10}{'samples':>10}{'tokens':>10}{'reduction':>11}")
+    for name, m in res["methods"].items():
+        print(
+            f"{name:<16}{m['accuracy']:>10.4f}{m['mean_samples']:>10.2f}{m['mean_tokens']:>10.1f}{m['reduction_vs_full']:>10.1f}x"
+        )
+    for name, pts in res["frontier"].items():
+        print(f"  frontier {name:<11}" + _pts(pts))
+    for name, pts in res["tokens_frontier"].items():
+        print(f"  tokens frontier {name:<11}" + _pts(pts, "{:.0f}:{:.4f}"))
+    for rival, gap in res["frontier_gap"].items():
+        print(f"  controller minus {rival:<8}" + "  ".join(f"{g:+.4f}" for g in gap))
+    for key, unit in (("bound", "samples"), ("bound_tokens", "tokens")):
+        for reward, pts in res.get(key, {}).items():
+            label = f"bound in {unit} ({'gold labels' if reward == 'gold' else 'label-free'})"
+            print(f"  {label:<32}" + _pts(pts, "{:.2f}:{:.4f}" if unit == "samples" else "{:.0f}:{:.4f}"))
+    for reward, gaps_ in res.get("bound_room", {}).items():
+        label = "gold labels" if reward == "gold" else "label-free"
+        print(
+            f"  bound ({label}) above method at its samples: "
+            + ", ".join(f"{k} {v:.4f}" if k.startswith("at ") else f"{k} {v:+.4f}" for k, v in gaps_.items())
+        )
+    if "bound_tokens_room" in res:
+        print(
+            "  bound in tokens (label-free) above method at its tokens: "
+            + ", ".join(f"{k} {v:+.4f}" for k, v in res["bound_tokens_room"].items())
+        )
+    print(
+        "  fewest samples within 0.2 pt of the full vote: "
+        + ", ".join(
+            f"{k} " + ("never" if v is None else f"{v:.2f} ({full_n / v:.1f}x)")
+            for k, v in res["within_0.2pt"].items()
+        )
+    )
+    t = res["targets"]
+    applies = t["samples"].get("applies")
+    print(
+        "  targets: accuracy >= min(SC, AC) - 0.2pt: "
+        + ("yes" if t["accuracy"]["holds"] else "NO")
+        + f" ({t['accuracy']['controller']:.4f} vs {t['accuracy']['floor']:.4f}); "
+        + f"samples AC/controller {t['samples']['ratio_vs_ac']:.2f}x (>= 1.5: "
+        + ("yes" if t["samples"]["holds"] else "no")
+        + ("" if applies is None else f"; the label-free bound {'allows it' if applies else 'rules it out'}")
+        + f"); tokens AC/controller {t['tokens']['ratio_vs_ac']:.2f}x (>= 1.3: "
+        + ("yes" if t["tokens"]["holds"] else "no")
+        + ")"
+        + (
+            ""
+            if "bound_gap" not in t
+            else f"; label-free bound {t['bound_gap']['label_free_above_controller'] * 100:+.2f} pt above "
+            f"the controller (<= 0.3: {'yes' if t['bound_gap']['holds'] else 'no'})"
+        )
+    )
+    if "full_stack_check" in res:
+        print(f"  full-stack check: {res['full_stack_check']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,44 +659,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         "or 'letters' (letters after the last 'answer is', the last-letters reference rule); "
         "FILE=NAME sets it per file",
     )
+    ap.add_argument("--sweep", action="store_true", help="also sweep the controller's settings (slow)")
+    ap.add_argument("--no-bound", action="store_true", help="skip the hindsight bound")
+    ap.add_argument(
+        "--questions",
+        type=int,
+        default=None,
+        help="each shuffle runs its own seeded draw of this many questions",
+    )
+    ap.add_argument("--hardest", type=int, default=None, help="keep only the K lowest-agreement questions")
+    ap.add_argument(
+        "--order",
+        choices=("file", "random", "adversarial", "easy-first"),
+        default="file",
+        help="question order within a run: as recorded, a seeded shuffle, lowest agreement first, or last",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    for name in ("questions", "hardest"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            ap.error(f"--{name} must be at least 1 (got {value})")
     report: dict[str, dict[str, object]] = {}
     for arg in args.files:
         f, _, extract = arg.partition("=")
-        report[f] = run_file(f, args.shuffles, args.check, extract or args.extract)
-        res = report[f]
-        full_n = next(m["mean_samples"] for k, m in res["methods"].items() if k.startswith("SC@"))  # type: ignore[union-attr]
-        print(f"\n{f}  ({res['questions']} questions x {args.shuffles} shuffles, {res['seconds']}s)")
-        print(f"{'method':<16}{'accuracy':>10}{'samples':>10}{'tokens':>10}{'reduction':>11}")
-        for name, m in res["methods"].items():  # type: ignore[union-attr]
-            print(
-                f"{name:<16}{m['accuracy']:>10.4f}{m['mean_samples']:>10.2f}{m['mean_tokens']:>10.1f}{m['reduction_vs_full']:>10.1f}x"
-            )
-        for name, pts in res["frontier"].items():  # type: ignore[union-attr]
-            print(f"  frontier {name:<11}" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a in pts))
-        for rival, gap in res["frontier_gap"].items():  # type: ignore[union-attr]
-            print(f"  controller minus {rival:<8}" + "  ".join(f"{g:+.4f}" for g in gap))
-        for reward, pts in res["bound"].items():  # type: ignore[union-attr]
-            label = "bound (gold labels)" if reward == "gold" else "bound (label-free)"
-            print(f"  {label:<21}" + "  ".join(f"{s:.2f}:{a:.4f}" for s, a, _ in pts))
-        for reward, gaps_ in res["bound_room"].items():  # type: ignore[union-attr]
-            label = "gold labels" if reward == "gold" else "label-free"
-            print(
-                f"  bound ({label}) above method at its samples: "
-                + ", ".join(
-                    f"{k} {v:.4f}" if k.startswith("at ") else f"{k} {v:+.4f}" for k, v in gaps_.items()
-                )
-            )
-        print(
-            "  fewest samples within 0.2 pt of the full vote: "
-            + ", ".join(
-                f"{k} " + ("never" if v is None else f"{v:.2f} ({full_n / v:.1f}x)")
-                for k, v in res["within_0.2pt"].items()  # type: ignore[union-attr]
-            )
+        report[f] = run_file(
+            f,
+            args.shuffles,
+            args.check,
+            extract or args.extract,
+            sweep=args.sweep,
+            bound=not args.no_bound,
+            hardest=args.hardest,
+            subset=args.questions,
+            order=args.order,
         )
-        if "full_stack_check" in res:
-            print(f"  full-stack check: {res['full_stack_check']}")
+        print_report(f, report[f], args.shuffles)
     if args.json:
         print(json.dumps({"files": report}))
     return 0

@@ -61,7 +61,8 @@ def test_fit_accepts_vote_maps_pairs_in_any_order_and_ignores_single_votes() -> 
     pairs = [(7, 1), (5, 5), (9, 0), (4, 2)] * 5
     maps = [{"x": a, "y": b, "z": min(b, 1) if b else 0} for a, b in pairs]
     swapped = [(b, a) for a, b in reversed(pairs)]
-    a, b, c = ConsistencyPrior(), ConsistencyPrior(), ConsistencyPrior()
+    # Without a half-life the order of the logs does not matter (with one, recent ones weigh more).
+    a, b, c = (ConsistencyPrior(half_life=None) for _ in range(3))
     a.fit(pairs)
     b.fit(maps)
     c.fit([*swapped, (1, 0), (0, 0)])  # fewer than two votes say nothing about consistency
@@ -88,7 +89,7 @@ def test_fit_on_early_stopped_logs_matches_fit_on_full_logs() -> None:
         full.append((a, b))
         early.append(stopped or (a, b))
     assert sum(map(sum, early)) < sum(map(sum, full)) / 3  # the early logs really are short
-    f_full, f_early = ConsistencyPrior(), ConsistencyPrior()
+    f_full, f_early = ConsistencyPrior(half_life=None), ConsistencyPrior(half_life=None)
     f_full.fit(full)
     f_early.fit(early)
     mean_full = float(f_full.weights @ f_full.d)
@@ -377,3 +378,33 @@ def test_a_poisoned_live_prior_still_refits_saves_and_loads(tmp_path: Path) -> N
 def test_observe_refuses_counts_that_are_not_whole_numbers(bad: tuple[object, object]) -> None:
     with pytest.raises(ConfigError, match="whole numbers"):
         ConsistencyPrior().observe(*bad)  # type: ignore[arg-type]
+
+
+def test_the_learned_share_grows_with_the_calls_observed() -> None:
+    shares = []
+    for calls in (5, 30, 3000):
+        prior = ConsistencyPrior(half_life=None)
+        prior.fit([(4, 0)] * calls)
+        assert prior.effective_questions == calls
+        assert prior.learned_share == pytest.approx(calls / (calls + prior.pseudo_count))
+        shares.append(prior.confidence(3, 0))
+    # Five unanimous calls cannot make a 3-0 lead look like a sure thing; thousands can.
+    assert beta_confidence(3, 0) < shares[0] < 0.97 < shares[1] < shares[2]
+    assert shares[2] > 0.999
+
+
+def test_half_life_weighs_recent_calls_more() -> None:
+    old_then_new = ConsistencyPrior(half_life=20)
+    old_then_new.fit([(5, 5)] * 200 + [(10, 0)] * 40)
+    forever = ConsistencyPrior(half_life=None)
+    forever.fit([(5, 5)] * 200 + [(10, 0)] * 40)
+    # 200 split calls long ago, 40 unanimous ones lately: with a half-life the recent
+    # unanimous calls dominate, without it the old split ones do.
+    assert old_then_new.confidence(3, 0) > forever.confidence(3, 0) + 0.05
+    assert old_then_new.effective_questions < 1 / (1 - 0.5 ** (1 / 20))  # about 1.44 * 20 + 0.5
+    assert sum(old_then_new.counts.values()) == 240  # the log keeps every call
+    back = ConsistencyPrior.from_dict(old_then_new.to_dict())
+    assert back.half_life == 20 and back.confidence(3, 0) == old_then_new.confidence(3, 0)
+    assert old_then_new.copy().recency == old_then_new.recency
+    with pytest.raises(ConfigError, match="half_life"):
+        ConsistencyPrior(half_life=0.5)
