@@ -21,6 +21,7 @@ from ._state import State
 from ._stop import StopRule, stop_rule_from_config
 from ._strategy import Sampling, SingleSample, Strategy, Task, check_stop_rule, strategy_from_config
 from .endpoints._base import Endpoint
+from .ledger._accounts import Account, check_accounts
 
 __all__ = ["Client", "SyncClient"]
 
@@ -39,6 +40,8 @@ class Client:
         controller: Batch sizing and spending behaviour.
         prior: A consistency prior fitted on your logs (`ConsistencyPrior.fit`); with
             `controller.calibrate` (the default) it keeps learning from this client's calls.
+        accounts: Shared budgets (`adaptive.ledger.Account`: a tenant, a key, a global cap)
+            that every call of this client is also held against; a call may add its own.
 
     Example:
         >>> async with Client(endpoint) as client:                       # doctest: +SKIP
@@ -56,6 +59,7 @@ class Client:
         stop: StopRule | Callable[[State], bool] | str | Mapping[str, Any] | None = None,
         controller: ControllerConfig | None = None,
         prior: ConsistencyPrior | None = None,
+        accounts: Sequence[Account] = (),
     ) -> None:
         if not isinstance(endpoint, Endpoint):
             raise ConfigError(
@@ -70,6 +74,7 @@ class Client:
         if strategy is not None:  # refuse a default pair that could never work, at once
             check_stop_rule(self.strategy, self.stop, given="Client(stop=...)")
         self.controller = Controller(controller, prior)
+        self.accounts = check_accounts(accounts)
         self._closed = False
 
     @property
@@ -112,6 +117,7 @@ class Client:
         max_tokens: int | None = None,
         temperature: float | None = None,
         on_event: EventCallback | None = None,
+        accounts: Sequence[Account] = (),
     ) -> Result:
         """Answer `prompt` with `strategy` under `budget`.
 
@@ -130,6 +136,8 @@ class Client:
                 events of `Result.trace`, in order). It runs in a task of its own and never
                 changes what is sent or charged; see `adaptive._live` for a slow or failing
                 callback.
+            accounts: Shared budgets this call is held against besides the client's (a run,
+                a tenant); a request one of them refuses is not sent.
 
         Returns:
             The answer with its receipt: samples, usage, cost, stop reason and trace.
@@ -140,12 +148,17 @@ class Client:
                 budget, a stop rule the strategy cannot honour); nothing was spent.
             EndpointError: Every request of a round failed; `error.receipt` holds what was
                 spent before.
+            BudgetExceededError: A shared account (`error.account`) refused the call's first
+                round; nothing was sent.
+            LedgerUnavailableError: A shared account's backend cannot be reached; nothing more
+                was sent.
         """
         if self._closed:
             raise ClientClosedError(
                 "this Client was closed (aclose()): make a new Client (and endpoint) to run more calls"
             )
         messages = as_messages(prompt)
+        shared = check_accounts([*self.accounts, *check_accounts(accounts)]) if accounts else self.accounts
         limits = as_budget(budget) if budget is not None else self.budget
         strat = _strategy(strategy) if strategy is not None else self.strategy
         rule = stop_rule_from_config(stop) if stop is not None else self.stop
@@ -169,7 +182,9 @@ class Client:
             price=price if price is not None else self.endpoint.price,
         )
         if on_event is None:
-            return await self.controller.run(strat, task, budget=limits, stop=rule, price=price)
+            return await self.controller.run(
+                strat, task, budget=limits, stop=rule, price=price, accounts=shared
+            )
         if not callable(on_event):
             raise ConfigError(
                 f"on_event must be a callable taking a TraceEvent, not {type(on_event).__name__}"
@@ -179,7 +194,13 @@ class Client:
         async with deliver_events(on_event) as live:
             try:
                 result = await self.controller.run(
-                    strat, task, budget=limits, stop=rule, price=price, subscribers=(live.subscriber,)
+                    strat,
+                    task,
+                    budget=limits,
+                    stop=rule,
+                    price=price,
+                    subscribers=(live.subscriber,),
+                    accounts=shared,
                 )
             except Exception as exc:
                 error = exc
