@@ -9,6 +9,7 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._batch import BatchItem, BatchReport, as_batch_item, run_many
 from ._budget import Budget, as_budget
 from ._controller import Controller, ControllerConfig
 from ._exceptions import ClientClosedError, ConfigError
@@ -207,6 +208,28 @@ class Client:
         if error is not None:
             raise error
         return result
+
+    async def run_many(self, items: Sequence[BatchItem | Mapping[str, Any]], **kwargs: Any) -> BatchReport:
+        """Answer many questions under one total budget (`budget_usd=`), samples where they pay.
+
+        Every question gets a first round; further samples go to the question whose next
+        sample is expected to gain the most confidence per dollar, until the total is spent or
+        every question's stop rule says stop. The total is never exceeded. See
+        `adaptive._batch.run_many` for the options (first_round, max_samples, confidence,
+        min_gain, concurrency, max_tokens, seed, previous, backend, run_name, on_update).
+
+        Args:
+            items: `BatchItem`s or dicts `{"id", "prompt"}` / `{"id", "messages"}`, optional
+                `"gold"`.
+            **kwargs: `budget_usd` (required) and the options above.
+
+        Example:
+            >>> report = await client.run_many(  # doctest: +SKIP
+            ...     [{"id": "q1", "prompt": "What is 6 * 7?", "gold": "42"}], budget_usd=0.01)
+            >>> report.summary["accuracy"]  # doctest: +SKIP
+            1.0
+        """
+        return await run_many(self, [as_batch_item(i) for i in items], **kwargs)
 
 
 def _strategy(s: Strategy | str | Mapping[str, Any]) -> Strategy:
