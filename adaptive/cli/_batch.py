@@ -63,6 +63,9 @@ def add_batch_parser(sub: Any) -> None:
     p.add_argument("--price-in", type=positive_float, metavar="USD", help="$ per million input tokens")
     p.add_argument("--price-out", type=positive_float, metavar="USD", help="$ per million output tokens")
     p.add_argument("--json", action="store_true", help="last line: one JSON object with the summary")
+    p.add_argument(
+        "--sim-first-token-ms", type=float, default=0.0, metavar="MS", help="simulated latency (offline only)"
+    )
     # A worker of --workers N (internal): its share, the run's account name and limit.
     p.add_argument("--shard", default=None, help=argparse.SUPPRESS)
     p.add_argument("--run-name", default=None, help=argparse.SUPPRESS)
@@ -133,6 +136,12 @@ def write_records(path: Path, records: list[dict[str, Any]]) -> None:
 def _endpoint(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
     from ._run import _endpoint as endpoint
 
+    if args.sim_first_token_ms:
+        if args.base_url is not None:
+            parser.error("--sim-first-token-ms is for the offline simulator, not --base-url")
+        from ..sim import SimEndpoint
+
+        return SimEndpoint(first_token_seconds=args.sim_first_token_ms / 1000)
     return endpoint(parser, args)
 
 
@@ -305,4 +314,6 @@ def _worker_argv(args: argparse.Namespace, out: str) -> list[str]:
             argv += [flag, str(value)]
     if args.skip_bad_lines:
         argv.append("--skip-bad-lines")
+    if args.sim_first_token_ms:
+        argv += ["--sim-first-token-ms", str(args.sim_first_token_ms)]
     return argv
