@@ -172,8 +172,8 @@ async def run_many(
     budget_usd: float,
     first_round: int = 2,
     max_samples: int = 16,
-    confidence: float = 0.95,
-    min_gain: float = 0.002,
+    confidence: float = 0.99,
+    min_gain: float = 0.0005,
     concurrency: int = 16,
     max_tokens: int | None = None,
     seed: int = 0,
@@ -321,9 +321,16 @@ async def run_many(
                 in_flight += 1
                 tg.start_soon(sample, q, k)
             if in_flight == 0:
-                if exhausted and not retried and run_account is not None:
-                    exhausted, retried = False, True
-                    continue
+                if exhausted and run_account is not None:
+                    held = (await run_account.totals()).reserved.pico
+                    if held > 0:
+                        # Other workers' holds are in flight: what they do not use comes back.
+                        await anyio.sleep(0.05)
+                        exhausted = False
+                        continue
+                    if not retried:
+                        exhausted, retried = False, True
+                        continue
                 break
             await wake.wait()
             wake = anyio.Event()

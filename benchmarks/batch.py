@@ -11,7 +11,9 @@ sample of every question costs, measured by a first pass):
   min_gain), at the setting whose total spend comes closest to B without exceeding it.
 
 Part 2: throughput of `adaptive batch` with 1 and 4 worker processes on the simulator with
-200 ms simulated latency (needs `--redis URL`; questions per second, side by side).
+200 ms simulated latency (needs `--redis URL`; questions per second, side by side), each
+worker with `--throughput-concurrency` calls in flight (default 4: latency-bound, which is
+where more processes help; at high concurrency a 2-core machine is CPU-bound either way).
 
     python benchmarks/batch.py /work/shared/data/consol-gpt4omini-gsm8k/samples.jsonl \
         [--questions 300] [--shuffles 2] [--redis redis://127.0.0.1:6379/0] [--json]
@@ -111,7 +113,7 @@ async def allocation(qs: list[RecordedQuestion], shuffles: int) -> list[dict[str
     return rows
 
 
-def throughput(redis: str, questions: int, latency_ms: int) -> dict[str, float]:
+def throughput(redis: str, questions: int, latency_ms: int, concurrency: int) -> dict[str, float]:
     from adaptive.sim._problems import make_problems
 
     out: dict[str, float] = {}
@@ -127,7 +129,7 @@ def throughput(redis: str, questions: int, latency_ms: int) -> dict[str, float]:
             res = Path(tmp) / f"out{workers}.jsonl"
             cmd = [sys.executable, "-m", "adaptive", "batch", str(src), "--out", str(res), "--json"]
             cmd += ["--budget-usd", str(questions * 0.0004), "--first-round", "2", "--max-samples", "4"]
-            cmd += ["--sim-first-token-ms", str(latency_ms), "--concurrency", "16"]
+            cmd += ["--sim-first-token-ms", str(latency_ms), "--concurrency", str(concurrency)]
             cmd += ["--workers", str(workers), "--redis", redis]
             t = time.perf_counter()
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -148,16 +150,21 @@ def main() -> None:
     parser.add_argument("--shuffles", type=int, default=2)
     parser.add_argument("--redis", default=None)
     parser.add_argument("--throughput-questions", type=int, default=128)
+    parser.add_argument("--throughput-concurrency", type=int, default=4, help="calls in flight per worker")
+    parser.add_argument("--skip-allocation", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("adaptive").setLevel(logging.ERROR)
     qs = load_recorded(args.file)[: args.questions]
     result: dict[str, Any] = {"file": args.file, "questions": len(qs)}
-    result["allocation"] = anyio.run(allocation, qs, args.shuffles)
-    for row in result["allocation"]:
-        print(json.dumps(row))
+    if not args.skip_allocation:
+        result["allocation"] = anyio.run(allocation, qs, args.shuffles)
+        for row in result["allocation"]:
+            print(json.dumps(row))
     if args.redis:
-        result["throughput"] = throughput(args.redis, args.throughput_questions, 200)
+        result["throughput"] = throughput(
+            args.redis, args.throughput_questions, 200, args.throughput_concurrency
+        )
         print(json.dumps(result["throughput"]))
     if args.json:
         print(json.dumps(result))
