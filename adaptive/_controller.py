@@ -649,7 +649,7 @@ class _CallRun:
             rounds=self.round,
             charges=self.recorder.charges(),
             overruns=list(self.overruns),
-            warnings=final.warnings,
+            warnings=(*final.warnings, *dict.fromkeys(self.dispatch.shared_warnings)),
             trace=self.recorder.trace(),
             details=dict(final.details),
         )

@@ -226,6 +226,8 @@ class Dispatcher:
         self.on_overrun: OnOverrun | None = None
         self.accounts: tuple[Account, ...] = ()
         self.shared_refusals: list[BudgetExceededError] = []
+        # What the shared ledger could not do as asked (on the result's warnings, and logged).
+        self.shared_warnings: list[str] = []
 
     def endpoint(self, call: Call) -> Endpoint:
         """Where `call` goes."""
@@ -391,8 +393,8 @@ class Dispatcher:
                 logger.warning("shared ledger: lease %s not renewed: %s", rid, exc)
                 continue
             if not alive:
-                logger.warning(
-                    "shared ledger: lease %s expired while in flight; booked at its worst case", rid
+                self._shared_warning(
+                    f"shared ledger: lease {rid} expired while in flight; booked at its worst case"
                 )
                 return
 
@@ -411,19 +413,20 @@ class Dispatcher:
             try:
                 result = await self.accounts[0].backend.settle(rid, booked, status)
             except AdaptiveError as exc:
-                logger.warning(
-                    "shared ledger: reservation %s not settled (%s); its lease will be booked at its "
-                    "worst case when it expires",
-                    rid,
-                    exc,
+                self._shared_warning(
+                    f"shared ledger: reservation {rid} not settled ({exc}); its lease is booked at "
+                    "its worst case when it expires"
                 )
                 return
             if result == "expired":
-                logger.warning(
-                    "shared ledger: reservation %s had expired before it was settled; its worst case "
-                    "was booked instead of the reported cost",
-                    rid,
+                self._shared_warning(
+                    f"shared ledger: reservation {rid} had expired before it was settled; its worst "
+                    "case was booked in the shared accounts instead of the reported cost"
                 )
+
+    def _shared_warning(self, message: str) -> None:
+        logger.warning("%s", message)
+        self.shared_warnings.append(message)
 
     async def _send_one(
         self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None

@@ -11,7 +11,16 @@ import pytest_asyncio
 from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 from redis_server import redis_url
 
-from adaptive import Budget, BudgetExceededError, Client, ConfigError, FunctionEndpoint, Price, Request
+from adaptive import (
+    AdaptiveError,
+    Budget,
+    BudgetExceededError,
+    Client,
+    ConfigError,
+    FunctionEndpoint,
+    Price,
+    Request,
+)
 from adaptive.ledger import (
     Account,
     Amount,
@@ -219,3 +228,59 @@ def test_redis_backend_validates_its_arguments() -> None:
     with pytest.raises(ConfigError, match="lease_seconds"):
         RedisBackend(lease_seconds=0)
     assert "secret" not in repr(RedisBackend("redis://user:secret@127.0.0.1:6379/0"))
+
+
+class Retrying:
+    """An endpoint whose first attempt is lost mid-body (billed, unknown usage), then retried."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.endpoint = FunctionEndpoint(self, name="retrying", price=PRICE)
+
+    async def __call__(self, request: Request) -> str:
+        from adaptive import ResponseError
+        from adaptive.endpoints import current_meter
+
+        self.attempts += 1
+        lost = ResponseError("connection reset mid-body", endpoint="retrying")
+        meter = current_meter()
+        if meter is None or not meter.before_retry(lost):  # type: ignore[attr-defined]
+            raise lost
+        self.attempts += 1
+        return "The answer is 42."
+
+
+@pytest.mark.asyncio
+async def test_a_billed_attempt_is_not_retried_under_shared_accounts() -> None:
+    server = Retrying()
+    a = Account("a", Budget(usd=1.0), backend=MemoryBackend())
+    async with Client(server.endpoint, accounts=[a]) as client:
+        with pytest.raises(AdaptiveError, match="mid-body") as info:
+            await client.run("q?", strategy=SelfConsistency(n=1), max_tokens=8)
+    assert server.attempts == 1
+    receipt = info.value.receipt
+    assert any(e.kind == "refuse" and "shared accounts" in e.data["why"] for e in receipt.trace)
+    # The lost attempt is booked at its worst case, the same in the call and in the account.
+    totals = await a.totals()
+    assert totals.reserved == Amount() and totals.spent_usd == pytest.approx(receipt.cost_usd, abs=1e-12)
+    assert receipt.cost_usd > 0
+
+
+class NoRenew(RedisBackend):
+    """A backend whose holder never gets its renewals through (a partition from Redis)."""
+
+    async def renew(self, rid: str) -> bool:
+        return True
+
+
+@pytest.mark.asyncio
+async def test_a_lease_that_expired_before_its_settle_shows_on_the_result(redis: str) -> None:
+    async with NoRenew(redis, prefix=f"t-{uuid.uuid4().hex[:12]}", lease_seconds=0.2) as backend:
+        a = Account("late", Budget(usd=1.0), backend=backend)
+        ep = SimEndpoint(first_token_seconds=0.6, jitter=0.0)
+        async with Client(ep, accounts=[a]) as client:
+            result = await client.run("What is 6 * 7?", strategy=SelfConsistency(n=2), seed=1, max_tokens=64)
+        totals = await a.totals()
+    assert any("expired before it was settled" in w for w in result.warnings)
+    # The worst case stands in the account (more than the call booked), never a refund.
+    assert totals.reserved == Amount() and totals.spent_usd > result.cost_usd
