@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._answer_spec import AnswerSpec
 from ._budget import Budget
 from ._exceptions import AdaptiveError, BudgetExceededError, ConfigError
 from ._models import as_messages
@@ -181,6 +182,7 @@ async def run_many(
     backend: LedgerBackend | None = None,
     run_name: str | None = None,
     limit_usd: float | None = None,
+    answer: AnswerSpec | None = None,
     on_update: Callable[[BatchReport], None] | None = None,
 ) -> BatchReport:
     """Answer `items` under one total budget; see the module docstring (`Client.run_many`).
@@ -201,6 +203,7 @@ async def run_many(
             `RedisBackend` shares it between worker processes).
         run_name: The run account's name (workers sharing a run give the same one).
         limit_usd: The run account's limit (default: `budget_usd` less what `previous` spent).
+        answer: How answers are read from samples (default: the strategy's own `AnswerSpec`).
         on_update: Called with the report so far after every draw (e.g. to checkpoint).
 
     Raises:
@@ -275,7 +278,9 @@ async def run_many(
         nonlocal in_flight, exhausted, retried
         assert run_account is not None
         base = seed + q.index * 1_000_003 + len(q.draws) * 17
-        strategy: Any = {"name": "self-consistency", "n": k} if k > 1 else "single"
+        strategy: Any = {"name": "self-consistency", "n": k} if k > 1 or answer is not None else "single"
+        if answer is not None:
+            strategy["answer"] = answer
         try:
             result = await client.run(
                 q.item.prompt, strategy=strategy, seed=base, max_tokens=max_tokens, accounts=[run_account]

@@ -34,12 +34,27 @@ from typing import Any
 import anyio
 from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
-from adaptive import Client, ControllerConfig, Price, ReplayEndpoint, answers_equivalent
+from adaptive import AnswerSpec, Client, ControllerConfig, Price, ReplayEndpoint, answers_equivalent
+from adaptive._extractors import FunctionExtractor
 from adaptive.endpoints import load_recorded
 from adaptive.endpoints.replay import RecordedQuestion
 
 PRICE = Price(input=0.15, output=0.6)
 SWEEP = [(c, g) for c in (0.8, 0.9, 0.95, 0.99) for g in (0.0005, 0.002, 0.008, 0.02)]
+
+
+def _letters_after_answer_is(text: str) -> str | None:
+    # The last-letters reference rule of the shared data README.
+    i = text.lower().rfind("answer is")
+    if i < 0:
+        return None
+    return "".join(ch for ch in text[i + 9 :].lower() if "a" <= ch <= "z") or None
+
+
+def spec_for(extract: str) -> AnswerSpec:
+    if extract == "letters":
+        return AnswerSpec(extractor=FunctionExtractor(fn=_letters_after_answer_is))
+    return AnswerSpec(extractor=extract)
 
 
 def correct(answer: str | None, gold: str | None) -> bool:
@@ -58,29 +73,33 @@ async def per_question(qs: list[RecordedQuestion], seed: int, strategy: Any) -> 
     return hits / len(qs), spent
 
 
-async def batch(qs: list[RecordedQuestion], seed: int, budget: float) -> tuple[float, float]:
+async def batch(
+    qs: list[RecordedQuestion], seed: int, budget: float, spec: AnswerSpec
+) -> tuple[float, float]:
     ep = ReplayEndpoint(qs, seed=seed, price=PRICE)
     items = [{"id": q.id, "prompt": ReplayEndpoint.prompt_for(q), "gold": q.gold} for q in qs]
     async with Client(ep) as client:
-        report = await client.run_many(items, budget_usd=budget, max_samples=40, concurrency=8, seed=seed)
+        report = await client.run_many(
+            items, budget_usd=budget, max_samples=40, concurrency=8, seed=seed, answer=spec
+        )
     acc = sum(correct(r["answer"], r.get("gold")) for r in report.records) / len(qs)
     return acc, report.spent_usd
 
 
-async def allocation(qs: list[RecordedQuestion], shuffles: int) -> list[dict[str, Any]]:
+async def allocation(qs: list[RecordedQuestion], shuffles: int, spec: AnswerSpec) -> list[dict[str, Any]]:
     rows = []
-    one = [(await per_question(qs, s, SelfConsistency(n=1)))[1] for s in range(shuffles)]
+    one = [(await per_question(qs, s, SelfConsistency(n=1, answer=spec)))[1] for s in range(shuffles)]
     unit = sum(one) / len(one)
     for k in (3, 5):
         budget = k * unit
         b_acc, b_spent, u_acc, u_spent, c_acc, c_spent = [], [], [], [], [], []
         uniform_n, setting = 0, None
         for s in range(shuffles):
-            acc, spent = await batch(qs, s, budget)
+            acc, spent = await batch(qs, s, budget, spec)
             b_acc.append(acc)
             b_spent.append(spent)
             for n in range(k + 2, 0, -1):  # the largest N that fits
-                acc, spent = await per_question(qs, s, SelfConsistency(n=n))
+                acc, spent = await per_question(qs, s, SelfConsistency(n=n, answer=spec))
                 if spent <= budget:
                     u_acc.append(acc)
                     u_spent.append(spent)
@@ -89,7 +108,7 @@ async def allocation(qs: list[RecordedQuestion], shuffles: int) -> list[dict[str
             best: tuple[float, float, tuple[float, float]] | None = None
             for conf, gain in SWEEP:
                 acc, spent = await per_question(
-                    qs, s, AdaptiveConsistency(confidence=conf, min_gain=gain, max_samples=40)
+                    qs, s, AdaptiveConsistency(answer=spec, confidence=conf, min_gain=gain, max_samples=40)
                 )
                 if spent <= budget and (best is None or spent > best[1]):
                     best = (acc, spent, (conf, gain))
@@ -152,13 +171,16 @@ def main() -> None:
     parser.add_argument("--throughput-questions", type=int, default=128)
     parser.add_argument("--throughput-concurrency", type=int, default=4, help="calls in flight per worker")
     parser.add_argument("--skip-allocation", action="store_true")
+    parser.add_argument(
+        "--extract", default="answer-is", help="extractor name, or 'letters' (last-letters files)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.getLogger("adaptive").setLevel(logging.ERROR)
     qs = load_recorded(args.file)[: args.questions]
     result: dict[str, Any] = {"file": args.file, "questions": len(qs)}
     if not args.skip_allocation:
-        result["allocation"] = anyio.run(allocation, qs, args.shuffles)
+        result["allocation"] = anyio.run(allocation, qs, args.shuffles, spec_for(args.extract))
         for row in result["allocation"]:
             print(json.dumps(row))
     if args.redis:
