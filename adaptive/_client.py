@@ -10,6 +10,7 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from ._batch import BatchItem, BatchReport, as_batch_item, run_many
 from ._budget import Budget, as_budget
 from ._controller import Controller, ControllerConfig
 from ._events import Subscriber
@@ -24,6 +25,7 @@ from ._stop import StopRule, stop_rule_from_config
 from ._strategy import Sampling, SingleSample, Strategy, Task, check_stop_rule, strategy_from_config
 from ._stream import LiveCall, SyncLiveCall
 from .endpoints._base import Endpoint
+from .ledger._accounts import Account, check_accounts
 
 __all__ = ["Client", "SyncClient"]
 
@@ -42,6 +44,8 @@ class Client:
         controller: Batch sizing and spending behaviour.
         prior: A consistency prior fitted on your logs (`ConsistencyPrior.fit`); with
             `controller.calibrate` (the default) it keeps learning from this client's calls.
+        accounts: Shared budgets (`adaptive.ledger.Account`: a tenant, a key, a global cap)
+            that every call of this client is also held against; a call may add its own.
 
     Example:
         >>> async with Client(endpoint) as client:                       # doctest: +SKIP
@@ -59,6 +63,7 @@ class Client:
         stop: StopRule | Callable[[State], bool] | str | Mapping[str, Any] | None = None,
         controller: ControllerConfig | None = None,
         prior: ConsistencyPrior | None = None,
+        accounts: Sequence[Account] = (),
     ) -> None:
         if not isinstance(endpoint, Endpoint):
             raise ConfigError(
@@ -73,6 +78,7 @@ class Client:
         if strategy is not None:  # refuse a default pair that could never work, at once
             check_stop_rule(self.strategy, self.stop, given="Client(stop=...)")
         self.controller = Controller(controller, prior)
+        self.accounts = check_accounts(accounts)
         self._closed = False
 
     @property
@@ -115,6 +121,7 @@ class Client:
         max_tokens: int | None = None,
         temperature: float | None = None,
         on_event: EventCallback | None = None,
+        accounts: Sequence[Account] = (),
     ) -> Result:
         """Answer `prompt` with `strategy` under `budget`.
 
@@ -133,6 +140,8 @@ class Client:
                 events of `Result.trace`, in order). It runs in a task of its own and never
                 changes what is sent or charged; see `adaptive._live` for a slow or failing
                 callback.
+            accounts: Shared budgets this call is held against besides the client's (a run,
+                a tenant); a request one of them refuses is not sent.
 
         Returns:
             The answer with its receipt: samples, usage, cost, stop reason and trace.
@@ -143,8 +152,14 @@ class Client:
                 budget, a stop rule the strategy cannot honour); nothing was spent.
             EndpointError: Every request of a round failed; `error.receipt` holds what was
                 spent before.
+            BudgetExceededError: A shared account (`error.account`) refused the call's first
+                round; nothing was sent.
+            LedgerUnavailableError: A shared account's backend cannot be reached; nothing more
+                was sent.
         """
-        call = self._prepare(prompt, strategy, budget, stop, seed, price, max_tokens, temperature, on_event)
+        call = self._prepare(
+            prompt, strategy, budget, stop, seed, price, max_tokens, temperature, on_event, accounts
+        )
         return await self._execute(call)
 
     def stream(
@@ -159,6 +174,7 @@ class Client:
         max_tokens: int | None = None,
         temperature: float | None = None,
         on_event: EventCallback | None = None,
+        accounts: Sequence[Account] = (),
     ) -> LiveCall:
         """The iterator form of `run`: the call's events as they happen, then its result.
 
@@ -174,7 +190,9 @@ class Client:
             ClientClosedError: The client was closed; nothing was sent.
             ConfigError: Bad input, as for `run`.
         """
-        call = self._prepare(prompt, strategy, budget, stop, seed, price, max_tokens, temperature, on_event)
+        call = self._prepare(
+            prompt, strategy, budget, stop, seed, price, max_tokens, temperature, on_event, accounts
+        )
         return LiveCall(lambda subscriber: self._execute(call, subscriber))
 
     def _prepare(
@@ -188,6 +206,7 @@ class Client:
         max_tokens: int | None,
         temperature: float | None,
         on_event: EventCallback | None,
+        accounts: Sequence[Account],
     ) -> _Prepared:
         """Check a call's arguments and build its task (nothing is sent)."""
         if self._closed:
@@ -195,6 +214,7 @@ class Client:
                 "this Client was closed (aclose()): make a new Client (and endpoint) to run more calls"
             )
         messages = as_messages(prompt)
+        shared = check_accounts([*self.accounts, *check_accounts(accounts)]) if accounts else self.accounts
         limits = as_budget(budget) if budget is not None else self.budget
         strat = _strategy(strategy) if strategy is not None else self.strategy
         rule = stop_rule_from_config(stop) if stop is not None else self.stop
@@ -221,7 +241,7 @@ class Client:
             raise ConfigError(
                 f"on_event must be a callable taking a TraceEvent, not {type(on_event).__name__}"
             )
-        return _Prepared(strat, task, limits, rule, price, on_event)
+        return _Prepared(strat, task, limits, rule, price, on_event, shared)
 
     async def _execute(self, call: _Prepared, subscriber: Subscriber | None = None) -> Result:
         """Run a prepared call; `subscriber` (the iterator form's queue) sees every event too."""
@@ -235,6 +255,7 @@ class Client:
                 stop=call.stop,
                 price=call.price,
                 subscribers=mine,
+                accounts=call.accounts,
             )
         # The call's own errors leave after the callback's task is done (never as a group).
         error: Exception | None = None
@@ -247,12 +268,35 @@ class Client:
                     stop=call.stop,
                     price=call.price,
                     subscribers=(live.subscriber, *mine),
+                    accounts=call.accounts,
                 )
             except Exception as exc:
                 error = exc
         if error is not None:
             raise error
         return result
+
+    async def run_many(self, items: Sequence[BatchItem | Mapping[str, Any]], **kwargs: Any) -> BatchReport:
+        """Answer many questions under one total budget (`budget_usd=`), samples where they pay.
+
+        Every question gets a first round; further samples go to the question whose next
+        sample is expected to gain the most confidence per dollar, until the total is spent or
+        every question's stop rule says stop. The total is never exceeded. See
+        `adaptive._batch.run_many` for the options (first_round, max_samples, confidence,
+        min_gain, concurrency, max_tokens, seed, previous, backend, run_name, on_update).
+
+        Args:
+            items: `BatchItem`s or dicts `{"id", "prompt"}` / `{"id", "messages"}`, optional
+                `"gold"`.
+            **kwargs: `budget_usd` (required) and the options above.
+
+        Example:
+            >>> report = await client.run_many(  # doctest: +SKIP
+            ...     [{"id": "q1", "prompt": "What is 6 * 7?", "gold": "42"}], budget_usd=0.01)
+            >>> report.summary["accuracy"]  # doctest: +SKIP
+            1.0
+        """
+        return await run_many(self, [as_batch_item(i) for i in items], **kwargs)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -265,6 +309,7 @@ class _Prepared:
     stop: StopRule | None
     price: Price | None
     on_event: EventCallback | None
+    accounts: tuple[Account, ...] = ()
 
 
 def _strategy(s: Strategy | str | Mapping[str, Any]) -> Strategy:

@@ -33,6 +33,7 @@ from ._state import State
 from ._stop import AllOf, AnyOf, Check, LowMarginalGain, StopRule
 from ._strategy import Call, Final, Outcome, Plan, Strategy, StrategyRun, Task
 from ._tracing import start_call
+from .ledger._accounts import Account, check_accounts
 
 __all__ = ["Controller", "ControllerConfig", "uses_gain"]
 
@@ -130,13 +131,16 @@ class Controller:
         stop: StopRule | None = None,
         price: Price | None = None,
         subscribers: Sequence[Subscriber] = (),
+        accounts: Sequence[Account] = (),
     ) -> Result:
         """Run `strategy` on `task` until it finishes, a stop rule fires or the budget ends.
 
         `subscribers` receive every event of the call as it is emitted (sync callables that
         must not block; `Client.run(on_event=...)` queues events for the caller's callback).
+        `accounts` are shared budgets every request of the call is also held against.
         """
         call = _CallRun(self, strategy, task, Ledger(budget, self.bounds), stop, price, subscribers)
+        call.dispatch.accounts = check_accounts(accounts)
         spans = start_call(strategy.name, budget, task.endpoint.name, call.recorder)  # None: no tracing
         try:
             result = await call.run()
@@ -404,6 +408,8 @@ class _CallRun:
                 self.stop(self.budget_record(self.binding_dimension(since=refused)))
                 return
             await self.send(plan, state, sends)
+            if self.stop_record is not None and self.stop_record.rule.startswith("Account("):
+                return
             if self.stop_reason == "overrun":
                 self.recorder.emit(
                     "stop",
@@ -583,9 +589,28 @@ class _CallRun:
         )
         before = len(self.recorder.outcomes)
         early = plan.stoppable and self.cfg.early_cancel and self.rule is not None
+        shared = len(self.dispatch.shared_refusals)
         await self.dispatch.run_round(sends, self.observe, self.stop_now if early else None)
         self.recorder.round += 1
+        if len(self.dispatch.shared_refusals) > shared and len(self.recorder.outcomes) == before:
+            self.shared_account_stop()
+            return
         self.raise_if_all_failed(self.recorder.outcomes[before:])
+
+    def shared_account_stop(self) -> None:
+        """A round whose every call a shared account refused: the call ends there.
+
+        Before anything was sent that is the account's `BudgetExceededError` (it names the
+        account); after, the call stops with reason "budget" and the account's limit as the rule.
+        """
+        exc = self.dispatch.shared_refusals[-1]
+        if not self.recorder.outcomes:
+            raise exc
+        dim = exc.dimension if exc.dimension in ("usd", "tokens", "samples") else None
+        record = StopRecord(
+            reason="budget", rule=f"Account({exc.account!r}).{exc.dimension}", dimension=dim, detail=str(exc)
+        )
+        self.stop(record)
 
     def observe(self, outcome: Outcome) -> None:
         """Count what a call generated and hand its outcome to the strategy."""
@@ -650,7 +675,7 @@ class _CallRun:
             rounds=self.round,
             charges=self.recorder.charges(),
             overruns=list(self.overruns),
-            warnings=final.warnings,
+            warnings=(*final.warnings, *dict.fromkeys(self.dispatch.shared_warnings)),
             trace=self.recorder.trace(),
             details=dict(final.details),
         )

@@ -11,15 +11,26 @@ the round; a charge that overran its reservation cancels the rest at once.
 
 What leaves `run_round` is one exception, never an `ExceptionGroup`: the first failure of
 the round's tasks (an exception inside the ledger becomes a `LedgerError`).
+
+Shared accounts (`adaptive.ledger.Account`): a call that belongs to any has each reserved
+call's worst case held in all of them at once (one atomic backend step) just before it is
+sent; a refusal releases the call's own reservation and is recorded, and the call is not
+sent. While it is in flight a lease backend's hold is renewed by a task of the call's own;
+when it ends, the accounts book exactly the charge the call's ledger booked. An attempt the
+server may have billed is not retried under shared accounts (its retry would need a second
+shared hold, which the synchronous retry hook cannot take): the error ends that request.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from ._events import Recorder
 from ._exceptions import (
@@ -32,10 +43,13 @@ from ._exceptions import (
 )
 from ._ledger import Charge, Ledger, Reservation
 from ._models import Completion, Request, Response, TokenLogprob, Usage
-from ._prices import Price
+from ._prices import Price, pico_to_usd
 from ._result import EventKind
 from ._strategy import Call, Outcome, Plan, Task
 from .endpoints._base import Endpoint, PartialResponseError, UsageMeter, prompt_copies, set_meter
+from .ledger._accounts import Account, Amount
+
+logger = logging.getLogger("adaptive")
 
 # The controller's own machinery: nothing here is public API (see `Controller`).
 __all__: list[str] = []
@@ -164,6 +178,17 @@ class AttemptMeter(UsageMeter):
             return True
         d, r = self.dispatcher, self.reservation
         ep = d.endpoint(self.call)
+        if d.accounts:
+            d.recorder.emit(
+                "refuse",
+                endpoint=ep.name,
+                purpose=self.call.purpose,
+                request_id=self.request_id,
+                limit="account",
+                why=f"retry: not retried under shared accounts (a billed attempt needs its own "
+                f"shared hold): {type(error).__name__}",
+            )
+            return False
         try:
             attempt = d.ledger.reserve(
                 r.request, r.price, endpoint=r.endpoint, prompt_copies=prompt_copies(ep, r.request)
@@ -237,6 +262,10 @@ class Dispatcher:
         self.on_overrun: OnOverrun | None = None
         # The strategy's reading of a generated sample, for the answers of a "done" event.
         self.answer_of: AnswerOf | None = None
+        self.accounts: tuple[Account, ...] = ()
+        self.shared_refusals: list[BudgetExceededError] = []
+        # What the shared ledger could not do as asked (on the result's warnings, and logged).
+        self.shared_warnings: list[str] = []
 
     def endpoint(self, call: Call) -> Endpoint:
         """Where `call` goes."""
@@ -336,6 +365,122 @@ class Dispatcher:
             raise _first(group) from None
 
     async def _send(
+        self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None
+    ) -> None:
+        if not self.accounts:
+            await self._send_one(call, r, scope, observe, stop)
+            return
+        rid = await self._hold(call, r)
+        if rid is None:
+            return
+        backend = self.accounts[0].backend
+        try:
+            try:
+                await anyio.lowlevel.checkpoint()  # cancelled while the hold was taken: not sent
+            except anyio.get_cancelled_exc_class():
+                self.ledger.release(r)
+                raise
+            if backend.lease_seconds is None:
+                await self._send_one(call, r, scope, observe, stop)
+            else:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._renew, rid, backend.lease_seconds)
+                    await self._send_one(call, r, scope, observe, stop)
+                    tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._settle_shared(rid, r)
+
+    async def _hold(self, call: Call, r: Reservation) -> str | None:
+        """Hold `r`'s worst case in every shared account; None (recorded) when one refuses.
+
+        Raises:
+            LedgerUnavailableError: The backend cannot be reached (nothing is sent).
+        """
+        ep = self.endpoint(call)
+        rid = uuid.uuid4().hex
+        amount = Amount(r.pico, r.tokens, r.samples)
+        try:
+            # Shielded: a hold taken must be known here, or it would wait for its lease to expire.
+            with anyio.CancelScope(shield=True):
+                refusal = await self.accounts[0].backend.reserve(rid, self.accounts, amount)
+        except BaseException:
+            self.ledger.release(r)
+            raise
+        if refusal is None:
+            return rid
+        self.ledger.release(r)
+        unit = {"usd": "$", "tokens": "tokens ", "samples": "samples "}[refusal.dimension]
+        need = pico_to_usd(r.pico) if refusal.dimension == "usd" else None
+        left = pico_to_usd(refusal.left) if refusal.dimension == "usd" else refusal.left
+        asked = (
+            f"${need:.6f}" if need is not None else (r.tokens if refusal.dimension == "tokens" else r.samples)
+        )
+        exc = BudgetExceededError(
+            f"request to {ep.name!r} needs up to {asked} ({refusal.dimension}) but shared account "
+            f"{refusal.account!r} has only {unit}{left} left: raise that account's limit",
+            dimension=refusal.dimension,
+            account=refusal.account,
+        )
+        self.shared_refusals.append(exc)
+        self.recorder.emit(
+            "refuse",
+            endpoint=ep.name,
+            purpose=call.purpose,
+            request_id=self.recorder.request_id(),
+            limit=refusal.dimension,
+            why=str(exc),
+        )
+        return None
+
+    async def _renew(self, rid: str, lease_seconds: float) -> None:
+        """Keep the lease `rid` alive while its request is in flight."""
+        backend = self.accounts[0].backend
+        while True:
+            await anyio.sleep(lease_seconds / 3)
+            try:
+                alive = await backend.renew(rid)
+            except AdaptiveError as exc:
+                # The request is already sent; its lease will be booked at its worst case.
+                logger.warning("shared ledger: lease %s not renewed: %s", rid, exc)
+                continue
+            if not alive:
+                self._shared_warning(
+                    f"shared ledger: lease {rid} expired while in flight; booked at its worst case"
+                )
+                return
+
+    async def _settle_shared(self, rid: str, r: Reservation) -> None:
+        """Book in the shared accounts what the call's ledger booked for `r` (nothing if unsent)."""
+        charge = r.booked
+        if charge is None:
+            # Not booked: never sent (released), or the ledger failed (then the worst case).
+            booked, status = (
+                (Amount(), "released") if not r.open else (Amount(r.pico, r.tokens, r.samples), "failed")
+            )
+        else:
+            booked = Amount(charge.pico, charge.usage.total_tokens, charge.samples)
+            status = charge.status
+        with anyio.move_on_after(30):
+            try:
+                result = await self.accounts[0].backend.settle(rid, booked, status)
+            except AdaptiveError as exc:
+                self._shared_warning(
+                    f"shared ledger: reservation {rid} not settled ({exc}); its lease is booked at "
+                    "its worst case when it expires"
+                )
+                return
+            if result == "expired":
+                self._shared_warning(
+                    f"shared ledger: reservation {rid} had expired before it was settled; its worst "
+                    "case was booked in the shared accounts instead of the reported cost"
+                )
+
+    def _shared_warning(self, message: str) -> None:
+        logger.warning("%s", message)
+        self.shared_warnings.append(message)
+
+    async def _send_one(
         self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None
     ) -> None:
         ep = self.endpoint(call)

@@ -9,6 +9,7 @@ derive from `ValueError`, so `except ValueError` keeps working for callers who e
     ├── BudgetExceededError               a request cannot fit in what is left of the budget
     │   └── BudgetTooSmallError           the budget cannot fit the call's first request
     ├── LedgerError                       the ledger could not book a charge (a bug: report it)
+    ├── LedgerUnavailableError            a shared ledger (Redis) cannot be reached: not sent
     ├── ClientClosedError                 a client or endpoint used after it was closed
     └── EndpointError                     anything that went wrong talking to a model
         ├── TransportError                connect / read timeouts and network failures
@@ -61,6 +62,7 @@ __all__ = [
     "EndpointError",
     "HTTPStatusError",
     "LedgerError",
+    "LedgerUnavailableError",
     "RateLimitError",
     "ResponseError",
     "ServerError",
@@ -110,11 +112,14 @@ class BudgetExceededError(AdaptiveError):
 
     Attributes:
         dimension: Which limit refused it: "usd", "tokens", "samples" or "seconds".
+        account: The shared account (`adaptive.ledger.Account`) whose limit refused it, or
+            None for the call's own budget.
     """
 
-    def __init__(self, message: str, *, dimension: str) -> None:
+    def __init__(self, message: str, *, dimension: str, account: str | None = None) -> None:
         super().__init__(message)
         self.dimension = dimension
+        self.account = account
 
 
 class BudgetTooSmallError(BudgetExceededError):
@@ -141,6 +146,23 @@ class LedgerError(AdaptiveError):
 
     The call ends at once; its `receipt` has everything booked before.
     """
+
+
+class LedgerUnavailableError(AdaptiveError):
+    """A shared ledger backend (Redis) could not be reached, so nothing could be reserved.
+
+    The ledger fails closed: a request whose cost cannot be reserved against every shared
+    account it belongs to is never sent. Requests already in flight keep their leases, which
+    are settled at their reserved worst case if they cannot be settled in time. Exported from
+    `adaptive.ledger` (the top-level names are full).
+
+    Attributes:
+        backend: The backend's description (its URL without credentials).
+    """
+
+    def __init__(self, message: str, *, backend: str = "") -> None:
+        super().__init__(message)
+        self.backend = backend
 
 
 class ClientClosedError(AdaptiveError):

@@ -145,6 +145,7 @@ class Reservation:
         tokens: Worst-case prompt plus completion tokens.
         pico: Worst-case cost in picodollars.
         samples: Completions asked for.
+        booked: The charge it was booked as, once it is (shared accounts book the same).
     """
 
     request: Request
@@ -155,6 +156,7 @@ class Reservation:
     pico: int
     samples: int
     open: bool = True
+    booked: Charge | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -427,6 +429,7 @@ class Ledger:
         self.spent_tokens += booked.total_tokens
         self.spent_samples += charge.samples
         self.charges.append(charge)
+        r.booked = charge
         return charge
 
     def release(self, r: Reservation) -> None:

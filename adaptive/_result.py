@@ -275,9 +275,10 @@ class ErrorData(_ErrorData, total=False):
 
 
 class RefuseData(TypedDict):
-    """Kind "refuse": a request never sent: limit "usd", "tokens", "samples" or "max_samples".
+    """Kind "refuse": a request never sent, and the limit that refused it.
 
-    request_id: the id of the request whose retry was refused, else an id of its own (that
+    limit: "usd", "tokens", "samples", "max_samples", or "account" (a retry not taken under
+    shared accounts). request_id: the id of the request whose retry was refused, else an id of its own (that
     request has no "send").
     """
 

@@ -24,6 +24,7 @@ from .. import __version__
 from .._exceptions import AdaptiveError, ConfigError
 from .._strategy import Sampling, Strategy
 from ._args import non_negative_float, non_negative_int, port, positive_float, positive_int, price_pair
+from ._batch import add_batch_parser, batch_command
 from ._calibrate import DEFAULT_EXTRACTOR, DEFAULT_PRIOR, calibrate
 from ._demo import (
     DEFAULT_BUDGET_USD,
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_run_parser(sub)
     add_serve_parser(sub)
+    add_batch_parser(sub)
 
     serve = sub.add_parser(
         "serve-sim",
@@ -372,6 +374,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(parser, args)
         if args.command == "serve":
             return serve_command(parser, args)
+        if args.command == "batch":
+            return batch_command(parser, args)
     except ConfigError as exc:
         print(f"adaptive: error: {exc}", file=sys.stderr)
         return 2
