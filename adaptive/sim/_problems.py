@@ -386,6 +386,10 @@ def _make(count: int, seed: int, difficulty: float | None, skew: float, tag: str
     return problems
 
 
+_DEMO_SKEW = 2.0
+"""Difficulty targets are uniform draws raised to this power: above 1 leans to easy problems."""
+
+
 def demo_problems(count: int = 200, seed: int = 0) -> list[Problem]:
     """Generate the demo set: a spread of difficulties, from easy to hopeless.
 
@@ -394,4 +398,4 @@ def demo_problems(count: int = 200, seed: int = 0) -> list[Problem]:
     verifier's pick of 16 85% and a verifier-weighted vote 90%; about one problem in ten has
     a wrong answer as the model's most common one, and a few are all but hopeless.
     """
-    return _make(count, seed, None, 0.7, "demo")
+    return _make(count, seed, None, _DEMO_SKEW, "demo")
