@@ -175,8 +175,8 @@ def test_paired_comparison_by_hand() -> None:
         compare_paired("a", a, "b", b[:4])
     with pytest.raises(ConfigError, match="same questions"):
         compare_paired("a", [], "b", [])
-    with pytest.raises(ConfigError, match="spent nothing"):
-        compare_paired("a", a, "b", [dataclasses.replace(r, usd=0.0) for r in b])
+    free = compare_paired("a", a, "b", [dataclasses.replace(r, usd=0.0) for r in b])
+    assert free.usd_ratio is None and "b spent nothing, so there is no dollar ratio" in describe_paired(free)
 
 
 def report_of(max_usd: float, budget: float = 0.002) -> DemoReport:

@@ -359,7 +359,8 @@ class PairedComparison:
         high: Its upper end, None when `se` is.
         wins: Questions only `name` answered correctly.
         losses: Questions only `baseline` answered correctly.
-        usd_ratio: `name`'s mean dollars per call over `baseline`'s.
+        usd_ratio: `name`'s mean dollars per call over `baseline`'s; None when the baseline
+            spent nothing (every call of a remote run failed before it was billed).
     """
 
     name: str
@@ -371,10 +372,10 @@ class PairedComparison:
     high: float | None
     wins: int
     losses: int
-    usd_ratio: float
+    usd_ratio: float | None
 
     def as_json(self) -> dict[str, Any]:
-        """The figures of the JSON report (`se`, `low`, `high`: null with one question)."""
+        """The figures of the JSON report (`se`, `low`, `high`, `usd_ratio`: null when undefined)."""
         return dataclasses.asdict(self)
 
 
@@ -385,13 +386,11 @@ def compare_paired(
 
     Raises:
         ConfigError: The two lists are empty or do not cover the same questions in the same
-            order, or the baseline spent nothing (no dollar ratio).
+            order.
     """
     if not records or [r.index for r in records] != [r.index for r in base]:
         raise ConfigError(f"{name} and {baseline} must answer the same questions, in the same order")
     base_usd = math.fsum(r.usd for r in base)
-    if base_usd <= 0:
-        raise ConfigError(f"{baseline} spent nothing, so there is no dollar ratio to report")
     pairs = zip(records, base, strict=True)
     d = np.array([int(a.correct) - int(b.correct) for a, b in pairs], dtype=np.float64)
     n = len(d)
@@ -407,7 +406,7 @@ def compare_paired(
         high=None if se is None else mean + _Z95 * se,
         wins=int((d > 0).sum()),
         losses=int((d < 0).sum()),
-        usd_ratio=math.fsum(r.usd for r in records) / base_usd,
+        usd_ratio=math.fsum(r.usd for r in records) / base_usd if base_usd > 0 else None,
     )
 
 
@@ -863,10 +862,11 @@ def describe_paired(p: PairedComparison) -> str:
         spread = " (one question: no uncertainty can be given)"
     else:
         spread = f" (standard error {p.se * 100:.1f}; 95% interval {p.low * 100:+.1f} to {p.high * 100:+.1f})"
-    return (
-        f"{head}{diff}{spread}; right on {p.wins} it missed, wrong on {p.losses} it got; "
-        f"at {p.usd_ratio:.0%} of its mean dollars."
-    )
+    if p.usd_ratio is None:
+        dollars = f"{p.baseline} spent nothing, so there is no dollar ratio."
+    else:
+        dollars = f"at {p.usd_ratio:.0%} of its mean dollars."
+    return f"{head}{diff}{spread}; right on {p.wins} it missed, wrong on {p.losses} it got; {dollars}"
 
 
 def save_plot(report: DemoReport, path: str | Path) -> Path | None:
