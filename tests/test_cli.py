@@ -180,7 +180,8 @@ def test_remote_calls_that_fail_count_as_errors(capsys: pytest.CaptureFixture[st
     data = json.loads(out.strip().splitlines()[-1])
     for figures in data["strategies"].values():
         assert figures["accuracy"] == 0.0 and figures["max_usd"] == 0.0 and figures["stopped_early"] == 0.0
-    assert "errors" in out
+    assert data["paired"]["difference"] == 0.0 and data["paired"]["usd_ratio"] is None
+    assert "errors" in out and "spent nothing" in out
     (line,) = captured.err.strip().splitlines()
     assert line.startswith("adaptive: ") and " of 10 calls failed" in line
     assert "first error: HTTPStatusError" in line and "no such thing" in line

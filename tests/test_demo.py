@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -13,6 +14,7 @@ from rich.console import Console
 
 from adaptive import AdaptiveError, ConfigError
 from adaptive.cli._demo import (
+    CLAIM,
     DEFAULT_BUDGET_USD,
     STRATEGY_NAMES,
     CallRecord,
@@ -23,6 +25,8 @@ from adaptive.cli._demo import (
     _config_json,
     _run_strategy,
     check_budget,
+    compare_paired,
+    describe_paired,
     render_report,
     run_demo,
     save_plot,
@@ -43,15 +47,15 @@ def record(
     )
 
 
-def test_demo_json_line_on_twelve_questions(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["demo", "--questions", "12", "--json", "--no-plot", "--workers", "1"])
+def test_demo_json_line_on_sixteen_questions(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--questions", "16", "--json", "--no-plot", "--workers", "1"])
     out = capsys.readouterr().out
     assert code == 0
     lines = out.strip().splitlines()
     data = json.loads(lines[-1])
-    assert set(data) == {"strategies", "budget_usd", "questions", "seconds"}
+    assert set(data) == {"strategies", "budget_usd", "questions", "seconds", "paired"}
     assert list(data["strategies"]) == list(STRATEGY_NAMES)
-    assert data["questions"] == 12
+    assert data["questions"] == 16
     assert data["budget_usd"] == DEFAULT_BUDGET_USD
     assert data["seconds"] > 0
     for figures in data["strategies"].values():
@@ -66,10 +70,23 @@ def test_demo_json_line_on_twelve_questions(capsys: pytest.CaptureFixture[str]) 
     s = data["strategies"]
     assert s["single"]["mean_samples"] == 1.0
     assert s["self-consistency"]["mean_samples"] > s["adaptive"]["mean_samples"] > 1.0
-    # The table came before the JSON line, with every strategy in it.
+    # The paired comparison is recomputable from the two strategies' own figures.
+    paired = data["paired"]
+    assert set(paired) == {
+        "name", "baseline", "questions", "difference", "se", "low", "high", "wins", "losses", "usd_ratio"
+    }  # fmt: skip
+    assert (paired["name"], paired["baseline"]) == CLAIM
+    assert paired["questions"] == 16
+    a, b = s["adaptive"], s["self-consistency"]
+    assert paired["difference"] == pytest.approx(a["accuracy"] - b["accuracy"])
+    assert paired["difference"] == pytest.approx((paired["wins"] - paired["losses"]) / 16)
+    assert paired["usd_ratio"] == pytest.approx(a["mean_usd"] / b["mean_usd"])
+    assert paired["se"] >= 0 and paired["low"] <= paired["difference"] <= paired["high"]
+    # The table came before the JSON line, with every strategy and the comparison in it.
     table = "\n".join(lines[:-1])
     assert all(name in table for name in STRATEGY_NAMES)
     assert "<= budget" in table
+    assert "paired on the same 16 questions" in table
 
 
 def test_worker_protocol_gives_the_in_process_records(
@@ -122,6 +139,44 @@ def test_summarize_and_stopped_early() -> None:
     )
     with pytest.raises(ConfigError):
         summarize([])
+
+
+def outcomes(pattern: str) -> list[CallRecord]:
+    """Records right ("1") or wrong ("0") by position, each costing $0.001 x its 1-based index."""
+    return [record(i, correct=c == "1", usd=0.001 * (i + 1)) for i, c in enumerate(pattern)]
+
+
+def test_paired_comparison_by_hand() -> None:
+    # Per-question differences: +1, +1, 0, 0, -1, 0, 0, 0 (mean 1/8).
+    a = outcomes("11101000")
+    b = outcomes("00111000")
+    p = compare_paired("a", a, "b", b)
+    assert (p.questions, p.wins, p.losses) == (8, 2, 1)
+    assert p.difference == pytest.approx(1 / 8)
+    # Sample standard deviation of [1, 1, 0, 0, -1, 0, 0, 0]: sqrt((3 - 8/64) / 7).
+    se = ((3 - 8 * (1 / 8) ** 2) / 7) ** 0.5 / 8**0.5
+    assert p.se == pytest.approx(se)
+    assert p.low == pytest.approx(1 / 8 - 1.96 * se, abs=1e-4)
+    assert p.high == pytest.approx(1 / 8 + 1.96 * se, abs=1e-4)
+    assert p.usd_ratio == pytest.approx(1.0)
+    # Identical outcomes: no difference and no spread, stated as such.
+    same = compare_paired("a", a, "b", a)
+    assert same.difference == 0 and same.se == 0 and same.wins == same.losses == 0
+    cheap = [CallRecord(r.index, r.correct, 1, 10, r.usd / 4, 0.1, "confident") for r in a]
+    assert compare_paired("a", cheap, "b", a).usd_ratio == pytest.approx(0.25)
+    text = describe_paired(p)
+    assert "paired on the same 8 questions: +12.5 points" in text
+    assert f"standard error {se * 100:.1f}" in text and "at 100% of its mean dollars" in text
+    # One question: the standard error is undefined, and the sentence says so.
+    one = compare_paired("a", a[:1], "b", b[:1])
+    assert one.se is None and one.low is None and one.high is None
+    assert "no uncertainty" in describe_paired(one)
+    with pytest.raises(ConfigError, match="same questions"):
+        compare_paired("a", a, "b", b[:4])
+    with pytest.raises(ConfigError, match="same questions"):
+        compare_paired("a", [], "b", [])
+    free = compare_paired("a", a, "b", [dataclasses.replace(r, usd=0.0) for r in b])
+    assert free.usd_ratio is None and "b spent nothing, so there is no dollar ratio" in describe_paired(free)
 
 
 def report_of(max_usd: float, budget: float = 0.002) -> DemoReport:

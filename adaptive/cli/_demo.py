@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
+    "CLAIM",
     "DEFAULT_BUDGET_USD",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_QUESTIONS",
@@ -59,11 +60,14 @@ __all__ = [
     "DemoConfig",
     "DemoReport",
     "DemoSetup",
+    "PairedComparison",
     "RemoteSpec",
     "StrategyFactory",
     "StrategySummary",
     "available_cpus",
     "check_budget",
+    "compare_paired",
+    "describe_paired",
     "render_report",
     "run_demo",
     "save_plot",
@@ -75,7 +79,9 @@ __all__ = [
 STRATEGY_NAMES = ("single", "self-consistency", "adaptive", "best-of-n", "beam-search")
 """The strategies of the demo, in the order they run and are shown."""
 
-DEFAULT_QUESTIONS = 200
+DEFAULT_QUESTIONS = 1000
+"""Enough that adaptive's accuracy against self-consistency's, paired on the same questions,
+has a standard error near half a point (about 60 s of CPU on the simulator)."""
 DEFAULT_CONCURRENCY = 16
 DEFAULT_BUDGET_USD = 0.002
 """Per call. On the simulator (priced like gpt-4o-mini) one sample costs about $0.0001 and
@@ -328,6 +334,82 @@ def summarize(records: Sequence[CallRecord]) -> StrategySummary:
     )
 
 
+CLAIM = ("adaptive", "self-consistency")
+"""The comparison the demo is about: the controller against fixed self-consistency."""
+
+_Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedComparison:
+    """One strategy against another on the same questions (same seeds), question by question.
+
+    Both strategies answer the same questions, so the accuracy difference is measured per
+    question: its standard error comes from the questions where exactly one of them is right
+    (an unpaired comparison would add both strategies' question-to-question spread).
+
+    Attributes:
+        name: The strategy compared.
+        baseline: The strategy it is compared against.
+        questions: Questions answered by both.
+        difference: Accuracy of `name` minus `baseline`'s (a share: 0.01 is one point).
+        se: Standard error of `difference` (the paired differences' standard deviation over
+            the square root of `questions`); None with a single question, where it is undefined.
+        low: The 95% interval's lower end (normal approximation), None when `se` is.
+        high: Its upper end, None when `se` is.
+        wins: Questions only `name` answered correctly.
+        losses: Questions only `baseline` answered correctly.
+        usd_ratio: `name`'s mean dollars per call over `baseline`'s; None when the baseline
+            spent nothing (every call of a remote run failed before it was billed).
+    """
+
+    name: str
+    baseline: str
+    questions: int
+    difference: float
+    se: float | None
+    low: float | None
+    high: float | None
+    wins: int
+    losses: int
+    usd_ratio: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The figures of the JSON report (`se`, `low`, `high`, `usd_ratio`: null when undefined)."""
+        return dataclasses.asdict(self)
+
+
+def compare_paired(
+    name: str, records: Sequence[CallRecord], baseline: str, base: Sequence[CallRecord]
+) -> PairedComparison:
+    """Compare two strategies' calls on the same questions.
+
+    Raises:
+        ConfigError: The two lists are empty or do not cover the same questions in the same
+            order.
+    """
+    if not records or [r.index for r in records] != [r.index for r in base]:
+        raise ConfigError(f"{name} and {baseline} must answer the same questions, in the same order")
+    base_usd = math.fsum(r.usd for r in base)
+    pairs = zip(records, base, strict=True)
+    d = np.array([int(a.correct) - int(b.correct) for a, b in pairs], dtype=np.float64)
+    n = len(d)
+    mean = float(d.mean())
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else None
+    return PairedComparison(
+        name=name,
+        baseline=baseline,
+        questions=n,
+        difference=mean,
+        se=se,
+        low=None if se is None else mean - _Z95 * se,
+        high=None if se is None else mean + _Z95 * se,
+        wins=int((d > 0).sum()),
+        losses=int((d < 0).sum()),
+        usd_ratio=math.fsum(r.usd for r in records) / base_usd if base_usd > 0 else None,
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class DemoReport:
     """What the demo measured.
@@ -341,6 +423,8 @@ class DemoReport:
         concurrency: Questions in flight at once (per worker).
         model: What answered ("simulated reasoner" or the remote model's name).
         simulated_latency: Whether decoding time was simulated.
+        paired: `adaptive` against `self-consistency` on the same questions (see `CLAIM`),
+            or None when either did not run.
     """
 
     strategies: dict[str, StrategySummary]
@@ -351,14 +435,16 @@ class DemoReport:
     concurrency: int = DEFAULT_CONCURRENCY
     model: str = "simulated reasoner"
     simulated_latency: bool = False
+    paired: PairedComparison | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """The report as the JSON object `--json` prints."""
+        """The report as the JSON object `--json` prints ("paired": null when it is None)."""
         return {
             "strategies": {name: s.as_json() for name, s in self.strategies.items()},
             "budget_usd": self.budget_usd,
             "questions": self.questions,
             "seconds": round(self.seconds, 3),
+            "paired": None if self.paired is None else self.paired.as_json(),
         }
 
 
@@ -552,9 +638,11 @@ async def run_demo(
             raise AdaptiveError("the demo workers stopped before doing all the work")
     seconds = time.perf_counter() - t0
     summaries = {}
+    ordered: dict[str, list[CallRecord]] = {}
     for name in STRATEGY_NAMES:
-        ordered = sorted(records[name], key=lambda r: r.index)
-        summaries[name] = summarize(ordered)
+        ordered[name] = sorted(records[name], key=lambda r: r.index)
+        summaries[name] = summarize(ordered[name])
+    paired = compare_paired(CLAIM[0], ordered[CLAIM[0]], CLAIM[1], ordered[CLAIM[1]])
     report = DemoReport(
         strategies=summaries,
         budget_usd=config.budget_usd,
@@ -565,6 +653,7 @@ async def run_demo(
         model=config.model_label(),
         simulated_latency=config.remote is None
         and (config.first_token_seconds > 0 or config.seconds_per_token > 0),
+        paired=paired,
     )
     check_budget(report)
     return report
@@ -740,6 +829,8 @@ def render_report(report: DemoReport, console: Console) -> None:
             row.append(str(s.errors))
         table.add_row(*row)
     console.print(table)
+    if report.paired is not None:
+        console.print(describe_paired(report.paired), highlight=False)
     top = max(s.max_usd for s in report.strategies.values())
     console.print(
         f"Max $ per call: ${top:.6f} <= budget ${report.budget_usd:g} for every strategy (checked)."
@@ -761,6 +852,21 @@ def render_report(report: DemoReport, console: Console) -> None:
     console.print(
         f"Ran in {report.seconds:.1f} s ({how}, {report.concurrency} questions at a time).", highlight=False
     )
+
+
+def describe_paired(p: PairedComparison) -> str:
+    """One sentence for a paired comparison: the difference, its uncertainty, the dollars."""
+    head = f"{p.name} vs {p.baseline}, paired on the same {p.questions} questions: "
+    diff = f"{p.difference * 100:+.1f} points"
+    if p.se is None or p.low is None or p.high is None:
+        spread = " (one question: no uncertainty can be given)"
+    else:
+        spread = f" (standard error {p.se * 100:.1f}; 95% interval {p.low * 100:+.1f} to {p.high * 100:+.1f})"
+    if p.usd_ratio is None:
+        dollars = f"{p.baseline} spent nothing, so there is no dollar ratio."
+    else:
+        dollars = f"at {p.usd_ratio:.0%} of its mean dollars."
+    return f"{head}{diff}{spread}; right on {p.wins} it missed, wrong on {p.losses} it got; {dollars}"
 
 
 def save_plot(report: DemoReport, path: str | Path) -> Path | None:
