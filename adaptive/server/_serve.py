@@ -19,7 +19,7 @@ import uvicorn
 
 from ._app import create_app
 from ._config import ServerConfig
-from ._tenants import Account
+from ._tenants import TenantAccounts
 
 __all__ = ["RunningProxy", "run_proxy", "start_proxy"]
 
@@ -30,11 +30,11 @@ class RunningProxy:
 
     Attributes:
         url: Its root (`http://127.0.0.1:PORT`); the OpenAI base URL is `url + "/v1"`.
-        account: The tenants' account it books on.
+        accounts: The tenants' accounts it books on.
     """
 
     url: str
-    account: Account
+    accounts: TenantAccounts
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -51,8 +51,8 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(config: ServerConfig, account: Account | None) -> tuple[uvicorn.Server, Account]:
-    app = create_app(config, account=account)
+def _server(config: ServerConfig, accounts: TenantAccounts | None) -> tuple[uvicorn.Server, TenantAccounts]:
+    app = create_app(config, accounts=accounts)
     limits = config.limits
     ucfg = uvicorn.Config(
         app,
@@ -63,7 +63,7 @@ def _server(config: ServerConfig, account: Account | None) -> tuple[uvicorn.Serv
         access_log=False,
         lifespan="on",
     )
-    return uvicorn.Server(ucfg), app.state.proxy.account
+    return uvicorn.Server(ucfg), app.state.proxy.accounts
 
 
 def run_proxy(
@@ -71,7 +71,7 @@ def run_proxy(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    account: Account | None = None,
+    accounts: TenantAccounts | None = None,
     on_ready: Callable[[RunningProxy], None] | None = None,
 ) -> None:
     """Serve until SIGINT / SIGTERM (what `adaptive serve` runs).
@@ -79,7 +79,7 @@ def run_proxy(
     Raises:
         OSError: The address cannot be bound.
     """
-    server, acct = _server(config, account)
+    server, acct = _server(config, accounts)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -90,7 +90,7 @@ def run_proxy(
 
 @contextlib.contextmanager
 def start_proxy(
-    config: ServerConfig, host: str = "127.0.0.1", port: int = 0, *, account: Account | None = None
+    config: ServerConfig, host: str = "127.0.0.1", port: int = 0, *, accounts: TenantAccounts | None = None
 ) -> Iterator[RunningProxy]:
     """Serve the proxy from a background thread while the block runs (port 0: any free port).
 
@@ -98,7 +98,7 @@ def start_proxy(
         >>> with start_proxy(ServerConfig(upstream={"url": url})) as proxy:  # doctest: +SKIP
         ...     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="unused")
     """
-    server, acct = _server(config, account)
+    server, acct = _server(config, accounts)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     errors: list[BaseException] = []
