@@ -7,6 +7,7 @@ flags override its values.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from typing import Any
@@ -45,6 +46,12 @@ def add_serve_parser(sub: Any) -> None:
         "--redis",
         metavar="URL",
         help="keep tenants' totals in this Redis (redis://HOST:PORT/DB), shared by every proxy using it",
+    )
+    p.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="uvicorn's HTTP parser: auto uses httptools when installed, else h11 (default: %(default)s)",
     )
     p.add_argument(
         "--otel",
@@ -106,13 +113,15 @@ def serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             flush=True,
         )
 
+    if args.http == "httptools" and importlib.util.find_spec("httptools") is None:
+        raise ConfigError("--http httptools needs httptools: pip install httptools (or use --http h11)")
     provider = None
     if args.otel:
         from ..server._tracing import configure_tracing
 
         provider = configure_tracing(args.otel)
     try:
-        run_proxy(config, args.host, args.port, on_ready=ready)
+        run_proxy(config, args.host, args.port, on_ready=ready, http=args.http)
     except OSError as exc:
         raise ConfigError(
             f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc} (pick a free --port)"

@@ -14,6 +14,7 @@ import dataclasses
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import uvicorn
 
@@ -51,7 +52,12 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(config: ServerConfig, accounts: TenantAccounts | None) -> tuple[uvicorn.Server, TenantAccounts]:
+HTTPParser = Literal["auto", "h11", "httptools"]
+
+
+def _server(
+    config: ServerConfig, accounts: TenantAccounts | None, http: HTTPParser = "auto"
+) -> tuple[uvicorn.Server, TenantAccounts]:
     app = create_app(config, accounts=accounts)
     limits = config.limits
     ucfg = uvicorn.Config(
@@ -62,6 +68,8 @@ def _server(config: ServerConfig, accounts: TenantAccounts | None) -> tuple[uvic
         log_config=None,  # our `adaptive.server` logger; uvicorn's own go to the root handlers
         access_log=False,
         lifespan="on",
+        # "auto": httptools when installed (a C parser; benchmarks/proxy.py measures it), else h11.
+        http=http,
     )
     return uvicorn.Server(ucfg), app.state.proxy.accounts
 
@@ -73,13 +81,22 @@ def run_proxy(
     *,
     accounts: TenantAccounts | None = None,
     on_ready: Callable[[RunningProxy], None] | None = None,
+    http: HTTPParser = "auto",
 ) -> None:
     """Serve until SIGINT / SIGTERM (what `adaptive serve` runs).
+
+    Args:
+        config: The server's configuration.
+        host: Interface to listen on.
+        port: Port (0: any free one).
+        accounts: Where tenants' totals live (default: from `config.ledger`).
+        on_ready: Called once listening, with the URL.
+        http: uvicorn's HTTP/1.1 parser: "auto" (httptools when installed, else h11).
 
     Raises:
         OSError: The address cannot be bound.
     """
-    server, acct = _server(config, accounts)
+    server, acct = _server(config, accounts, http)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
