@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +188,23 @@ def test_two_proxy_processes_share_one_tenant_total(redis: str, tmp_path: Path) 
     # Both processes answered, and both refused: neither had the total to itself.
     by_proxy = [{results[i][0] for i in range(k, len(results), 2)} for k in (0, 1)]
     assert all("ok" in codes for codes in by_proxy)
+
+
+def test_serve_with_an_unreachable_redis_exits_2_saying_so(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "proxy.toml"
+    config.write_text('[tenants.a]\nkeys = ["sk-a"]\ntotal_usd = 1.0\n', encoding="utf-8")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    serve = ["serve", "--upstream", "http://127.0.0.1:9/v1", "--port", "0", "--config", str(config)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "adaptive", *serve, "--redis", f"redis://127.0.0.1:{dead}/0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""  # no URL printed: it never served
+    assert "cannot be reached" in proc.stderr and "--redis" in proc.stderr

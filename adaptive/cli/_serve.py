@@ -66,6 +66,22 @@ def _level(name: str) -> int:
     return logging.getLevelNamesMapping()[name]
 
 
+def _check_redis(url: str, prefix: str) -> None:
+    """Fail before serving when the tenants' Redis cannot be reached (the ledger fails closed)."""
+    import anyio
+
+    from ..ledger import LedgerUnavailableError, RedisBackend
+
+    async def ping() -> None:
+        async with RedisBackend(url, prefix=prefix, timeout=5.0) as backend:
+            await backend.ping()
+
+    try:
+        anyio.run(ping)
+    except LedgerUnavailableError as exc:
+        raise ConfigError(f"{exc}: start that Redis, or serve without --redis / [ledger] redis_url") from None
+
+
 def serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run `adaptive serve` until SIGINT / SIGTERM."""
     require_server_extra("serve")  # a ConfigError naming the install command: exit 2
@@ -113,6 +129,8 @@ def serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
             flush=True,
         )
 
+    if config.ledger.redis_url is not None:
+        _check_redis(config.ledger.redis_url, config.ledger.prefix)
     if args.http == "httptools" and importlib.util.find_spec("httptools") is None:
         raise ConfigError("--http httptools needs httptools: pip install httptools (or use --http h11)")
     provider = None
