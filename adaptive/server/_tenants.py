@@ -44,6 +44,8 @@ class TenantAccounts:
     def __init__(self, backend: LedgerBackend | None = None, *, clock: Clock | None = None) -> None:
         self.backend: LedgerBackend = backend if backend is not None else MemoryBackend()
         self._clock: Clock = clock or _utc_now
+        # One Account object per tenant and period (its checks run once, not per call).
+        self._made: dict[tuple[str, str], Account] = {}
 
     def __repr__(self) -> str:
         return f"TenantAccounts({self.backend!r})"
@@ -58,11 +60,12 @@ class TenantAccounts:
         """The account a call of tenant `name` starting now is held against (None: no total)."""
         if tenant.total_usd is None and tenant.total_tokens is None:
             return None
-        return Account(
-            f"tenant:{name}:{self.period(tenant)}",
-            Budget(usd=tenant.total_usd, tokens=tenant.total_tokens),
-            backend=self.backend,
-        )
+        key = (name, self.period(tenant))
+        made = self._made.get(key)
+        limits = Budget(usd=tenant.total_usd, tokens=tenant.total_tokens)
+        if made is None or made.budget != limits:
+            made = self._made[key] = Account(f"tenant:{key[0]}:{key[1]}", limits, backend=self.backend)
+        return made
 
     async def totals(self, name: str, tenant: TenantConfig) -> Totals:
         """The tenant's spend and open holds in the current period."""
