@@ -24,6 +24,7 @@ SCRIPTS = (
     "custom_strategy.py",
     "sync_client.py",
     "streaming.py",
+    "proxy_stream.py",
 )
 
 
@@ -206,3 +207,25 @@ def test_streaming(started: dict[str, subprocess.Popen[str]]) -> None:
     assert re.search(r"^answer +'\d+'", out, re.M)
     spent, budget = map(float, re.findall(r"spent " + MONEY + " of " + MONEY, out)[0])
     assert 0 < spent <= budget
+
+
+def test_proxy_stream(started: dict[str, subprocess.Popen[str]]) -> None:
+    import json
+
+    out = run_example(started, "proxy_stream.py")
+    chunks = [json.loads(m) for m in re.findall(r"^chunk \d+: (.*)$", out, re.M)]
+    assert chunks and all(c["object"] == "chat.completion.chunk" for c in chunks)
+    progress = [c for c in chunks if not c["choices"] and "event" in c.get("adaptive", {})]
+    answer = [c for c in chunks if c["choices"]]
+    tail = chunks[-1]
+    # Progress first (a decision, then the requests it sent), then the answer, then the receipt.
+    assert progress[0]["adaptive"]["event"] == "decide" and chunks.index(progress[-1]) < chunks.index(
+        answer[0]
+    )
+    assert {"decide", "send", "done"} <= {c["adaptive"]["event"] for c in progress}
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in answer)
+    assert answer[-1]["choices"][0]["finish_reason"] == "stop"
+    receipt = tail["adaptive"]
+    assert not tail["choices"] and receipt["answer"] in text and 0 < receipt["cost_usd"] <= 0.002
+    assert tail["usage"]["total_tokens"] > 0
+    assert f"answer text: {text.strip().splitlines()[-1]}" in out

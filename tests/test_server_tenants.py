@@ -1,82 +1,54 @@
-"""Tenants' account, keys and config, without a server."""
+"""Tenants' accounts, keys and config, without a server."""
 
 from __future__ import annotations
 
+import datetime
 import hmac
-from typing import Any
 
-import anyio
 import pytest
 
 from adaptive import ConfigError
-from adaptive.server import APIError, InMemoryAccount, ServerConfig, TenantConfig
-from adaptive.server import _tenants as tenants_module
+from adaptive.ledger import MemoryBackend
+from adaptive.server import APIError, ServerConfig, TenantAccounts, TenantConfig
 from adaptive.server._auth import authenticate, bearer_key
 
 
-def run(fn: Any, *args: Any) -> Any:
-    return anyio.run(fn, *args)
+def test_each_tenant_and_period_is_one_ledger_account() -> None:
+    now = [datetime.datetime(2026, 1, 1, 23, 59, tzinfo=datetime.UTC)]
+    accounts = TenantAccounts(clock=lambda: now[0])
+    daily = TenantConfig(keys=("k",), total_usd=0.5, total_tokens=900, period="day")
+    absolute = TenantConfig(keys=("j",), total_usd=2.0)
+    a = accounts.account("acme", daily)
+    assert a is not None and a.name == "tenant:acme:day:2026-01-01"
+    assert a.budget.usd == 0.5 and a.budget.tokens == 900 and a.backend is accounts.backend
+    b = accounts.account("acme", absolute)
+    assert b is not None and b.name == "tenant:acme:total" and b.budget.tokens is None
+    assert accounts.account("free", TenantConfig(keys=("f",))) is None  # no total: no account
+    # A clock in another zone still books on the UTC date.
+    now[0] = datetime.datetime(2026, 1, 2, 1, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=5)))
+    c = accounts.account("acme", daily)
+    assert c is not None and c.name == "tenant:acme:day:2026-01-01"
+    now[0] = datetime.datetime(2026, 1, 2, 0, 0, tzinfo=datetime.UTC)
+    d = accounts.account("acme", daily)
+    assert d is not None and d.name == "tenant:acme:day:2026-01-02"
 
 
-def test_a_reservation_shrinks_to_what_is_left_and_settles_the_real_spend() -> None:
-    acct = InMemoryAccount()
-    t = TenantConfig(keys=("k",), total_usd=0.01)
-
-    async def go() -> None:
-        a = await acct.reserve("t", t, usd=0.004, tokens=None)
-        b = await acct.reserve("t", t, usd=None, tokens=None)  # no cap: all that is left
-        assert a.usd == 0.004 and b.usd == pytest.approx(0.006)
-        with pytest.raises(APIError) as info:
-            await acct.reserve("t", t, usd=0.001, tokens=None)
-        assert info.value.status == 429 and info.value.code == "tenant_budget_exhausted"
-        await acct.settle(a, usd=0.001, tokens=10)
-        await acct.release(b)
-        spend = await acct.spent("t")
-        assert spend.usd == pytest.approx(0.001) and spend.tokens == 10
-        assert spend.reserved_usd == 0 and spend.calls == 1
-        c = await acct.reserve("t", t, usd=None, tokens=None)
-        assert c.usd == pytest.approx(0.009)
-
-    run(go)
+def test_two_proxies_in_one_process_do_not_share_memory_totals() -> None:
+    one, two = TenantAccounts(), TenantAccounts()
+    assert isinstance(one.backend, MemoryBackend) and one.backend is not two.backend
 
 
-def test_concurrent_reservations_never_hold_more_than_the_total() -> None:
-    acct = InMemoryAccount()
-    t = TenantConfig(keys=("k",), total_usd=0.05, total_tokens=5000)
-    held: list[Any] = []
-    refused: list[int] = []
-
-    async def one() -> None:
-        try:
-            held.append(await acct.reserve("t", t, usd=0.003, tokens=400))
-        except APIError:
-            refused.append(1)
-
-    async def go() -> None:
-        async with anyio.create_task_group() as tg:
-            for _ in range(50):
-                tg.start_soon(one)
-
-    run(go)
-    assert refused and held
-    assert sum(r.usd for r in held) <= 0.05 + 1e-12
-    assert sum(r.tokens for r in held) <= 5000
+@pytest.mark.parametrize("name", ["has space", "a:b", "", "x" * 65])
+def test_a_tenant_name_that_cannot_name_an_account_is_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match="tenant name"):
+        ServerConfig(upstream={"url": "http://127.0.0.1:1/v1"}, tenants={name: {"keys": ["sk-1"]}})
 
 
-def test_a_daily_total_resets_with_the_utc_date(monkeypatch: pytest.MonkeyPatch) -> None:
-    acct = InMemoryAccount()
-    t = TenantConfig(keys=("k",), total_usd=0.001, period="day")
-    monkeypatch.setattr(tenants_module, "_period", lambda tenant: "2026-01-01")
-
-    async def spend_all() -> None:
-        r = await acct.reserve("t", t, usd=None, tokens=None)
-        await acct.settle(r, usd=0.001, tokens=0)
-
-    run(spend_all)
-    with pytest.raises(APIError, match="2026-01-01"):
-        run(spend_all)
-    monkeypatch.setattr(tenants_module, "_period", lambda tenant: "2026-01-02")
-    run(spend_all)  # a new day, a new total
+def test_a_redis_url_must_be_one() -> None:
+    with pytest.raises(ConfigError, match="redis_url"):
+        ServerConfig(upstream={"url": "http://127.0.0.1:1/v1"}, ledger={"redis_url": "http://x"})
+    cfg = ServerConfig(upstream={"url": "http://127.0.0.1:1/v1"}, ledger={"redis_url": "redis://h:1/0"})
+    assert cfg.ledger.redis_url == "redis://h:1/0" and cfg.ledger.prefix == "adaptive"
 
 
 def test_keys_are_compared_with_every_configured_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ flags override its values.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from typing import Any
@@ -41,10 +42,44 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--timeout-seconds", type=positive_float, metavar="S", help="wall-clock limit per call")
     p.add_argument("--max-body-bytes", type=positive_int, metavar="N", help="largest request body")
     p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep tenants' totals in this Redis (redis://HOST:PORT/DB), shared by every proxy using it",
+    )
+    p.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="uvicorn's HTTP parser: auto uses httptools when installed, else h11 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--otel",
+        choices=("console", "otlp"),
+        default=None,
+        help="export OpenTelemetry spans: console (stderr; needs opentelemetry-sdk) or otlp "
+        "(needs opentelemetry-exporter-otlp; OTEL_EXPORTER_OTLP_* configure it)",
+    )
 
 
 def _level(name: str) -> int:
     return logging.getLevelNamesMapping()[name]
+
+
+def _check_redis(url: str, prefix: str) -> None:
+    """Fail before serving when the tenants' Redis cannot be reached (the ledger fails closed)."""
+    import anyio
+
+    from ..ledger import LedgerUnavailableError, RedisBackend
+
+    async def ping() -> None:
+        async with RedisBackend(url, prefix=prefix, timeout=5.0) as backend:
+            await backend.ping()
+
+    try:
+        anyio.run(ping)
+    except LedgerUnavailableError as exc:
+        raise ConfigError(f"{exc}: start that Redis, or serve without --redis / [ledger] redis_url") from None
 
 
 def serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -64,7 +99,9 @@ def serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         for name in ("grace_seconds", "max_concurrency", "timeout_seconds", "max_body_bytes")
         if getattr(args, name) is not None
     }
-    overrides = {"upstream": upstream, "limits": limits}
+    overrides: dict[str, dict[str, Any]] = {"upstream": upstream, "limits": limits}
+    if args.redis:
+        overrides["ledger"] = {"redis_url": args.redis}
     if args.config:
         config = ServerConfig.load(args.config, **overrides)
     elif not args.upstream:
@@ -86,15 +123,28 @@ def serve_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         print(f"{proxy.url}/v1", flush=True)
         print(
             f"adaptive proxy on {proxy.url} -> {config.upstream.url} ({config.upstream.kind}); "
-            f"{len(config.tenants) or 'no'} tenant(s); Ctrl-C or SIGTERM stops it.",
+            f"{len(config.tenants) or 'no'} tenant(s), totals in "
+            f"{'Redis' if config.ledger.redis_url else 'memory'}; Ctrl-C or SIGTERM stops it.",
             file=sys.stderr,
             flush=True,
         )
 
+    if config.ledger.redis_url is not None:
+        _check_redis(config.ledger.redis_url, config.ledger.prefix)
+    if args.http == "httptools" and importlib.util.find_spec("httptools") is None:
+        raise ConfigError("--http httptools needs httptools: pip install httptools (or use --http h11)")
+    provider = None
+    if args.otel:
+        from ..server._tracing import configure_tracing
+
+        provider = configure_tracing(args.otel)
     try:
-        run_proxy(config, args.host, args.port, on_ready=ready)
+        run_proxy(config, args.host, args.port, on_ready=ready, http=args.http)
     except OSError as exc:
         raise ConfigError(
             f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc} (pick a free --port)"
         ) from None
+    finally:
+        if provider is not None:
+            provider.shutdown()  # flush the spans still batched
     return 0

@@ -7,21 +7,19 @@ alias) or the `adaptive` extension field, and the answer carries its receipt. Se
 """
 
 from ._app import create_app
-from ._config import AliasConfig, LimitsConfig, ServerConfig, TenantConfig, UpstreamConfig
+from ._config import AliasConfig, LedgerConfig, LimitsConfig, ServerConfig, TenantConfig, UpstreamConfig
 from ._errors import APIError
 from ._serve import RunningProxy, run_proxy, start_proxy
-from ._tenants import Account, InMemoryAccount, Reservation, Spend
+from ._tenants import TenantAccounts
 
 __all__ = [
     "APIError",
-    "Account",
     "AliasConfig",
-    "InMemoryAccount",
+    "LedgerConfig",
     "LimitsConfig",
-    "Reservation",
     "RunningProxy",
     "ServerConfig",
-    "Spend",
+    "TenantAccounts",
     "TenantConfig",
     "UpstreamConfig",
     "create_app",

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -25,7 +26,8 @@ from ._config import ServerConfig
 from ._errors import APIError, from_exception
 from ._request import ADAPTIVE_PREFIX, ChatCall, parse_chat
 from ._stream import ChatStream
-from ._tenants import Account, InMemoryAccount
+from ._tenants import TenantAccounts
+from ._tracing import ServerSpans, annotate
 from ._upstream import Upstream
 
 __all__ = ["ProxyState", "create_app"]
@@ -37,11 +39,13 @@ _UNWIND_SECONDS = 5.0
 
 
 class ProxyState:
-    """What the routes share: config, upstream, account, and the calls in flight."""
+    """What the routes share: config, upstream, tenants' accounts, and the calls in flight."""
 
-    def __init__(self, config: ServerConfig, account: Account | None = None) -> None:
+    def __init__(self, config: ServerConfig, accounts: TenantAccounts | None = None) -> None:
         self.config = config
-        self.account: Account = account if account is not None else InMemoryAccount()
+        # Accounts made here from the config (a Redis client) are closed with the app.
+        self.owns_accounts = accounts is None
+        self.accounts: TenantAccounts = accounts if accounts is not None else _accounts(config)
         self.upstream = Upstream(config)
         self.in_flight = 0
         self._idle: anyio.Event | None = None
@@ -66,6 +70,7 @@ class ProxyState:
 
 
 def _log(tenant: str, call: ChatCall | None, model: str, outcome: Outcome) -> None:
+    annotate(tenant, outcome.status, outcome.cost_usd, outcome.samples, outcome.stop)
     logger.info(
         "chat tenant=%s model=%s strategy=%s status=%d cost_usd=%.9f samples=%d stop=%s%s",
         tenant,
@@ -110,17 +115,33 @@ def _headers(result: Result) -> dict[str, str]:
     }
 
 
-def create_app(config: ServerConfig, *, account: Account | None = None) -> Starlette:
+def _accounts(config: ServerConfig) -> TenantAccounts:
+    """The tenants' accounts the config asks for: in memory, or on a shared Redis."""
+    if config.ledger.redis_url is None:
+        return TenantAccounts()
+    from ..ledger._redis import RedisBackend
+
+    backend = RedisBackend(
+        config.ledger.redis_url, prefix=config.ledger.prefix, lease_seconds=config.ledger.lease_seconds
+    )
+    return TenantAccounts(backend)
+
+
+def create_app(config: ServerConfig, *, accounts: TenantAccounts | None = None) -> Starlette:
     """The proxy as an ASGI app (serve it with uvicorn; `adaptive serve` does).
 
     Args:
         config: The server's configuration.
-        account: Where tenants' totals live (default: in this process's memory).
+        accounts: Where tenants' totals live (default: from `config.ledger`, this process's
+            memory unless a Redis URL is given). One passed in is not closed by the app.
     """
-    state = ProxyState(config, account)
+    state = ProxyState(config, accounts)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ping = getattr(state.accounts.backend, "ping", None)
+        if config.tenants and ping is not None:
+            await ping()  # an unreachable Redis stops the server at startup, saying so
         try:
             yield
         finally:
@@ -130,6 +151,8 @@ def create_app(config: ServerConfig, *, account: Account | None = None) -> Starl
                 with anyio.move_on_after(_UNWIND_SECONDS):
                     await state.idle()
                 await state.upstream.aclose()
+                if state.owns_accounts:
+                    await state.accounts.aclose()
 
     async def chat(request: Request) -> Response:
         tenant = "-"
@@ -156,7 +179,7 @@ def create_app(config: ServerConfig, *, account: Account | None = None) -> Starl
             return await execute(
                 config=config,
                 upstream=state.upstream,
-                account=state.account,
+                accounts=state.accounts,
                 tenant=tenant,
                 call=the_call,
                 client_key=client_key,
@@ -169,7 +192,7 @@ def create_app(config: ServerConfig, *, account: Account | None = None) -> Starl
                 await preflight(
                     config=config,
                     upstream=state.upstream,
-                    account=state.account,
+                    accounts=state.accounts,
                     tenant=tenant,
                     call=call,
                     client_key=client_key,
@@ -227,6 +250,8 @@ def create_app(config: ServerConfig, *, account: Account | None = None) -> Starl
             Route("/health", health, methods=["GET"]),
         ],
         lifespan=lifespan,
+        # Outermost: the server span is current while the call (and its spans) runs.
+        middleware=[Middleware(ServerSpans)],
     )
     app.state.proxy = state
     return app

@@ -1,10 +1,12 @@
-"""One chat call: the tenant's caps, the reservation, `Client.run`, the answer and its receipt.
+"""One chat call: the tenant's caps, its ledger account, `Client.run`, the answer and its receipt.
 
 The call's budget is the request's own (or its alias's) combined with the tenant's per-call
-cap and the server's timeout, then shrunk to what the tenant has left (`Account.reserve`).
-Whatever the call spends, an answer, an error, a client that went away or a shutdown, is
-settled on the tenant's account: its events are metered as they are emitted, so even the
-requests a cancellation cut short are charged.
+cap and the server's timeout. A tenant with a total has its `adaptive.ledger.Account` passed
+as `accounts=`: the SDK holds each request's worst case in it before sending and books the
+real charge when the request ends (an answer, an error, a client that went away or a shutdown
+alike), so the proxy itself never reserves or settles anything. The first request refused by
+the tenant's account is a 429; a later round refused ends the call with stop reason "budget"
+(a normal answer, whose receipt names the account in `stop_rule`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .._budget import Budget
-from .._exceptions import AdaptiveError, BudgetTooSmallError
+from .._exceptions import AdaptiveError, BudgetExceededError, LedgerUnavailableError
 from .._result import Result, TraceEvent
-from ._config import ServerConfig
+from ._config import ServerConfig, TenantConfig
 from ._errors import APIError, from_exception
 from ._request import ChatCall
-from ._tenants import Account, Reservation
+from ._tenants import TenantAccounts
 from ._upstream import Upstream, metered
 
 __all__ = ["Meter", "Outcome", "completion_body", "execute", "preflight", "receipt", "usage_body"]
@@ -147,17 +149,11 @@ def new_id() -> tuple[str, int]:
     return f"chatcmpl-adaptive-{uuid.uuid4().hex[:24]}", int(time.time())
 
 
-async def _settle(account: Account, r: Reservation | None, usd: float, tokens: int) -> None:
-    if r is not None:
-        with anyio.CancelScope(shield=True):  # a cancelled call is charged all the same
-            await account.settle(r, usd=usd, tokens=tokens)
-
-
 async def preflight(
     *,
     config: ServerConfig,
     upstream: Upstream,
-    account: Account,
+    accounts: TenantAccounts,
     tenant: str,
     call: ChatCall,
     client_key: str | None,
@@ -177,20 +173,16 @@ async def preflight(
         dollars = (
             dollars or t.total_usd is not None or (t.per_call is not None and t.per_call.usd is not None)
         )
-        if t.total_usd is not None or t.total_tokens is not None:
-            spend = await account.spent(tenant)
-            used_usd = spend.usd + spend.reserved_usd
-            used_tokens = spend.tokens + spend.reserved_tokens
-            if (t.total_usd is not None and used_usd >= t.total_usd) or (
-                t.total_tokens is not None and used_tokens >= t.total_tokens
-            ):
-                raise APIError(
-                    429,
-                    f"tenant {tenant!r} has spent its total, counting calls still in flight: wait for "
-                    "them to finish, or raise the tenant's total in the server config",
-                    type="insufficient_quota",
-                    code="tenant_budget_exhausted",
-                )
+        acct = accounts.account(tenant, t)
+        if acct is not None:
+            try:
+                totals = await acct.totals()
+            except LedgerUnavailableError as exc:
+                raise _ledger_down(exc) from None
+            used = (totals.spent.pico + totals.reserved.pico, totals.spent.tokens + totals.reserved.tokens)
+            limits = (acct.limits.pico, acct.limits.tokens)
+            if any(limit >= 0 and u >= limit for u, limit in zip(used, limits, strict=True)):
+                raise _exhausted(tenant, t, acct.name, "counting calls still in flight")
     if dollars:
         try:
             client = await upstream.client(call.upstream_model, client_key)
@@ -210,14 +202,14 @@ async def execute(
     *,
     config: ServerConfig,
     upstream: Upstream,
-    account: Account,
+    accounts: TenantAccounts,
     tenant: str,
     call: ChatCall,
     client_key: str | None,
     meter: Meter,
     outcome: Outcome,
 ) -> Result:
-    """Run `call` for `tenant`, settle what it spent, and return its result.
+    """Run `call` for `tenant`, its requests held against the tenant's account; return its result.
 
     Raises:
         APIError: Every refusal and failure, OpenAI-style (with the receipt when money was spent).
@@ -229,18 +221,7 @@ async def execute(
     timeout = config.limits.timeout_seconds
     server_deadline = budget is None or budget.seconds is None or budget.seconds > timeout
     budget = Budget(seconds=timeout) if budget is None else budget & Budget(seconds=timeout)
-    reservation: Reservation | None = None
-    tenant_bound = False
-    if t is not None and (t.total_usd is not None or t.total_tokens is not None):
-        reservation = await account.reserve(tenant, t, usd=budget.usd, tokens=budget.tokens)
-        usd = reservation.usd if reservation.usd is not None else budget.usd
-        tokens = reservation.tokens if reservation.tokens is not None else budget.tokens
-        tenant_bound = (usd is not None and (budget.usd is None or usd < budget.usd)) or (
-            tokens is not None and (budget.tokens is None or tokens < budget.tokens)
-        )
-        budget = Budget(usd=usd, tokens=tokens, samples=budget.samples, seconds=budget.seconds)
-    spent_tokens = 0
-    usd_spent = 0.0
+    acct = accounts.account(tenant, t) if t is not None else None
     try:
         client = await upstream.client(call.upstream_model, client_key)
         with metered(meter):
@@ -251,36 +232,26 @@ async def execute(
                 seed=call.seed,
                 max_tokens=call.max_tokens,
                 temperature=call.temperature,
+                accounts=[acct] if acct is not None else (),
             )
     except AdaptiveError as exc:
         partial = exc.receipt if isinstance(exc.receipt, Result) else None
-        usd_spent = partial.cost_usd if partial is not None else meter.usd
-        spent_tokens = partial.usage.total_tokens if partial is not None else meter.tokens
-        outcome.cost_usd = usd_spent
-        if isinstance(exc, BudgetTooSmallError) and tenant_bound:
-            raise APIError(
-                429,
-                f"tenant {tenant!r} has too little of its total left for even one request of this call "
-                f"({exc})",
-                type="insufficient_quota",
-                code="tenant_budget_exhausted",
-            ) from None
+        outcome.cost_usd = partial.cost_usd if partial is not None else meter.usd
+        if acct is not None and isinstance(exc, BudgetExceededError) and exc.account == acct.name:
+            # The tenant's account refused the first request: nothing was sent.
+            raise _exhausted(tenant, t, acct.name, str(exc)) from None
+        if isinstance(exc, LedgerUnavailableError):
+            raise _ledger_down(exc) from None
         raise from_exception(exc, receipt=receipt(partial) if partial is not None else None) from None
     except BaseException:
-        # Cancelled (the client went away, or shutdown): the meter saw every charge, the
-        # cancelled requests' included. Tokens of cut requests are unknown: the hold is booked.
-        usd_spent = meter.usd
-        spent_tokens = reservation.tokens if reservation is not None and reservation.tokens else meter.tokens
-        outcome.cost_usd = usd_spent
+        # Cancelled (the client went away, or shutdown): the SDK booked every request's charge
+        # on the tenant's account (cut requests included) before this unwinds.
+        outcome.cost_usd = meter.usd
         outcome.note = "cancelled (client gone or shutdown); what it spent is charged"
         raise
-    else:
-        usd_spent, spent_tokens = result.cost_usd, result.usage.total_tokens
-        outcome.cost_usd = usd_spent
-        outcome.samples = result.generated
-        outcome.stop = result.stop_reason
-    finally:
-        await _settle(account, reservation, usd_spent, spent_tokens)
+    outcome.cost_usd = result.cost_usd
+    outcome.samples = result.generated
+    outcome.stop = result.stop_reason
     if result.stop_reason == "deadline" and server_deadline:
         raise APIError(
             504,
@@ -291,6 +262,35 @@ async def execute(
             adaptive=receipt(result),
         )
     return result
+
+
+def _exhausted(tenant: str, t: TenantConfig | None, account: str, detail: str) -> APIError:
+    """The 429 for a tenant whose total cannot fit one more request."""
+    total = []
+    if t is not None and t.total_usd is not None:
+        total.append(f"${t.total_usd:g}")
+    if t is not None and t.total_tokens is not None:
+        total.append(f"{t.total_tokens} tokens")
+    when = " today (UTC; it resets at 00:00 UTC)" if t is not None and t.period == "day" else ""
+    return APIError(
+        429,
+        f"tenant {tenant!r} has too little left of its total of {' / '.join(total)}{when} for this "
+        f"call's first request (ledger account {account!r}: {detail}): wait for calls in flight to "
+        "finish, ask for less (max_tokens, a smaller n), or raise the tenant's total in the server config",
+        type="insufficient_quota",
+        code="tenant_budget_exhausted",
+    )
+
+
+def _ledger_down(exc: LedgerUnavailableError) -> APIError:
+    """The 503 for a shared ledger that cannot be reached (fail closed: nothing was sent)."""
+    return APIError(
+        503,
+        f"the tenants' ledger is unreachable, so nothing was sent: {exc}",
+        type="server_error",
+        code="ledger_unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 def format_cost(usd: float) -> str:

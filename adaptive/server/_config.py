@@ -7,6 +7,7 @@ silently ignored setting. See the README's "Proxy server" section for a complete
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,9 +21,18 @@ from .._models import HiddenInputError, ValidatedModel
 from .._prices import Price
 from ..endpoints._http import parse_base_url
 
-__all__ = ["AliasConfig", "LimitsConfig", "ServerConfig", "TenantConfig", "UpstreamConfig"]
+__all__ = [
+    "AliasConfig",
+    "LedgerConfig",
+    "LimitsConfig",
+    "ServerConfig",
+    "TenantConfig",
+    "UpstreamConfig",
+]
 
 UpstreamKind = Literal["openai", "anthropic"]
+
+_TENANT_NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 
 class UpstreamConfig(ValidatedModel):
@@ -102,6 +112,29 @@ class TenantConfig(ValidatedModel):
         return keys
 
 
+class LedgerConfig(ValidatedModel):
+    """Where tenants' totals live.
+
+    Args:
+        redis_url: A Redis URL (`redis://127.0.0.1:6379/0`): every proxy process given the same
+            Redis and prefix shares each tenant's total. None: this process's memory.
+        prefix: The Redis key prefix (letters, digits and `_.:-`).
+        lease_seconds: How long a request's hold lives without renewal: a proxy that dies
+            mid-request has its holds booked at their worst case after this long.
+    """
+
+    redis_url: str | None = Field(default=None, repr=False)
+    prefix: str = Field(default="adaptive", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    lease_seconds: float = Field(default=30.0, ge=0.05, le=86_400, allow_inf_nan=False)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise HiddenInputError("ledger.redis_url must start with redis://, rediss:// or unix://")
+        return url
+
+
 class LimitsConfig(ValidatedModel):
     """Limits of the server itself.
 
@@ -134,6 +167,7 @@ class ServerConfig(ValidatedModel):
         prices: $/MTok per upstream model, for models genai-prices does not know.
         tenants: Tenants by name; none means no authentication (and no totals).
         limits: The server's own limits.
+        ledger: Where tenants' totals live (memory, or a shared Redis).
     """
 
     # Its own messages show what is safe to show; the table as a whole is not repeated.
@@ -145,12 +179,18 @@ class ServerConfig(ValidatedModel):
     # Kept out of the repr and of every validation message: the table holds the API keys.
     tenants: dict[str, TenantConfig] = Field(default_factory=dict, repr=False)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
 
     @field_validator("tenants")
     @classmethod
     def _unique_keys(cls, tenants: dict[str, TenantConfig]) -> dict[str, TenantConfig]:
         seen: dict[str, str] = {}
         for name, t in tenants.items():
+            # The name is part of the tenant's ledger account name (`tenant:<name>:<period>`).
+            if not _TENANT_NAME.match(name):
+                raise HiddenInputError(
+                    f"tenant name {name!r}: use 1-64 letters, digits and -_.@ (it names its ledger account)"
+                )
             for k in t.keys:
                 if k in seen:  # the key itself is never shown
                     raise HiddenInputError(f"tenants {seen[k]!r} and {name!r} share an API key")

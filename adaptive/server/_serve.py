@@ -14,12 +14,13 @@ import dataclasses
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import uvicorn
 
 from ._app import create_app
 from ._config import ServerConfig
-from ._tenants import Account
+from ._tenants import TenantAccounts
 
 __all__ = ["RunningProxy", "run_proxy", "start_proxy"]
 
@@ -30,11 +31,11 @@ class RunningProxy:
 
     Attributes:
         url: Its root (`http://127.0.0.1:PORT`); the OpenAI base URL is `url + "/v1"`.
-        account: The tenants' account it books on.
+        accounts: The tenants' accounts it books on.
     """
 
     url: str
-    account: Account
+    accounts: TenantAccounts
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -51,8 +52,13 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(config: ServerConfig, account: Account | None) -> tuple[uvicorn.Server, Account]:
-    app = create_app(config, account=account)
+HTTPParser = Literal["auto", "h11", "httptools"]
+
+
+def _server(
+    config: ServerConfig, accounts: TenantAccounts | None, http: HTTPParser = "auto"
+) -> tuple[uvicorn.Server, TenantAccounts]:
+    app = create_app(config, accounts=accounts)
     limits = config.limits
     ucfg = uvicorn.Config(
         app,
@@ -62,8 +68,10 @@ def _server(config: ServerConfig, account: Account | None) -> tuple[uvicorn.Serv
         log_config=None,  # our `adaptive.server` logger; uvicorn's own go to the root handlers
         access_log=False,
         lifespan="on",
+        # "auto": httptools when installed (a C parser; benchmarks/proxy.py measures it), else h11.
+        http=http,
     )
-    return uvicorn.Server(ucfg), app.state.proxy.account
+    return uvicorn.Server(ucfg), app.state.proxy.accounts
 
 
 def run_proxy(
@@ -71,15 +79,24 @@ def run_proxy(
     host: str = "127.0.0.1",
     port: int = 8000,
     *,
-    account: Account | None = None,
+    accounts: TenantAccounts | None = None,
     on_ready: Callable[[RunningProxy], None] | None = None,
+    http: HTTPParser = "auto",
 ) -> None:
     """Serve until SIGINT / SIGTERM (what `adaptive serve` runs).
+
+    Args:
+        config: The server's configuration.
+        host: Interface to listen on.
+        port: Port (0: any free one).
+        accounts: Where tenants' totals live (default: from `config.ledger`).
+        on_ready: Called once listening, with the URL.
+        http: uvicorn's HTTP/1.1 parser: "auto" (httptools when installed, else h11).
 
     Raises:
         OSError: The address cannot be bound.
     """
-    server, acct = _server(config, account)
+    server, acct = _server(config, accounts, http)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -90,7 +107,7 @@ def run_proxy(
 
 @contextlib.contextmanager
 def start_proxy(
-    config: ServerConfig, host: str = "127.0.0.1", port: int = 0, *, account: Account | None = None
+    config: ServerConfig, host: str = "127.0.0.1", port: int = 0, *, accounts: TenantAccounts | None = None
 ) -> Iterator[RunningProxy]:
     """Serve the proxy from a background thread while the block runs (port 0: any free port).
 
@@ -98,7 +115,7 @@ def start_proxy(
         >>> with start_proxy(ServerConfig(upstream={"url": url})) as proxy:  # doctest: +SKIP
         ...     client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="unused")
     """
-    server, acct = _server(config, account)
+    server, acct = _server(config, accounts)
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     errors: list[BaseException] = []

@@ -148,9 +148,10 @@ class ChatStream:
             held: list[TraceEvent] = []
             async with rx:
                 async for event in rx:
-                    # The 200 goes out with the first decision to send: a call refused before
-                    # that (a budget too small for one request) still gets its own status.
-                    if not self._started and event.kind != "decide":
+                    # The 200 goes out with the first request sent: a call refused before that
+                    # (a budget too small for one request, a tenant's total that cannot hold
+                    # its first request) still gets its own status.
+                    if not self._started and event.kind != "send":
                         held.append(event)
                         continue
                     await self._start(send)
