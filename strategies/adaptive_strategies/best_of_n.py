@@ -2,11 +2,11 @@
 
 Each round generates a batch of candidates (through `Plan.sample`, so the controller sizes the
 batch within the budget and seeds each sample), then scores every new candidate with the
-verifier in a round that stop rules cannot interrupt (what was paid for gets scored). Stop
-rules are consulted before each generation round, so `score_threshold(t)` ends the call as
-soon as some candidate scored at least `t`: give `batch` to generate in small rounds and let
-it stop early; with `batch=None` all `n` candidates are generated in one round (lowest
-latency, no early stop).
+verifier as soon as it arrives, in the same round (`score_on_arrival`; scoring is never
+cut short: what was paid for gets scored). Stop rules are consulted as each answer comes in,
+so `score_threshold(t)` ends the call as soon as some candidate scored at least `t`, also with
+`batch=None` (all `n` candidates in one round: the lowest latency), cancelling the candidates
+still being generated (charged what they used).
 
 When the budget is limited, each generation batch is capped so that scoring its candidates
 still fits (an estimate from the verifier's calls for a candidate of `max_tokens` tokens);
@@ -85,6 +85,11 @@ class BestOfN(ValidatedModel):
         on_verifier_error: When the verifier raises (a bug, not a low score): "raise" (the
             default) raises `VerifierError` before anything more is sent; "skip" leaves that
             candidate unscored and records the failure (`details["verifier_errors"]`, a warning).
+        score_on_arrival: Send candidates as single requests and score each as soon as it
+            arrives, in the round that generates it (a stop rule such as `score_threshold`
+            can then end the call at the first good enough score, cancelling the rest);
+            False generates each batch as one request with `n` (prompt billed once) and
+            scores it in the next round.
 
     Candidates the verifier could not score (unparseable judge reply, failed or refused call)
     are never picked over scored ones; if none was scored, the answer is the plain majority
@@ -107,6 +112,7 @@ class BestOfN(ValidatedModel):
     reserve_for_scoring: bool = True
     aggregation: Aggregation | None = None
     on_verifier_error: OnVerifierError = "raise"
+    score_on_arrival: bool = True
 
     @property
     def name(self) -> str:
@@ -135,7 +141,6 @@ class _BestOfNRun:
         self.asked = 0
         self.arrivals = 0
         self.scorer: Scorer[int] = Scorer(config.verifier, task, config.on_verifier_error)
-        self.scoring = False
         self._scoring: tuple[Call, ...] | None = None  # what scoring one candidate takes
 
     # -- the protocol ----------------------------------------------------------------------
@@ -146,17 +151,14 @@ class _BestOfNRun:
         return self.cfg.answer.read(completion.text)
 
     def plan(self, state: State) -> Plan | None:
-        if self.scoring:
-            self.scoring = False
-            for i in self.scorer.unfinished():
-                self._settle(i)  # calls the budget refused never come back
+        for i in self.scorer.unfinished():
+            self._settle(i)  # calls the budget refused (or a stop cancelled) never come back
         self.scorer.raise_failures()  # before anything more is sent
         new = [i for i, c in enumerate(self.candidates) if not c.submitted]
         if new:
             calls = self._scoring_calls(new)
             self.scorer.raise_failures()  # a local verifier raised just now
             if calls:
-                self.scoring = True
                 return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(new)} candidate(s)")
         left = self.cfg.n - len(self.candidates)
         if left <= 0 or self.asked >= 2 * self.cfg.n:  # the second cap: endpoints that keep failing
@@ -169,7 +171,24 @@ class _BestOfNRun:
                 if fit < 1 and self.candidates:
                     return None  # another candidate could not be scored: stop here
                 k = max(1, min(k, fit))
-        return Plan(sample=request, min_batch=1, max_batch=k, note=f"generate up to {k} candidate(s)")
+        # Single requests: each candidate is scored as soon as it arrives (`follow_up`), and
+        # a stop rule (score_threshold) can end the call at the first good enough score.
+        return Plan(
+            sample=request,
+            min_batch=1,
+            max_batch=k,
+            singles=self.cfg.score_on_arrival,
+            note=f"generate up to {k} candidate(s)",
+        )
+
+    def follow_up(self, outcome: Outcome) -> tuple[Call, ...]:
+        """Score the candidates `outcome` brought, in the round that generated them."""
+        if not self.cfg.score_on_arrival or outcome.call.purpose != "generate" or outcome.response is None:
+            return ()
+        if self.scorer.failures and self.cfg.on_verifier_error == "raise":
+            return ()  # the next plan raises it before anything more is sent
+        new = [i for i, c in enumerate(self.candidates) if not c.submitted]
+        return tuple(self._scoring_calls(new)) if new else ()
 
     def observe(self, outcome: Outcome) -> None:
         call = outcome.call
