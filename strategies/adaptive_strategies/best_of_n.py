@@ -2,11 +2,11 @@
 
 Each round generates a batch of candidates (through `Plan.sample`, so the controller sizes the
 batch within the budget and seeds each sample), then scores every new candidate with the
-verifier as soon as it arrives, in the same round (`score_on_arrival`; scoring is never
-cut short: what was paid for gets scored). Stop rules are consulted as each answer comes in,
-so `score_threshold(t)` ends the call as soon as some candidate scored at least `t`, also with
-`batch=None` (all `n` candidates in one round: the lowest latency), cancelling the candidates
-still being generated (charged what they used).
+verifier as soon as it arrives, in the same round (scoring is never cut short: what was paid
+for gets scored). Stop rules are consulted as each answer comes in, so `score_threshold(t)`
+ends the call as soon as some candidate scored at least `t`; with `one_per_request=True` that
+holds also with `batch=None` (all `n` candidates in one round: the lowest latency), the
+candidates still being generated then cancelled (charged what they used).
 
 When the budget is limited, each generation batch is capped so that scoring its candidates
 still fits (an estimate from the verifier's calls for a candidate of `max_tokens` tokens);
@@ -85,11 +85,12 @@ class BestOfN(ValidatedModel):
         on_verifier_error: When the verifier raises (a bug, not a low score): "raise" (the
             default) raises `VerifierError` before anything more is sent; "skip" leaves that
             candidate unscored and records the failure (`details["verifier_errors"]`, a warning).
-        score_on_arrival: Send candidates as single requests and score each as soon as it
-            arrives, in the round that generates it (a stop rule such as `score_threshold`
-            can then end the call at the first good enough score, cancelling the rest);
-            False generates each batch as one request with `n` (prompt billed once) and
-            scores it in the next round.
+        one_per_request: Ask for each candidate in its own request (each bills its prompt),
+            so that each is scored as soon as it comes back and a stop rule such as
+            `score_threshold` can end the call at the first good enough score, cancelling the
+            candidates still being generated. False (the default) asks for a batch in one
+            request with `n` where the endpoint supports it (prompt billed once; on the
+            simulator also the lower latency) and scores its candidates as soon as it is back.
 
     Candidates the verifier could not score (unparseable judge reply, failed or refused call)
     are never picked over scored ones; if none was scored, the answer is the plain majority
@@ -112,7 +113,7 @@ class BestOfN(ValidatedModel):
     reserve_for_scoring: bool = True
     aggregation: Aggregation | None = None
     on_verifier_error: OnVerifierError = "raise"
-    score_on_arrival: bool = True
+    one_per_request: bool = False
 
     @property
     def name(self) -> str:
@@ -171,19 +172,19 @@ class _BestOfNRun:
                 if fit < 1 and self.candidates:
                     return None  # another candidate could not be scored: stop here
                 k = max(1, min(k, fit))
-        # Single requests: each candidate is scored as soon as it arrives (`follow_up`), and
-        # a stop rule (score_threshold) can end the call at the first good enough score.
+        # Candidates are scored as soon as they arrive (`follow_up`); with one per request a
+        # stop rule (score_threshold) can end the call at the first good enough score.
         return Plan(
             sample=request,
             min_batch=1,
             max_batch=k,
-            singles=self.cfg.score_on_arrival,
+            singles=self.cfg.one_per_request,
             note=f"generate up to {k} candidate(s)",
         )
 
     def follow_up(self, outcome: Outcome) -> tuple[Call, ...]:
         """Score the candidates `outcome` brought, in the round that generated them."""
-        if not self.cfg.score_on_arrival or outcome.call.purpose != "generate" or outcome.response is None:
+        if outcome.call.purpose != "generate" or outcome.response is None:
             return ()
         if self.scorer.failures and self.cfg.on_verifier_error == "raise":
             return ()  # the next plan raises it before anything more is sent
