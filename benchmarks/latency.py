@@ -6,8 +6,9 @@ simulated reasoner with a fixed time to the first token and a fixed time per tok
 * `50ms+2ms/tok`   50 ms to the first token, 2 ms per token;
 * `1s+10ms/tok`    1 s to the first token, 10 ms per token;
 
-each both in process (`SimEndpoint`) and over real loopback HTTP (`adaptive.sim.serve_sim`, an
-`OpenAIChat` client; the verifier is the server's "sim-verifier", paced like the model). The
+each both in process (`SimEndpoint`) and over real loopback HTTP (`adaptive.sim.serve_sim`, a
+streamed `OpenAIChat` client; the verifier is the server's "sim-verifier", paced like the
+model). The
 simulated delays are sleeps, so the ratios stay meaningful on a loaded machine: CPU contention
 adds the SDK's own (small) time to both sides of a ratio, not the simulated decoding time.
 

@@ -8,8 +8,8 @@ For every file, over R seeded shuffles of each question's recorded samples, it c
 - ``controller``: adaptive's `AdaptiveConsistency` at its default stop rule, batches sized
   with `latency="cheap"` (the fewest samples that could stop: samples, not rounds, are what
   a replay measures; the default "balanced" trades some for fewer rounds, see
-  benchmarks/latency.py), its prior learned prequentially (each question sees only the questions answered before it in that shuffle,
-  as a live system would);
+  benchmarks/latency.py), its prior learned prequentially (each question sees only the
+  questions answered before it in that shuffle, as a live system would);
 
 plus each method's threshold sweep (accuracy against mean samples). Mean tokens count the
 completion tokens of the samples drawn: hard questions have longer samples.
