@@ -675,10 +675,10 @@ class _CallRun:
         """More samples at once, while the round runs, when those in flight cannot be enough.
 
         Only for a stoppable plan whose batch went out as single requests with a latency
-        setting ("fast", "balanced" after the first batch): when the samples still in flight
+        setting ("fast"): when the samples still in flight
         could not let the rules stop were they to split like the votes so far, the samples
         that could are sent now rather than in a round after the stragglers. A top-up is at
-        most `max_batch` samples ("balanced": at most that many in flight), the plan's
+        most `max_batch` samples (more may then be in flight), the plan's
         `max_batch` and `max_samples` bound the round, and only what the budget holds is sent
         (nothing is refused for it).
         """
@@ -689,16 +689,16 @@ class _CallRun:
         if (
             plan is None
             or plan.sample is None
-            or plan.latency not in ("fast", "balanced")
+            or plan.latency != "fast"
             or self.rule is None
             or self.stop_check is not None
             or not self.batching.singles(plan, first=self.round == 0)
         ):
             return []
         inflight = self.round_out - self.round_back
-        # "fast" may have more than `max_batch` in flight (each top-up is at most that many).
+        # More than `max_batch` may be in flight: each top-up is at most that many.
         room = min(
-            self.cfg.max_batch - (0 if plan.latency == "fast" else inflight),
+            self.cfg.max_batch,
             (plan.max_batch if plan.max_batch is not None else math.inf) - self.round_out,
             (self.cfg.max_samples if self.cfg.max_samples is not None else math.inf)
             - self.generated

@@ -8,13 +8,14 @@ to trade the two with `Plan.latency`:
   all to agree with the leader (the best case). Fewest samples; a split vote takes several
   rounds.
 * "balanced": the first batch as "cheap"; a later one is the fewest samples that could let
-  the rules stop were they to split like the votes so far (the expected case), sent as
-  single requests so that the rest is cancelled as soon as the rules say stop: a call that
-  did not stop after its first batch usually stops during its second.
+  the rules stop were they to split like the votes so far (the expected case): a call that
+  did not stop after its first batch usually stops after its second.
 * "fast": the first batch is three times the "cheap" one, a later one the cap, all sent as
-  single requests: the rules are asked as each sample arrives and the rest is cancelled as
-  soon as they say stop (cancelled requests are charged what they used). One round almost
-  always; some samples paid for in part only to be cancelled.
+  single requests, topped up while the round runs when those in flight could not be enough
+  (the controller's `top_up`): the rules are asked as each sample arrives and the rest is
+  cancelled as soon as they say stop (cancelled requests are charged what they used: on a
+  parallel batch most of a sample, the worst case on an endpoint that does not stream).
+  One round almost always.
 
 With a `seconds` budget, whatever the setting, a batch that is the last to fit the deadline
 (the time per round learned from this endpoint's past rounds) asks for everything the rules
@@ -39,11 +40,12 @@ FAST_OVERDRAW = 3  # "fast" draws this many times the fewest samples that could 
 def singles_for(latency: Latency | None, *, first: bool) -> bool:
     """Whether a batch goes out as single requests, so the rules can stop at each arrival.
 
-    "fast": always; "balanced": after the first batch (a batch sized for the expected case
-    may hold more than the rules end up needing); "cheap" (or None): never (one request
-    with `n` bills the prompt once).
+    "fast" only. A request cancelled part-way is charged what it used only where the
+    endpoint counts it (a stream, the simulator); elsewhere it is charged its worst case, so
+    "balanced" (the default) never relies on cancelling: its batches go as one request with
+    `n`, like "cheap"'s (`first` is kept for settings that would differ by round).
     """
-    return latency == "fast" or (latency == "balanced" and not first)
+    return latency == "fast"
 
 
 def rounds_that_fit(remaining_seconds: float | None, seconds_per_round: float | None) -> int | None:

@@ -489,11 +489,11 @@ class AdaptiveConsistency(_Voting):
         latency: Rounds versus dollars. "cheap": every batch is the fewest samples that could
             let the rule stop (fewest samples; a split vote takes several rounds);
             "balanced" (default): later batches are sized for the votes splitting as so far,
-            sent as single requests, topped up while the round runs and cancelled as soon as
-            the rule stops, so a call seldom needs a third round; "fast": the first batch is
-            three times the cheap one, as single requests, topped up and cancelled the same
-            way (about one round; cancelled samples are charged what they used, which on a
-            parallel batch is most of a sample). With a `seconds` budget a batch that is the
+            so a call seldom needs a third round; "fast": the first batch is three times the
+            cheap one, as single requests, topped up while the round runs and cancelled as
+            soon as the rule stops (about one round; cancelled samples are charged what they
+            used: on a parallel batch most of a sample, and the worst case on an endpoint
+            that does not stream: use `OpenAIChat(..., stream=True)`). With a `seconds` budget a batch that is the
             last to fit the deadline asks for all the rule may need.
         (other arguments as `SelfConsistency`; there is no `n`: passing it is a
         `ConfigError` that points to `max_samples`)
