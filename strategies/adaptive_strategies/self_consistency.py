@@ -493,8 +493,8 @@ class AdaptiveConsistency(_Voting):
             cheap one, as single requests, topped up while the round runs and cancelled as
             soon as the rule stops (about one round; cancelled samples are charged what they
             used: on a parallel batch most of a sample, and the worst case on an endpoint
-            that does not stream: use `OpenAIChat(..., stream=True)`). With a `seconds` budget a batch that is the
-            last to fit the deadline asks for all the rule may need.
+            that does not stream: use `OpenAIChat(..., stream=True)`). With a `seconds`
+            budget a batch that is the last to fit the deadline asks for all the rule may need.
         (other arguments as `SelfConsistency`; there is no `n`: passing it is a
         `ConfigError` that points to `max_samples`)
     """
