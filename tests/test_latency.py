@@ -6,7 +6,7 @@ import anyio
 import pytest
 from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 from adaptive_strategies.best_of_n import BestOfN
-from adaptive_strategies.verifiers import RewardModel
+from adaptive_strategies.verifiers import LLMJudge, RewardModel
 
 from adaptive import (
     Budget,
@@ -282,3 +282,40 @@ async def test_a_seconds_budget_asks_for_the_cap_in_the_last_round_that_fits() -
         )
     # Only one round fits 150 s: the first batch is the cap (16), not the fewest that could stop.
     assert round_samples(result, 0) == 16
+
+
+@pytest.mark.asyncio
+async def test_best_of_n_verifier_seeds_follow_the_candidate_not_its_arrival() -> None:
+    # Candidates come back in reverse order of their seeds; each is scored as it arrives, and
+    # its verifier call is seeded like the candidate itself (as when scored in order).
+    arrived: list[int] = []
+    gates = {i: anyio.Event() for i in range(4)}
+
+    async def gen(request: Request) -> str:
+        assert request.seed is not None
+        i = request.seed - 50
+        if i < 3:
+            with anyio.fail_after(10):
+                await gates[i + 1].wait()
+        arrived.append(i)
+        gates[i].set()
+        return f"Work.\nThe answer is {i}."
+
+    pairs: list[tuple[str, int | None]] = []
+
+    async def judge(request: Request) -> str:
+        assert request.messages is not None
+        asked = request.messages[-1].content
+        answer = next(str(i) for i in range(4) if f"The answer is {i}." in asked)
+        pairs.append((answer, request.seed))
+        return "Score: 5"
+
+    generator = FunctionEndpoint(gen, name="gen", price=PRICE)
+    judging = FunctionEndpoint(judge, name="judge", price=PRICE)
+    async with Client(generator) as client:
+        result = await client.run(
+            "q?", strategy=BestOfN(n=4, verifier=LLMJudge(endpoint=judging)), budget=Budget(usd=1.0), seed=50
+        )
+    assert arrived == [3, 2, 1, 0] and result.generated == 4
+    assert sorted(pairs) == [(str(i), 50 + i) for i in range(4)]
+    assert [a for a, _ in pairs] == ["3", "2", "1", "0"]  # scored in arrival order

@@ -263,12 +263,24 @@ class _BestOfNRun:
         for i in sorted(indices, key=lambda j: self.candidates[j].key):
             c = self.candidates[i]
             c.submitted = True
-            local, verify_calls = self.scorer.submit(i, c.text)
+            local, verify_calls = self.scorer.submit(i, c.text, index=self._index(c))
             if verify_calls:
                 calls.extend(verify_calls)
             else:
                 c.score = read_score(local, self.how)
         return calls
+
+    def _index(self, c: _Candidate) -> int | None:
+        """The candidate's sample index in the call (from its seed), for its verifier seeds.
+
+        Scored as they arrive, candidates would otherwise take verifier seeds in arrival
+        order; by index, a seeded call scores alike however its requests come back.
+        """
+        if self.task.seed is None:
+            return None
+        _, seed, within = c.key
+        index = seed - self.task.seed + within
+        return index if index >= 0 else None  # not seeded by the controller: by submission
 
     def _settle(self, i: int) -> None:
         self.candidates[i].score = read_score(self.scorer.finish(i), self.how)
