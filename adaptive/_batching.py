@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from ._latency import RoundClock, batch_for, rounds_that_fit, singles_for
 from ._ledger import Ledger
 from ._models import Request
 from ._posterior import ConsistencyPrior
@@ -67,6 +68,32 @@ def hypothetical(state: State, k: int, assessor: Callable[[dict[str, int]], Asse
         votes=votes,
         samples=state.samples + k,
         history=(*state.history, *([leader] * k)),
+        confidence=conf,
+        marginal_gain=g,
+    )
+
+
+def split_hypothetical(state: State, k: int, assessor: Callable[[dict[str, int]], Assessment]) -> State:
+    """The state if the next k samples split like the votes so far (the expected case).
+
+    The k votes are shared out in proportion to the votes (largest remainders, leader first on
+    ties); with no votes yet they all go to the leader, as in `hypothetical`.
+    """
+    total = sum(state.votes.values())
+    if total == 0 or k <= 0:
+        return hypothetical(state, k, assessor)
+    exact = {a: k * v / total for a, v in state.votes.items()}
+    extra = {a: int(x) for a, x in exact.items()}
+    left = k - sum(extra.values())
+    for a in sorted(exact, key=lambda a: -(exact[a] - extra[a]))[:left]:  # stable: leader first
+        extra[a] += 1
+    votes = ordered({a: v + extra[a] for a, v in state.votes.items()})
+    conf, g = assessor(votes)
+    added = tuple(a for a, n in extra.items() for _ in range(n))
+    return state.replace(
+        votes=votes,
+        samples=state.samples + k,
+        history=(*state.history, *added),
         confidence=conf,
         marginal_gain=g,
     )
@@ -133,8 +160,12 @@ class Batching:
         supports_n: bool,
         price: Price | None,
         endpoint: str = "",
+        expected: Sizer | None = None,
+        clock: RoundClock | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.expected = expected
+        self.clock = clock
         self.cfg = config
         self.sizer = sizer
         self.ledger = ledger
@@ -153,20 +184,45 @@ class Batching:
         k = self.sizer(
             state, rule if plan.stoppable else None, cap=cap, min_batch=plan.min_batch, first=first
         )
-        return self.affordable(plan, k)
+        if plan.stoppable and rule is not None:
+            k = self.for_latency(plan, state, rule, least=k, cap=cap, first=first)
+        return self.affordable(plan, k, singles=self.singles(plan, first=first))
 
-    def shape(self, sample: Request, k: int) -> tuple[Request, int]:
-        """A batch of k samples as the request whose worst case bounds it, and its prompt copies."""
+    @staticmethod
+    def singles(plan: Plan, *, first: bool) -> bool:
+        """Whether the plan's batch goes out as single requests (the plan's, or its latency's, call)."""
+        return plan.singles or (plan.stoppable and singles_for(plan.latency, first=first))
+
+    def for_latency(
+        self, plan: Plan, state: State, rule: StopRule, *, least: int, cap: int, first: bool
+    ) -> int:
+        """The batch `plan.latency` and the deadline ask for, from the rules' fewest (`least`)."""
+        per_round = self.clock.per_round(self.endpoint) if self.clock is not None else None
+        rounds_left = rounds_that_fit(state.remaining_seconds, per_round)
+        if (plan.latency is None or plan.latency == "cheap") and rounds_left is None:
+            return least
+        expected = least
+        if not first and plan.latency in ("balanced", "fast") and self.expected is not None:
+            expected = self.expected(state, rule, cap=cap, min_batch=plan.min_batch)
+        return batch_for(
+            plan.latency, least=least, expected=expected, cap=cap, first=first, rounds_left=rounds_left
+        )
+
+    def shape(self, sample: Request, k: int, *, singles: bool = False) -> tuple[Request, int]:
+        """A batch of k samples as the request whose worst case bounds it, and its prompt copies.
+
+        `singles`: the batch goes out as k single requests even where `n` is supported.
+        """
         request = sample.model_copy(update={"n": k})
-        return (request, 1) if self.as_n else (request, k)  # k single requests: k prompts billed
+        return (request, 1) if self.as_n and not singles else (request, k)  # k prompts billed
 
-    def affordable(self, plan: Plan, k: int) -> int:
+    def affordable(self, plan: Plan, k: int, *, singles: bool = False) -> int:
         """The largest batch up to k whose worst case fits in the budget (0: none fits)."""
         assert plan.sample is not None
         if self.cfg.shrink_max_tokens:
             return k  # reserving lowers max_tokens to fit instead
         while k >= max(1, plan.min_batch):
-            request, copies = self.shape(plan.sample, k)
+            request, copies = self.shape(plan.sample, k, singles=singles)
             if self.ledger.fits(request, self.price, prompt_copies=copies, endpoint=self.endpoint):
                 return k
             k -= 1

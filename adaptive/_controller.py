@@ -11,6 +11,7 @@ in flight (and still charging it), and (5) records every decision with the numbe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,11 +19,12 @@ from typing import Any
 import anyio
 from pydantic import Field
 
-from ._batching import Assessment, Batching, assess, hypothetical, next_batch, ordered
+from ._batching import Assessment, Batching, assess, hypothetical, next_batch, ordered, split_hypothetical
 from ._budget import Budget
 from ._dispatch import Dispatcher, Send
 from ._events import Recorder, Subscriber, numbers
 from ._exceptions import AdaptiveError, BudgetTooSmallError, ConfigError
+from ._latency import RoundClock
 from ._ledger import Charge, Ledger, ReservationBounds
 from ._live import log_event, log_result
 from ._models import ValidatedModel
@@ -94,6 +96,8 @@ class Controller:
         self.prior = prior or ConsistencyPrior()
         # Learned from overruns, per endpoint: later calls of this controller reserve enough.
         self.bounds = ReservationBounds()
+        # Learned per endpoint from the rounds run: sizes batches to fit a `seconds` budget.
+        self.clock = RoundClock()
 
     def assess(self, votes: Mapping[str, int]) -> Assessment:
         """(confidence, marginal gain per sample) for votes ordered leader first.
@@ -120,6 +124,21 @@ class Controller:
         first_batch = self.config.first_batch if first else None
         return next_batch(
             state, rule, self.hypothetical, cap=cap, min_batch=min_batch, first_batch=first_batch
+        )
+
+    def expected_batch(
+        self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False
+    ) -> int:
+        """The fewest samples that could let `rule` stop were they to split like the votes so far.
+
+        `cap` when no batch up to it could (a pure function of the state, like `next_batch`).
+        """
+        return next_batch(
+            state,
+            rule,
+            lambda s, k: split_hypothetical(s, k, self.assess),
+            cap=cap,
+            min_batch=min_batch,
         )
 
     async def run(
@@ -199,6 +218,8 @@ class _CallRun:
             supports_n=task.endpoint.supports_n,
             price=self.dispatch.price(task.endpoint),
             endpoint=task.endpoint.name,
+            expected=controller.expected_batch,
+            clock=controller.clock,
         )
         self.generated = 0
         self.stop_reason: StopReason = "strategy_done"
@@ -207,6 +228,11 @@ class _CallRun:
         self.overruns: list[OverrunRecord] = []
         self.run_state: StrategyRun | None = None
         self.plan: Plan | None = None
+        # Sample requests of the current round: sent (with top-ups) and back, and the next
+        # sample index to seed from (a top-up continues where the round's batch ended).
+        self.round_out = 0
+        self.round_back = 0
+        self.next_index = 0
         # The gain is worth computing for the trace only when a rule reads it.
         self.reads_gain = stop is not None and uses_gain(stop)
 
@@ -553,10 +579,20 @@ class _CallRun:
         """Reserve the plan's batch of k samples and its calls: (what to send, capped by max_samples)."""
         sends: list[Send] = []
         if plan.sample is not None and k > 0:
-            sends.extend(self.dispatch.reserve_samples(plan, k, first_index=self.generated))
+            singles = self.batching.singles(plan, first=self.round == 0)  # each acted on as it arrives
+            sends.extend(self.dispatch.reserve_samples(plan, k, first_index=self.generated, singles=singles))
+        self.round_out = sum(c.request.n for c, _ in sends if c.purpose == "generate")
+        self.round_back = 0
+        self.next_index = self.generated + self.round_out
+        more, capped = self.reserve_calls(plan, sends)
+        return sends + more, capped
+
+    def reserve_calls(self, plan: Plan, batch: Sequence[Send] = ()) -> tuple[list[Send], bool]:
+        """Reserve the plan's exact calls, after its batch: (what to send, capped by max_samples)."""
+        sends: list[Send] = []
         # Generating calls of the strategy's own count against max_samples like batches do.
         cap = self.cfg.max_samples
-        room = (cap if cap is not None else math.inf) - self.generated - sum(r.request.n for _, r in sends)
+        room = (cap if cap is not None else math.inf) - self.generated - sum(r.request.n for _, r in batch)
         capped = False
         for call in plan.calls:
             if call.purpose == "generate":
@@ -590,7 +626,10 @@ class _CallRun:
         before = len(self.recorder.outcomes)
         early = plan.stoppable and self.cfg.early_cancel and self.rule is not None
         shared = len(self.dispatch.shared_refusals)
-        await self.dispatch.run_round(sends, self.observe, self.stop_now if early else None)
+        started = self.recorder.now()
+        await self.dispatch.run_round(sends, self.observe, self.stop_now if early else None, self.follow)
+        if plan.sample is not None:
+            self.c.clock.observe(self.task.endpoint.name, self.recorder.now() - started)
         self.recorder.round += 1
         if len(self.dispatch.shared_refusals) > shared and len(self.recorder.outcomes) == before:
             self.shared_account_stop()
@@ -618,6 +657,79 @@ class _CallRun:
             self.generated += len(outcome.response.completions)
         assert self.run_state is not None
         self.run_state.observe(outcome)
+
+    def follow(self, outcome: Outcome) -> list[Send]:
+        """Reserve the strategy's follow-ups of `outcome`, sent in the same round.
+
+        Generating follow-ups count against `max_samples` like a plan's calls; what does not
+        fit is refused (a "refuse" event) and never sent, as in `reserve`.
+        """
+        sends = self.top_up(outcome)
+        follow_up = getattr(self.run_state, "follow_up", None)
+        calls = tuple(follow_up(outcome)) if follow_up is not None else ()
+        if calls:
+            sends += self.reserve_calls(Plan(calls=calls))[0]
+        return sends
+
+    def top_up(self, outcome: Outcome) -> list[Send]:
+        """More samples at once, while the round runs, when those in flight cannot be enough.
+
+        Only for a stoppable plan whose batch went out as single requests with a latency
+        setting ("fast"): when the samples still in flight
+        could not let the rules stop were they to split like the votes so far, the samples
+        that could are sent now rather than in a round after the stragglers. A top-up is at
+        most `max_batch` samples (more may then be in flight), the plan's
+        `max_batch` and `max_samples` bound the round, and only what the budget holds is sent
+        (nothing is refused for it).
+        """
+        plan = self.plan
+        if outcome.call.purpose != "generate":
+            return []
+        self.round_back += outcome.call.request.n
+        if (
+            plan is None
+            or plan.sample is None
+            or plan.latency != "fast"
+            or self.rule is None
+            or self.stop_check is not None
+            or not self.batching.singles(plan, first=self.round == 0)
+        ):
+            return []
+        inflight = self.round_out - self.round_back
+        # More than `max_batch` may be in flight: each top-up is at most that many.
+        room = min(
+            self.cfg.max_batch,
+            (plan.max_batch if plan.max_batch is not None else math.inf) - self.round_out,
+            (self.cfg.max_samples if self.cfg.max_samples is not None else math.inf)
+            - self.generated
+            - inflight,
+        )
+        if room < 1:
+            return []
+        tokens = self.sample_tokens()
+        state = self.batching.with_next(self.state(), plan.sample, 1, tokens)
+        # Sized for the expected case (new votes split like those so far): a top-up sized for
+        # the best case would be followed by another, each a whole sample's time later.
+        need = self.c.expected_batch(state, self.rule, cap=int(inflight + room))
+        k = self.batching.affordable(plan, min(int(room), need - inflight), singles=True)
+        if k < 1:
+            return []
+        sends = self.dispatch.reserve_samples(
+            dataclasses.replace(plan, min_batch=1), k, first_index=self.next_index, singles=True
+        )
+        if sends:
+            self.round_out += len(sends)
+            self.next_index += len(sends)
+            self.recorder.emit(
+                "decide",
+                action="continue",
+                during="round",
+                calls=len(sends),
+                reserved_usd=round(sum(r.pico for _, r in sends) / 1e12, 9),
+                note=f"top up {len(sends)}: the {inflight} in flight could not let the rules stop",
+                **self.numbers(state),
+            )
+        return sends
 
     def stop_now(self) -> bool:
         """Whether the rules say stop part-way through a round (the rest is then cancelled)."""

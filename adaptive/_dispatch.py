@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 
 from ._events import Recorder
@@ -59,6 +60,22 @@ Observe = Callable[[Outcome], None]
 StopNow = Callable[[], bool]
 OnOverrun = Callable[[Charge, int], None]
 AnswerOf = Callable[[Completion], str | None]
+# The reserved follow-up calls of an outcome (e.g. scoring the candidate it brought), sent
+# in the same round as soon as the outcome is in.
+FollowUp = Callable[[Outcome], Sequence["Send"]]
+Ask = Callable[[], None]
+
+
+@dataclasses.dataclass(slots=True)
+class _Round:
+    """A round in flight: where follow-ups start, and which requests a stop cancels."""
+
+    tg: anyio.abc.TaskGroup
+    observe: Observe
+    ask: Ask | None
+    follow: FollowUp | None
+    planned: list[anyio.CancelScope] = dataclasses.field(default_factory=list)
+    stopped: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -266,6 +283,7 @@ class Dispatcher:
         self.shared_refusals: list[BudgetExceededError] = []
         # What the shared ledger could not do as asked (on the result's warnings, and logged).
         self.shared_warnings: list[str] = []
+        self._round: _Round | None = None
 
     def endpoint(self, call: Call) -> Endpoint:
         """Where `call` goes."""
@@ -305,15 +323,16 @@ class Dispatcher:
         # With `shrink` the reservation's request may be the lowered one: send that.
         return dataclasses.replace(call, request=r.request), r
 
-    def reserve_samples(self, plan: Plan, k: int, *, first_index: int) -> list[Send]:
+    def reserve_samples(self, plan: Plan, k: int, *, first_index: int, singles: bool = False) -> list[Send]:
         """Reserve a batch of k samples of `plan.sample`, shrinking k until it fits.
 
         Samples are seeded `task.seed + index` (indices from `first_index`), unless the
-        request carries its own seed.
+        request carries its own seed. `singles` sends k single requests even where the
+        endpoint does `n` (each can then be cancelled on its own).
         """
         assert plan.sample is not None
         sample = plan.sample
-        if self.as_n:
+        if self.as_n and not singles:
             while k >= plan.min_batch and k >= 1:
                 send = self.reserve(Call(self._seeded(sample, first_index, k)))
                 if send is not None:
@@ -347,25 +366,71 @@ class Dispatcher:
         return request.model_copy(update=changes)
 
     # -- sending -------------------------------------------------------------------------
-    async def run_round(self, sends: Sequence[Send], observe: Observe, stop: StopNow | None) -> None:
+    async def run_round(
+        self, sends: Sequence[Send], observe: Observe, stop: StopNow | None, follow: FollowUp | None = None
+    ) -> None:
         """Send every call at once, each outcome to `observe` as it arrives.
 
         Args:
             sends: The reserved calls.
             observe: Takes each call's outcome before its event is recorded.
-            stop: Asked after each answer (None: never); True cancels what is still in
-                flight (it is still charged).
+            stop: Asked after each answer (None: never); True cancels the calls of `sends`
+                and the generating follow-ups still in flight (they are still charged).
+                Verifying follow-ups run on: they score what was already paid for.
+            follow: Given each outcome once `observe` has it; the reserved calls it returns
+                start at once, in this round (their outcomes go to `observe` and `follow` too).
         """
         try:
             async with anyio.create_task_group() as tg:
+                rnd = _Round(tg, observe, None, follow)
+                if stop is not None:
+                    rnd.ask = lambda: self._ask(rnd, stop)
+                self._round = rnd
                 for call, r in sends:
-                    tg.start_soon(self._send, call, r, tg.cancel_scope, observe, stop)
+                    scope = anyio.CancelScope()
+                    rnd.planned.append(scope)
+                    tg.start_soon(self._planned, scope, call, r, rnd)
         except BaseExceptionGroup as group:
             # One exception out, never a group: the first that is not a cancellation.
             raise _first(group) from None
+        finally:
+            self._round = None
+
+    async def _planned(self, scope: anyio.CancelScope, call: Call, r: Reservation, rnd: _Round) -> None:
+        with scope:  # a stop cancels this scope; an overrun the whole round's
+            await self._send(call, r, rnd.tg.cancel_scope, rnd.observe, rnd.ask)
+
+    @staticmethod
+    def _ask(rnd: _Round, stop: StopNow) -> None:
+        """Ask the rules after an answer; on stop cancel the planned calls still in flight."""
+        if rnd.stopped or not stop():
+            return
+        rnd.stopped = True
+        for scope in rnd.planned:
+            scope.cancel()
+
+    def _follow(self, outcome: Outcome) -> None:
+        """Start the follow-ups of `outcome` in its round (none once the round is cancelled).
+
+        A generating follow-up is stopped with the round's planned calls (more samples are
+        what a stop ends); a verifying one runs on (it scores what was already paid for).
+        """
+        rnd = self._round
+        if rnd is None or rnd.follow is None or rnd.tg.cancel_scope.cancel_called:
+            return
+        for call, r in rnd.follow(outcome):
+            if call.purpose != "generate":
+                rnd.tg.start_soon(self._send, call, r, rnd.tg.cancel_scope, rnd.observe, rnd.ask)
+                continue
+            if rnd.stopped:  # stopped while it was reserved: never sent, nothing held
+                self.ledger.release(r)
+                continue
+            scope = anyio.CancelScope()
+            rnd.planned.append(scope)
+            rnd.tg.start_soon(self._planned, scope, call, r, rnd)
 
     async def _send(
-        self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None
+        self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: Ask | None
     ) -> None:
         if not self.accounts:
             await self._send_one(call, r, scope, observe, stop)
@@ -481,7 +546,7 @@ class Dispatcher:
         self.shared_warnings.append(message)
 
     async def _send_one(
-        self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: StopNow | None
+        self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: Ask | None
     ) -> None:
         ep = self.endpoint(call)
         rid = self.recorder.request_id()
@@ -560,8 +625,8 @@ class Dispatcher:
         )
         if self._overran(charge, scope, rid):
             return
-        if stop is not None and not scope.cancel_called and stop():
-            scope.cancel()
+        if stop is not None and not scope.cancel_called:
+            stop()
 
     def _cancelled(
         self,
@@ -667,6 +732,7 @@ class Dispatcher:
         self.recorder.keep(outcome, answers)  # on the receipt even if the strategy fails to take it in
         observe(outcome)
         self.recorder.emit(kind, endpoint=ep.name, purpose=call.purpose, **data)
+        self._follow(outcome)
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

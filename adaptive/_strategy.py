@@ -29,6 +29,7 @@ from pydantic import Field
 
 from ._answer_spec import AnswerSpec
 from ._exceptions import AdaptiveWarning, ConfigError
+from ._latency import Latency
 from ._ledger import Charge
 from ._models import Completion, Message, Request, Response, TokenLogprob, ValidatedModel
 from ._prices import Price
@@ -181,6 +182,15 @@ class Plan:
         note: A word for the trace.
         watch: For `sample`: called with each request sent for it, returns a `TraceWatch`
             for that request (or None: not watched), so a trace can be cut while streamed.
+        latency: For `sample` in a stoppable plan: how the controller trades rounds for
+            samples. "cheap" (or None): each batch is the fewest samples that could let the
+            rules stop; "balanced": later batches are sized for the votes splitting as so
+            far; "fast": three times the cheap batch first, then the cap, as single requests
+            topped up in the round and cancelled as soon as the rules stop (see
+            `adaptive._latency`).
+        singles: For `sample`: send the batch as single requests even where the endpoint
+            does `n`, so that each sample is acted on (followed up, stopped at) as it arrives
+            (each request bills its own prompt).
     """
 
     calls: tuple[Call, ...] = ()
@@ -190,6 +200,8 @@ class Plan:
     stoppable: bool = True
     note: str = ""
     watch: Callable[[Request], TraceWatch | None] | None = None
+    latency: Latency | None = None
+    singles: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -315,6 +327,12 @@ class StrategyRun(Protocol):
         returns `completion.answer`.
         """
         ...
+
+    # A run may also define `follow_up(outcome: Outcome) -> Sequence[Call]`, called right
+    # after `observe(outcome)` while the round is still running: the calls it returns are
+    # reserved and sent at once, in the same round (e.g. scoring a candidate as soon as it
+    # arrives instead of after the whole batch). Optional, like `check_stop_rule`: a run
+    # without it waits for the next `plan`.
 
 
 @runtime_checkable

@@ -88,9 +88,11 @@ async def test_max_picks_the_best_scored_candidate_and_bills_the_verifier() -> N
     assert result.cost_usd == pytest.approx(sum(c.usd for c in result.charges))
     assert result.cost_usd > sum(c.usd for c in rm_charges)
     assert result.stop_reason == "strategy_done"
-    # Generation round, then a scoring round that stop rules cannot interrupt.
+    # One round: each candidate is scored as soon as it arrives, in the round that made it.
     decisions = [e.data for e in result.trace if e.kind == "decide" and e.data.get("action") == "continue"]
-    assert [d["note"] for d in decisions] == ["generate up to 8 candidate(s)", "score 8 candidate(s)"]
+    assert [d["note"] for d in decisions] == ["generate up to 8 candidate(s)"]
+    sends = [e for e in result.trace if e.kind == "send"]
+    assert {e.round for e in sends} == {0} and sum(e.data["purpose"] == "verify" for e in sends) == 8
 
 
 @pytest.mark.asyncio

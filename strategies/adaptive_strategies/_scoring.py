@@ -63,15 +63,19 @@ class Scorer(Generic[_K]):
         self.failures: list[dict[str, Any]] = []
 
     def submit(
-        self, key: _K, solution: str, *, steps: Sequence[str] | None = None
+        self, key: _K, solution: str, *, steps: Sequence[str] | None = None, index: int | None = None
     ) -> tuple[ScoreValue, list[Call]]:
         """Ask for the score of one candidate.
+
+        `index` seeds the verifier's calls `task.seed + index` instead of by submission
+        order: candidates submitted as they arrive are then scored alike in any arrival order.
 
         Returns:
             `(score, [])` when the verifier scored it locally; otherwise `(None, calls)`, the
             calls to send, whose responses go to `observe` and whose score `finish` gives.
         """
-        seed = None if self.task.seed is None else self.task.seed + self.submitted
+        order = self.submitted if index is None else index
+        seed = None if self.task.seed is None else self.task.seed + order
         self.submitted += 1
         v = self.verifier.verification(self.task.question, solution, steps=steps, seed=seed)
         if not v.calls:

@@ -2,11 +2,11 @@
 
 Each round generates a batch of candidates (through `Plan.sample`, so the controller sizes the
 batch within the budget and seeds each sample), then scores every new candidate with the
-verifier in a round that stop rules cannot interrupt (what was paid for gets scored). Stop
-rules are consulted before each generation round, so `score_threshold(t)` ends the call as
-soon as some candidate scored at least `t`: give `batch` to generate in small rounds and let
-it stop early; with `batch=None` all `n` candidates are generated in one round (lowest
-latency, no early stop).
+verifier as soon as it arrives, in the same round (scoring is never cut short: what was paid
+for gets scored). Stop rules are consulted as each answer comes in, so `score_threshold(t)`
+ends the call as soon as some candidate scored at least `t`; with `one_per_request=True` that
+holds also with `batch=None` (all `n` candidates in one round: the lowest latency), the
+candidates still being generated then cancelled (charged what they used).
 
 When the budget is limited, each generation batch is capped so that scoring its candidates
 still fits (an estimate from the verifier's calls for a candidate of `max_tokens` tokens);
@@ -85,6 +85,12 @@ class BestOfN(ValidatedModel):
         on_verifier_error: When the verifier raises (a bug, not a low score): "raise" (the
             default) raises `VerifierError` before anything more is sent; "skip" leaves that
             candidate unscored and records the failure (`details["verifier_errors"]`, a warning).
+        one_per_request: Ask for each candidate in its own request (each bills its prompt),
+            so that each is scored as soon as it comes back and a stop rule such as
+            `score_threshold` can end the call at the first good enough score, cancelling the
+            candidates still being generated. False (the default) asks for a batch in one
+            request with `n` where the endpoint supports it (prompt billed once; on the
+            simulator also the lower latency) and scores its candidates as soon as it is back.
 
     Candidates the verifier could not score (unparseable judge reply, failed or refused call)
     are never picked over scored ones; if none was scored, the answer is the plain majority
@@ -107,6 +113,7 @@ class BestOfN(ValidatedModel):
     reserve_for_scoring: bool = True
     aggregation: Aggregation | None = None
     on_verifier_error: OnVerifierError = "raise"
+    one_per_request: bool = False
 
     @property
     def name(self) -> str:
@@ -135,7 +142,6 @@ class _BestOfNRun:
         self.asked = 0
         self.arrivals = 0
         self.scorer: Scorer[int] = Scorer(config.verifier, task, config.on_verifier_error)
-        self.scoring = False
         self._scoring: tuple[Call, ...] | None = None  # what scoring one candidate takes
 
     # -- the protocol ----------------------------------------------------------------------
@@ -146,17 +152,14 @@ class _BestOfNRun:
         return self.cfg.answer.read(completion.text)
 
     def plan(self, state: State) -> Plan | None:
-        if self.scoring:
-            self.scoring = False
-            for i in self.scorer.unfinished():
-                self._settle(i)  # calls the budget refused never come back
+        for i in self.scorer.unfinished():
+            self._settle(i)  # calls the budget refused (or a stop cancelled) never come back
         self.scorer.raise_failures()  # before anything more is sent
         new = [i for i, c in enumerate(self.candidates) if not c.submitted]
         if new:
             calls = self._scoring_calls(new)
             self.scorer.raise_failures()  # a local verifier raised just now
             if calls:
-                self.scoring = True
                 return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(new)} candidate(s)")
         left = self.cfg.n - len(self.candidates)
         if left <= 0 or self.asked >= 2 * self.cfg.n:  # the second cap: endpoints that keep failing
@@ -169,7 +172,24 @@ class _BestOfNRun:
                 if fit < 1 and self.candidates:
                     return None  # another candidate could not be scored: stop here
                 k = max(1, min(k, fit))
-        return Plan(sample=request, min_batch=1, max_batch=k, note=f"generate up to {k} candidate(s)")
+        # Candidates are scored as soon as they arrive (`follow_up`); with one per request a
+        # stop rule (score_threshold) can end the call at the first good enough score.
+        return Plan(
+            sample=request,
+            min_batch=1,
+            max_batch=k,
+            singles=self.cfg.one_per_request,
+            note=f"generate up to {k} candidate(s)",
+        )
+
+    def follow_up(self, outcome: Outcome) -> tuple[Call, ...]:
+        """Score the candidates `outcome` brought, in the round that generated them."""
+        if outcome.call.purpose != "generate" or outcome.response is None:
+            return ()
+        if self.scorer.failures and self.cfg.on_verifier_error == "raise":
+            return ()  # the next plan raises it before anything more is sent
+        new = [i for i, c in enumerate(self.candidates) if not c.submitted]
+        return tuple(self._scoring_calls(new)) if new else ()
 
     def observe(self, outcome: Outcome) -> None:
         call = outcome.call
@@ -243,12 +263,24 @@ class _BestOfNRun:
         for i in sorted(indices, key=lambda j: self.candidates[j].key):
             c = self.candidates[i]
             c.submitted = True
-            local, verify_calls = self.scorer.submit(i, c.text)
+            local, verify_calls = self.scorer.submit(i, c.text, index=self._index(c))
             if verify_calls:
                 calls.extend(verify_calls)
             else:
                 c.score = read_score(local, self.how)
         return calls
+
+    def _index(self, c: _Candidate) -> int | None:
+        """The candidate's sample index in the call (from its seed), for its verifier seeds.
+
+        Scored as they arrive, candidates would otherwise take verifier seeds in arrival
+        order; by index, a seeded call scores alike however its requests come back.
+        """
+        if self.task.seed is None:
+            return None
+        _, seed, within = c.key
+        index = seed - self.task.seed + within
+        return index if index >= 0 else None  # not seeded by the controller: by submission
 
     def _settle(self, i: int) -> None:
         self.candidates[i].score = read_score(self.scorer.finish(i), self.how)

@@ -40,6 +40,8 @@ from ._fields import AnswerSpecField
 
 __all__ = ["AdaptiveConsistency", "EarlyStop", "SelfConsistency", "VoteRun"]
 
+Latency = Literal["fast", "balanced", "cheap"]
+
 
 class EarlyStop(ValidatedModel):
     """Cut streamed traces whose confidence falls too low (DeepConf online).
@@ -103,8 +105,10 @@ class VoteRun:
         keep_top: float | None = None,
         request_changes: dict[str, Any] | None = None,
         early_stop: EarlyStop | None = None,
+        latency: Latency | None = None,
     ) -> None:
         self.task = task
+        self.latency = latency
         self.strategy = strategy
         self.unweighted = 0  # samples that came without what the weighting reads
         self.target = target
@@ -171,6 +175,7 @@ class VoteRun:
             max_batch=left,
             stoppable=self.stoppable,
             watch=self._watch if self.early_stop is not None else None,
+            latency=self.latency,
         )
 
     def _cut_count(self) -> int:
@@ -392,7 +397,7 @@ class _Voting(ValidatedModel):
             return {"top_logprobs": 5}
         return {}
 
-    def _run(self, task: Task, target: int, *, stoppable: bool) -> VoteRun:
+    def _run(self, task: Task, target: int, *, stoppable: bool, latency: Latency | None = None) -> VoteRun:
         return VoteRun(
             task,
             target=target,
@@ -405,6 +410,7 @@ class _Voting(ValidatedModel):
             keep_top=self.keep_top,
             request_changes=self._changes(),
             early_stop=self.early_stop,
+            latency=latency,
         )
 
     @property
@@ -480,6 +486,15 @@ class AdaptiveConsistency(_Voting):
         min_gain: Stop once another sample is expected to raise that probability by less.
         value_usd: Optional worth of a correct answer: stop when the next batch's expected
             value is below its worst-case cost.
+        latency: Rounds versus dollars. "cheap": every batch is the fewest samples that could
+            let the rule stop (fewest samples; a split vote takes several rounds);
+            "balanced" (default): later batches are sized for the votes splitting as so far,
+            so a call seldom needs a third round; "fast": the first batch is three times the
+            cheap one, as single requests, topped up while the round runs and cancelled as
+            soon as the rule stops (about one round; cancelled samples are charged what they
+            used: on a parallel batch most of a sample, and the worst case on an endpoint
+            that does not stream: use `OpenAIChat(..., stream=True)`). With a `seconds`
+            budget a batch that is the last to fit the deadline asks for all the rule may need.
         (other arguments as `SelfConsistency`; there is no `n`: passing it is a
         `ConfigError` that points to `max_samples`)
     """
@@ -488,6 +503,7 @@ class AdaptiveConsistency(_Voting):
     confidence: float = Field(default=0.99, gt=0, lt=1)
     min_gain: float = Field(default=0.001, ge=0, le=1)
     value_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    latency: Latency = "balanced"
 
     def __init__(self, /, **data: Any) -> None:
         # `n` would otherwise be refused as an unknown field; say what to use instead.
@@ -522,7 +538,7 @@ class AdaptiveConsistency(_Voting):
 
     def start(self, task: Task) -> VoteRun:
         """Begin one call: up to `max_samples` samples, the controller may stop between batches."""
-        return self._run(task, self.max_samples, stoppable=True)
+        return self._run(task, self.max_samples, stoppable=True, latency=self.latency)
 
     def default_stop(self) -> StopRule | None:
         """confident(confidence) | low_marginal_gain(min_gain, value_usd) | budget_exhausted()."""

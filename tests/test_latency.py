@@ -1,0 +1,321 @@
+"""Latency: batch sizing per latency setting, rounds from the trace, work overlapped in a round."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
+from adaptive_strategies.best_of_n import BestOfN
+from adaptive_strategies.verifiers import LLMJudge, RewardModel
+
+from adaptive import (
+    Budget,
+    Client,
+    Completion,
+    ControllerConfig,
+    FunctionEndpoint,
+    Price,
+    Request,
+    Result,
+    Sampling,
+    State,
+)
+from adaptive._batching import hypothetical, split_hypothetical
+from adaptive._latency import FAST_OVERDRAW, RoundClock, batch_for, rounds_that_fit, singles_for
+from adaptive.sim import SimEndpoint, demo_problems
+
+PRICE = Price(input=1.0, output=4.0)
+
+
+def send_rounds(result: Result) -> int:
+    return len({e.round for e in result.trace if e.kind == "send"})
+
+
+def first_batch(result: Result) -> int:
+    """Samples asked for before anything came back."""
+    out = 0
+    for e in result.trace:
+        if e.kind == "done":
+            break
+        if e.kind == "send" and e.data["purpose"] == "generate":
+            out += e.data["n"]
+    return out
+
+
+def round_samples(result: Result, rnd: int) -> int:
+    """Samples asked for in one round (requests' n, generate only)."""
+    return sum(
+        e.data["n"]
+        for e in result.trace
+        if e.kind == "send" and e.round == rnd and e.data["purpose"] == "generate"
+    )
+
+
+# -- pure sizing -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("latency", "first", "expected_k"),
+    [
+        ("cheap", True, 4),
+        ("cheap", False, 4),
+        (None, False, 4),
+        ("balanced", True, 4),
+        ("balanced", False, 9),
+        ("fast", True, 4 * FAST_OVERDRAW),
+        ("fast", False, 16),
+    ],
+)
+def test_batch_for_each_setting(latency: str | None, first: bool, expected_k: int) -> None:
+    k = batch_for(latency, least=4, expected=9, cap=16, first=first)  # type: ignore[arg-type]
+    assert k == expected_k
+
+
+def test_batch_for_never_goes_over_the_cap_and_the_deadline_asks_for_it() -> None:
+    assert batch_for("fast", least=7, expected=30, cap=16, first=True) == 16
+    assert batch_for("balanced", least=4, expected=30, cap=10, first=False) == 10
+    assert batch_for("balanced", least=4, expected=2, cap=10, first=False) == 4  # never below least
+    # A least at or above the cap is returned as it is (the caller's caps apply after).
+    assert batch_for("fast", least=16, expected=16, cap=16, first=True) == 16
+    # One round left before the deadline: everything the rules may need, whatever the setting.
+    for latency in ("cheap", "balanced", "fast"):
+        assert batch_for(latency, least=3, expected=5, cap=12, first=False, rounds_left=1) == 12  # type: ignore[arg-type]
+        assert batch_for(latency, least=3, expected=5, cap=12, first=False, rounds_left=0) == 12  # type: ignore[arg-type]
+    assert batch_for("cheap", least=3, expected=5, cap=12, first=False, rounds_left=2) == 3
+
+
+def test_rounds_that_fit_and_singles() -> None:
+    assert rounds_that_fit(None, 1.0) is None
+    assert rounds_that_fit(10.0, None) is None
+    assert rounds_that_fit(10.0, 0.0) is None
+    assert rounds_that_fit(10.0, 3.0) == 3
+    assert rounds_that_fit(2.0, 3.0) == 0
+    assert singles_for("fast", first=True) and singles_for("fast", first=False)
+    assert not singles_for("balanced", first=True) and not singles_for("balanced", first=False)
+    assert not singles_for("cheap", first=False) and not singles_for(None, first=False)
+
+
+def test_round_clock_learns_per_endpoint() -> None:
+    clock = RoundClock(weight=0.5)
+    assert clock.per_round("a") is None
+    clock.observe("a", 2.0)
+    clock.observe("a", 4.0)
+    clock.observe("b", 1.0)
+    clock.observe("b", float("nan"))  # ignored
+    assert clock.per_round("a") == pytest.approx(3.0)
+    assert clock.per_round("b") == pytest.approx(1.0)
+
+
+def _state(votes: dict[str, int]) -> State:
+    from adaptive._batching import ordered
+
+    v = ordered(votes)
+    return State(
+        round=1,
+        samples=sum(v.values()),
+        votes=v,
+        abstentions=0,
+        history=tuple(a for a, n in v.items() for _ in range(n)),
+        weights={},
+        scores=(),
+        best_score=None,
+        spent_usd=0.0,
+        spent_tokens=0,
+        elapsed=0.0,
+        remaining_usd=None,
+        remaining_tokens=None,
+        remaining_samples=None,
+        remaining_seconds=None,
+        next_batch=1,
+        next_cost_usd=None,
+        next_tokens=0,
+        confidence=None,
+        marginal_gain=None,
+    )
+
+
+def test_split_hypothetical_shares_votes_in_proportion() -> None:
+    def assessor(votes: dict[str, int]) -> tuple[float | None, None]:
+        return None, None
+
+    s = split_hypothetical(_state({"a": 3, "b": 1}), 8, assessor)
+    assert s.votes == {"a": 9, "b": 3} and s.samples == 12 and len(s.history) == 12
+    s = split_hypothetical(_state({"a": 1, "b": 1, "c": 1}), 4, assessor)
+    assert sum(s.votes.values()) == 7 and s.votes["a"] == 3  # the remainder goes to the leader first
+    # No votes yet: like the best case, all to the leader.
+    empty = _state({})
+    assert split_hypothetical(empty, 5, assessor).votes == hypothetical(empty, 5, assessor).votes
+
+
+def test_expected_batch_is_at_least_the_best_case() -> None:
+    from adaptive import confident
+    from adaptive._controller import Controller
+
+    c = Controller()
+    rule = confident(0.95)
+    for votes in ({"a": 2, "b": 1}, {"a": 3, "b": 2}, {"a": 4}):
+        st = _state(votes)
+        least = c.next_batch(st, rule, cap=40)
+        expected = c.expected_batch(st, rule, cap=40)
+        assert least <= expected <= 40
+    # A split vote needs more samples in the expected case than in the best case.
+    st = _state({"a": 3, "b": 2})
+    assert c.expected_batch(st, rule, cap=40) > c.next_batch(st, rule, cap=40)
+
+
+# -- end to end ------------------------------------------------------------------------------
+
+
+def _messages(i: int) -> list[dict[str, str]]:
+    return [{"role": "user", "content": demo_problems(12, seed=3)[i].question}]
+
+
+@pytest.mark.asyncio
+async def test_fixed_self_consistency_sends_all_samples_in_one_round() -> None:
+    for supports_n in (True, False):
+        ep = SimEndpoint()
+        ep.supports_n = supports_n
+        async with Client(ep) as client:
+            result = await client.run(
+                _messages(0), strategy=SelfConsistency(n=8), budget=Budget(usd=1.0), seed=1
+            )
+        assert send_rounds(result) == 1
+        assert round_samples(result, 0) == 8 and result.generated == 8
+
+
+@pytest.mark.asyncio
+async def test_best_of_n_scores_the_first_candidate_before_the_last_arrives() -> None:
+    scored = anyio.Event()
+
+    async def gen(request: Request) -> str:
+        assert request.seed is not None
+        if request.seed % 4 == 3:  # the last candidate: it comes back only once one was scored
+            with anyio.fail_after(10):  # a controller that scores after all arrive deadlocks here
+                await scored.wait()
+        return f"Work.\nThe answer is {request.seed % 4}."
+
+    async def rm(request: Request) -> Completion:
+        scored.set()
+        assert request.messages is not None
+        return Completion(text="", score=0.5 if request.messages[-1].content.endswith("2.") else 0.1)
+
+    generator = FunctionEndpoint(gen, name="gen", price=PRICE)
+    reward = FunctionEndpoint(rm, name="rm", price=PRICE)
+    async with Client(generator) as client:
+        result = await client.run(
+            "q?", strategy=BestOfN(n=4, verifier=RewardModel(endpoint=reward)), budget=Budget(usd=1.0), seed=0
+        )
+    assert result.answer == "2" and result.generated == 4
+    kinds = [(e.kind, e.data.get("purpose")) for e in result.trace if e.kind in ("send", "done")]
+    first_verify = kinds.index(("send", "verify"))
+    last_generate = max(i for i, k in enumerate(kinds) if k == ("done", "generate"))
+    assert first_verify < last_generate
+    assert send_rounds(result) == 1
+
+
+@pytest.mark.asyncio
+async def test_best_of_n_score_threshold_stops_a_single_round_early() -> None:
+    gate = anyio.Event()
+
+    async def gen(request: Request) -> str:
+        assert request.seed is not None
+        if request.seed % 8 != 0:
+            with anyio.fail_after(10):
+                await gate.wait()  # never set: only a stop ends these (they are cancelled)
+        return f"Work.\nThe answer is {request.seed % 8}."
+
+    async def rm(request: Request) -> Completion:
+        return Completion(text="", score=0.99)
+
+    from adaptive import score_threshold
+
+    generator = FunctionEndpoint(gen, name="gen", price=PRICE)
+    reward = FunctionEndpoint(rm, name="rm", price=PRICE)
+    async with Client(generator) as client:
+        result = await client.run(
+            "q?",
+            strategy=BestOfN(n=8, verifier=RewardModel(endpoint=reward), one_per_request=True),
+            budget=Budget(usd=1.0),
+            stop=score_threshold(0.9),
+            seed=0,
+        )
+    assert result.answer == "0" and result.generated == 1
+    assert result.stop_reason != "strategy_done"
+    cancelled = [e for e in result.trace if e.kind == "cancel"]
+    assert len(cancelled) == 7 and send_rounds(result) == 1
+
+
+@pytest.mark.asyncio
+async def test_latency_settings_change_round_counts_as_documented() -> None:
+    sampling = Sampling(max_tokens=384, temperature=0.7)
+    rounds: dict[str, list[int]] = {}
+    first: dict[str, list[int]] = {}
+    for latency in ("cheap", "balanced", "fast"):
+        strategy = AdaptiveConsistency(sampling=sampling, latency=latency)
+        # Not calibrated: each setting's calls then start from the same prior.
+        async with Client(SimEndpoint(), controller=ControllerConfig(calibrate=False)) as client:
+            for i in range(12):
+                result = await client.run(
+                    _messages(i), strategy=strategy, budget=Budget(usd=1.0), seed=100 * i
+                )
+                rounds.setdefault(latency, []).append(send_rounds(result))
+                first.setdefault(latency, []).append(first_batch(result))
+    # The first batch: "balanced" is "cheap"'s; "fast" draws FAST_OVERDRAW times as many.
+    assert first["balanced"] == first["cheap"], first
+    assert all(f == min(16, FAST_OVERDRAW * c) for f, c in zip(first["fast"], first["cheap"], strict=True)), (
+        first
+    )
+    # Fewer sequential rounds the faster the setting; "fast" tops up in the round instead.
+    assert sum(rounds["fast"]) <= sum(rounds["balanced"]) <= sum(rounds["cheap"])
+    assert sum(rounds["fast"]) < sum(rounds["cheap"])
+    assert max(rounds["fast"]) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_seconds_budget_asks_for_the_cap_in_the_last_round_that_fits() -> None:
+    strategy = AdaptiveConsistency(sampling=Sampling(max_tokens=384, temperature=0.7), latency="cheap")
+    ep = SimEndpoint()
+    async with Client(ep) as client:
+        client.controller.clock.observe(ep.name, 100.0)  # learned: a round takes 100 s here
+        result = await client.run(
+            _messages(1), strategy=strategy, budget=Budget(usd=1.0, seconds=150), seed=7
+        )
+    # Only one round fits 150 s: the first batch is the cap (16), not the fewest that could stop.
+    assert round_samples(result, 0) == 16
+
+
+@pytest.mark.asyncio
+async def test_best_of_n_verifier_seeds_follow_the_candidate_not_its_arrival() -> None:
+    # Candidates come back in reverse order of their seeds; each is scored as it arrives, and
+    # its verifier call is seeded like the candidate itself (as when scored in order).
+    arrived: list[int] = []
+    gates = {i: anyio.Event() for i in range(4)}
+
+    async def gen(request: Request) -> str:
+        assert request.seed is not None
+        i = request.seed - 50
+        if i < 3:
+            with anyio.fail_after(10):
+                await gates[i + 1].wait()
+        arrived.append(i)
+        gates[i].set()
+        return f"Work.\nThe answer is {i}."
+
+    pairs: list[tuple[str, int | None]] = []
+
+    async def judge(request: Request) -> str:
+        assert request.messages is not None
+        asked = request.messages[-1].content
+        answer = next(str(i) for i in range(4) if f"The answer is {i}." in asked)
+        pairs.append((answer, request.seed))
+        return "Score: 5"
+
+    generator = FunctionEndpoint(gen, name="gen", price=PRICE)
+    judging = FunctionEndpoint(judge, name="judge", price=PRICE)
+    async with Client(generator) as client:
+        result = await client.run(
+            "q?", strategy=BestOfN(n=4, verifier=LLMJudge(endpoint=judging)), budget=Budget(usd=1.0), seed=50
+        )
+    assert arrived == [3, 2, 1, 0] and result.generated == 4
+    assert sorted(pairs) == [(str(i), 50 + i) for i in range(4)]
+    assert [a for a, _ in pairs] == ["3", "2", "1", "0"]  # scored in arrival order
