@@ -19,10 +19,12 @@ batch minus under the other method; the standard error is that of the mean diffe
 (`Client.run_many` on a `ReplayEndpoint`, one call at a time) and verifies that every
 question's samples, cost and answer are what the simulation gives.
 
-Part 2: throughput of `adaptive batch` with 1 and 4 worker processes on the simulator with
-200 ms simulated latency (needs `--redis URL`), questions per second with process start-up
-excluded (timed from the moment every worker is ready, by `--ready-file` handshakes) and
-reported separately.
+Part 2 (needs `--redis URL`): throughput of `run_many` with 1 and 4 worker processes sharing
+one run account in Redis, on the simulator with 200 ms simulated latency: each worker starts,
+says "ready", and is timed from a common "go" to its last answer, so process start-up is
+excluded (and reported separately); 1 and 4 workers alternate, the median of
+`--throughput-repeats` runs each. `--cli` also times `adaptive batch --workers N` end to end,
+start-up included.
 
     python benchmarks/batch.py FILE.jsonl [FILE.jsonl ...] [--shuffles 10] [--check 40] \
         [--redis redis://127.0.0.1:6379/0] [--json]
