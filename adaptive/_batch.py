@@ -343,10 +343,15 @@ async def run_many(
                 tg.start_soon(sample, q, k)
             if in_flight == 0:
                 if exhausted and run_account is not None:
-                    held = (await run_account.totals()).reserved.pico
-                    if held > 0:
+                    totals = await run_account.totals()
+                    if totals.reserved.pico > 0:
                         # Other workers' holds are in flight: what they do not use comes back.
-                        await anyio.sleep(0.05)
+                        # Wait, polling the account rather than sending calls it would refuse,
+                        # until more is free than when this worker was refused.
+                        used = totals.spent.pico + totals.reserved.pico
+                        while totals.reserved.pico > 0 and totals.spent.pico + totals.reserved.pico >= used:
+                            await anyio.sleep(0.05)
+                            totals = await run_account.totals()
                         exhausted = False
                         continue
                     if not retried:

@@ -316,6 +316,14 @@ def worker(argv: Sequence[str]) -> None:
         backend = RedisBackend(redis)
         try:
             async with Client(SimEndpoint(first_token_seconds=float(latency_ms) / 1000)) as client:
+                calls = [0]
+                inner = client.run
+
+                async def counted(*a: Any, **k: Any) -> Any:
+                    calls[0] += 1
+                    return await inner(*a, **k)
+
+                client.run = counted  # type: ignore[method-assign]
                 print("ready", flush=True)
                 await anyio.to_thread.run_sync(sys.stdin.readline)
                 t = time.perf_counter()
@@ -334,6 +342,7 @@ def worker(argv: Sequence[str]) -> None:
                     "elapsed_s": time.perf_counter() - t,
                     "spent_usd": report.spent_usd,
                     "samples": sum(r["samples"] for r in report.records),
+                    "calls": calls[0],
                 }
         finally:
             await backend.aclose()
@@ -376,6 +385,10 @@ def timed_workers(
         "wall_s": round(wall, 3),
         "questions_per_s": round(questions / wall, 2),
         "samples": sum(o["samples"] for o in outs),
+        "calls": sum(o["calls"] for o in outs),
+        # The wall time if only the simulated latency counted: each worker's calls, `concurrency`
+        # at a time, 200 ms each (the slowest worker's share decides).
+        "latency_floor_s": round(max(o["calls"] for o in outs) / concurrency * latency_ms / 1000, 2),
         "spent_usd": round(sum(o["spent_usd"] for o in outs), 6),
         "budget_usd": budget,
     }
