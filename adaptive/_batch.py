@@ -1,10 +1,11 @@
 """A dataset under one total budget: samples go where they are expected to change answers.
 
 `Client.run_many` answers many questions with one total dollar budget. Every question gets a
-first round (`first_round` samples); after that each further sample goes to the question
-whose next sample has the highest expected gain in confidence per expected dollar (the
-controller's posterior and gain, `ConsistencyPrior` and `expected_gain_per_sample`, with the
-prior learned from the batch's own votes, and the question's mean cost per sample so far),
+first round (`first_round` samples); after that each further request (of one or a few
+samples, sent with `n`) goes to the question whose next batch has the highest expected gain
+in confidence per expected dollar (the controller's posterior, `ConsistencyPrior`, with the
+prior learned from the batch's own votes; the request's prompt paid once, its samples at the
+question's mean cost per sample so far),
 until the budget is spent or every question's stop rule says stop (confident enough, gain
 below `min_gain`, or `max_samples` drawn). The decisions are `adaptive._allocation.Allocator`'s
 (pure); this module does the I/O.
@@ -211,7 +212,8 @@ async def run_many(
         budget_usd: The total budget of the batch (earlier runs it resumes included).
         first_round: Samples every question gets before any gets more.
         max_samples: Most samples for one question.
-        confidence: A question stops once the controller is this sure of its leader.
+        confidence: A question stops once the posterior (the controller's model, its prior
+            learned from the batch's own votes) is this sure of its leader.
         min_gain: A question stops once its next sample is expected to gain less confidence.
         concurrency: Calls in flight at once.
         max_tokens: `max_tokens` of each sample (None: the strategy's).
