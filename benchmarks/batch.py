@@ -449,9 +449,9 @@ def main() -> None:
     parser.add_argument("--first-round", type=int, default=2)
     parser.add_argument("--check", type=int, default=0, metavar="K", help="verify on the real stack")
     parser.add_argument("--redis", default=None)
-    parser.add_argument("--throughput-questions", type=int, default=256)
-    parser.add_argument("--throughput-concurrency", type=int, default=8, help="calls in flight per worker")
-    parser.add_argument("--throughput-repeats", type=int, default=3)
+    parser.add_argument("--throughput-questions", type=int, default=512)
+    parser.add_argument("--throughput-concurrency", type=int, default=4, help="calls in flight per worker")
+    parser.add_argument("--throughput-repeats", type=int, default=2)
     parser.add_argument("--skip-allocation", action="store_true")
     parser.add_argument("--cli", action="store_true", help="also time `adaptive batch` end to end")
     parser.add_argument(
