@@ -1,11 +1,14 @@
 """A dataset under one total budget: samples go where they are expected to change answers.
 
 `Client.run_many` answers many questions with one total dollar budget. Every question gets a
-first round (`first_round` samples); after that each further sample goes to the question
-whose next sample has the highest expected gain in confidence per expected dollar (the
-controller's own posterior: `Controller.assess`, and the question's mean cost per sample so
-far), until the budget is spent or every question's stop rule says stop (confident enough,
-gain below `min_gain`, or `max_samples` drawn).
+first round (`first_round` samples); after that each further request (of one or a few
+samples, sent with `n`) goes to the question whose next batch has the highest expected gain
+in confidence per expected dollar (the controller's posterior, `ConsistencyPrior`, with the
+prior learned from the batch's own votes; the request's prompt paid once, its samples at the
+question's mean cost per sample so far),
+until the budget is spent or every question's stop rule says stop (confident enough, gain
+below `min_gain`, or `max_samples` drawn). The decisions are `adaptive._allocation.Allocator`'s
+(pure); this module does the I/O.
 
 The total is never exceeded: every sample is a `client.run` call held against a run-scope
 `adaptive.ledger.Account` with the budget (in memory, or on Redis to share it between worker
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ._allocation import Allocator
 from ._answer_spec import AnswerSpec
 from ._budget import Budget
 from ._exceptions import AdaptiveError, BudgetExceededError, ConfigError
@@ -98,8 +102,11 @@ class _Question:
     index: int
     draws: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     stop_reason: str | None = None
-    busy: bool = False
     errors: int = 0
+    # The last record and what it was built from: a report after every draw rebuilds only
+    # the question that changed (else checkpointing a large batch is quadratic).
+    _cached: tuple[tuple[int, str | None], dict[str, Any]] | None = None
+    _cost: tuple[int, float] = (0, 0.0)
 
     @property
     def votes(self) -> dict[str, int]:
@@ -108,13 +115,25 @@ class _Question:
 
     @property
     def cost(self) -> float:
-        return sum(float(d.get("cost_usd", 0.0)) for d in self.draws)
+        n, total = self._cost
+        if n != len(self.draws):
+            total = sum(float(d.get("cost_usd", 0.0)) for d in self.draws)
+            self._cost = (len(self.draws), total)
+        return total
 
     @property
     def samples(self) -> int:
         return sum(1 for d in self.draws if d.get("sample", True))
 
     def record(self) -> dict[str, Any]:
+        key = (len(self.draws), self.stop_reason)
+        if self._cached is not None and self._cached[0] == key:
+            return self._cached[1]
+        out = self._build()
+        self._cached = (key, out)
+        return out
+
+    def _build(self) -> dict[str, Any]:
         votes = self.votes
         answer = next(iter(votes), None)
         out: dict[str, Any] = {
@@ -193,7 +212,8 @@ async def run_many(
         budget_usd: The total budget of the batch (earlier runs it resumes included).
         first_round: Samples every question gets before any gets more.
         max_samples: Most samples for one question.
-        confidence: A question stops once the controller is this sure of its leader.
+        confidence: A question stops once the posterior (the controller's model, its prior
+            learned from the batch's own votes) is this sure of its leader.
         min_gain: A question stops once its next sample is expected to gain less confidence.
         concurrency: Calls in flight at once.
         max_tokens: `max_tokens` of each sample (None: the strategy's).
@@ -220,13 +240,23 @@ async def run_many(
     if twice:
         raise ConfigError(f"question ids must be unique; repeated: {twice[:5]}")
     questions = [_Question(it, i) for i, it in enumerate(items)]
+    alloc = Allocator(
+        len(questions),
+        first_round=first_round,
+        max_samples=max_samples,
+        confidence=confidence,
+        min_gain=min_gain,
+        horizon=client.controller.config.gain_horizon,
+    )
     before = 0.0
     for q in questions:
         old = (previous or {}).get(q.item.id)
         if old:
             q.draws = [dict(d) for d in old.get("draws", [])]
             reason = old.get("stop_reason")
-            q.stop_reason = reason if reason in FINAL else None
+            alloc.add(q.index, [d.get("answer") for d in q.draws if d.get("sample", True)], q.cost)
+            if reason in FINAL:
+                alloc.stop(q.index, reason)
             before += q.cost
     # What the run may still spend; workers sharing one run account all pass the same limit.
     left = limit_usd if limit_usd is not None else budget_usd - before
@@ -240,39 +270,24 @@ async def run_many(
     retried = False  # after a refusal, one more try once nothing is in flight (holds freed)
 
     def report() -> BatchReport:
+        for q in questions:
+            q.stop_reason = alloc.stop_reason[q.index]
         return BatchReport([q.record() for q in questions], budget_usd, sum(q.cost for q in questions))
 
-    def priority(q: _Question) -> float | None:
-        """Expected confidence gain per dollar of q's next sample; None: q's stop rule says stop."""
-        votes = q.votes
-        if q.samples >= max_samples:
-            q.stop_reason = "max_samples"
-            return None
-        conf, gain = client.controller.assess(votes)
-        if conf is not None and conf >= confidence:
-            q.stop_reason = "confident"
-            return None
-        g = gain() if gain is not None else None
-        if g is None:
-            return 1.0  # no answer yet: nothing to weigh, worth one more
-        if g < min_gain:
-            q.stop_reason = "low_gain"
-            return None
-        per = q.cost / max(1, q.samples)
-        return g / max(per, 1e-12)
+    def prompt_usd(result: Any) -> float:
+        """What the prompt of a call's request cost (the allocator amortizes it over a batch)."""
+        price = client.endpoint.price
+        if price is None:  # unpriced: every sample costs 0, there is nothing to amortize
+            return 0.0
+        return float(price.worst_case_pico(result.usage.prompt_tokens, 0)) / 1e12
 
-    def pick() -> tuple[_Question, int] | None:
-        fresh = [q for q in questions if q.stop_reason is None and not q.busy and q.samples == 0]
-        if fresh:
-            return fresh[0], first_round
-        best: tuple[float, _Question] | None = None
-        for q in questions:
-            if q.stop_reason is not None or q.busy:
-                continue
-            p = priority(q)
-            if p is not None and (best is None or p > best[0]):
-                best = (p, q)
-        return (best[1], 1) if best is not None else None
+    def refused() -> None:
+        """The run account refused a hold: single samples from now on, then the end."""
+        nonlocal exhausted
+        if alloc.max_batch > 1:
+            alloc.max_batch = 1
+        else:
+            exhausted = True
 
     async def sample(q: _Question, k: int) -> None:
         nonlocal in_flight, exhausted, retried
@@ -292,24 +307,28 @@ async def run_many(
                 q.draws.append({"answer": a, "cost_usd": share, "tokens": tokens})
             if not answers and result.cost_usd:
                 q.draws.append({"answer": None, "cost_usd": result.cost_usd, "sample": False})
+            alloc.add(q.index, answers, result.cost_usd, prompt_usd(result))
             retried = False
             if result.stop_reason == "budget" and result.stop is not None and "Account(" in result.stop.rule:
-                exhausted = True
+                refused()
         except BudgetExceededError as exc:
-            if exc.receipt is not None and exc.receipt.cost_usd:
-                q.draws.append({"answer": None, "cost_usd": exc.receipt.cost_usd, "sample": False})
+            paid = exc.receipt.cost_usd if exc.receipt is not None else 0.0
+            if paid:
+                q.draws.append({"answer": None, "cost_usd": paid, "sample": False})
+            alloc.add(q.index, [], paid)  # nothing drawn: it may be chosen again
             if exc.account == run_account.name:
-                exhausted = True
+                refused()
             else:
-                q.stop_reason = "error"
+                alloc.stop(q.index, "error")
         except AdaptiveError as exc:
-            if exc.receipt is not None and exc.receipt.cost_usd:
-                q.draws.append({"answer": None, "cost_usd": exc.receipt.cost_usd, "sample": False})
+            paid = exc.receipt.cost_usd if exc.receipt is not None else 0.0
+            if paid:
+                q.draws.append({"answer": None, "cost_usd": paid, "sample": False})
+            alloc.add(q.index, [], paid)
             q.errors += 1
             if q.errors >= 3:
-                q.stop_reason = "error"
+                alloc.stop(q.index, "error")
         finally:
-            q.busy = False
             in_flight -= 1
             if on_update is not None:
                 on_update(report())
@@ -318,19 +337,23 @@ async def run_many(
     async with anyio.create_task_group() as tg:
         while True:
             while not exhausted and in_flight < concurrency:
-                choice = pick()
+                choice = alloc.next()
                 if choice is None:
                     break
-                q, k = choice
-                q.busy = True
+                q, k = questions[choice[0]], choice[1]
                 in_flight += 1
                 tg.start_soon(sample, q, k)
             if in_flight == 0:
                 if exhausted and run_account is not None:
-                    held = (await run_account.totals()).reserved.pico
-                    if held > 0:
+                    totals = await run_account.totals()
+                    if totals.reserved.pico > 0:
                         # Other workers' holds are in flight: what they do not use comes back.
-                        await anyio.sleep(0.05)
+                        # Wait, polling the account rather than sending calls it would refuse,
+                        # until more is free than when this worker was refused.
+                        used = totals.spent.pico + totals.reserved.pico
+                        while totals.reserved.pico > 0 and totals.spent.pico + totals.reserved.pico >= used:
+                            await anyio.sleep(0.05)
+                            totals = await run_account.totals()
                         exhausted = False
                         continue
                     if not retried:

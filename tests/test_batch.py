@@ -120,3 +120,23 @@ def test_batch_workers_share_the_budget_through_redis(
     assert sum(r["cost_usd"] for r in records) <= 0.006
     assert summary["spent_usd"] >= 0.006 * 0.8
     assert not list(tmp_path.glob("out.jsonl.worker*"))
+
+
+@pytest.mark.asyncio
+async def test_reports_during_the_run_follow_every_draw() -> None:
+    # Each report rebuilds only the question that changed: what it shows must still be current.
+    items = questions(12, seed=13)
+    seen: list[tuple[float, int]] = []
+    async with Client(SimEndpoint()) as client:
+        report = await client.run_many(
+            items,
+            budget_usd=0.003,
+            seed=2,
+            on_update=lambda r: seen.append((r.spent_usd, sum(x["samples"] for x in r.records))),
+        )
+    assert seen and seen == sorted(seen)  # spend and samples only grow
+    assert seen[-1] == (report.spent_usd, sum(x["samples"] for x in report.records))
+    assert report.spent_usd <= 0.003
+    for r in report.records:  # a stale record would disagree with its own (live) draws
+        assert r["samples"] == sum(1 for d in r["draws"] if d.get("sample", True))
+        assert r["cost_usd"] == pytest.approx(sum(d["cost_usd"] for d in r["draws"]), abs=1e-12)
