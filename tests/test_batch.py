@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis_server import redis_url
 
 from adaptive import Client, ConfigError
 from adaptive.cli._main import main
@@ -97,14 +95,6 @@ def test_batch_cli_resumes_from_its_output(tmp_path: Path, capsys: pytest.Captur
     assert first["spent_usd"] <= 0.002 and first["spent_usd"] < second["spent_usd"] <= 0.004
     for r in before:
         assert after[r["id"]]["draws"][: len(r["draws"])] == r["draws"]
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[str]:
-    with redis_url() as url:
-        if url is None:
-            pytest.skip("no Redis: set ADAPTIVE_TEST_REDIS_URL or put redis-server on PATH")
-        yield url
 
 
 def test_batch_workers_share_the_budget_through_redis(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from otel_helpers import reset_tracer_provider
 
 import adaptive
 import adaptive.endpoints
@@ -42,12 +43,7 @@ def test_readme_python_block_runs(index: int, monkeypatch: pytest.MonkeyPatch, t
         monkeypatch.setattr(adaptive, provider, simulated)
         monkeypatch.setattr(adaptive.endpoints, provider, simulated)
     monkeypatch.chdir(tmp_path)  # a block that writes a file writes it here
-    with contextlib.suppress(ImportError):  # a block that sets a tracer provider sets it for itself only
-        from opentelemetry import trace
-        from opentelemetry.util._once import Once
-
-        monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-        monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    reset_tracer_provider(monkeypatch)  # a block that sets a tracer provider sets it for itself only
     code = python_blocks()[index]
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -17,11 +17,8 @@ import pytest
 from adaptive_strategies import SelfConsistency
 from fakehttp import HTTPRequest, HTTPResponse, SSEResponse
 from loopback_wire import ANTHROPIC, CHAT, KEY, Kind, scripted
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.util._once import Once
+from otel_helpers import in_memory_spans
 
 from adaptive import AdaptiveError, Budget, Client, Result, TraceEvent
 from adaptive.endpoints import RetryPolicy
@@ -67,14 +64,7 @@ def logs() -> Iterator[Everything]:
 
 @pytest.fixture
 def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-    out = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(out))
-    trace.set_tracer_provider(provider)
-    yield out
-    provider.shutdown()
+    yield from in_memory_spans(monkeypatch)
 
 
 def echo(req: HTTPRequest, status: int) -> HTTPResponse:

@@ -13,7 +13,6 @@ import anyio
 import openai
 import pytest
 from proxy_helpers import QUESTION, messages_app, serve_app, sim_upstream
-from redis_server import redis_url
 from test_server_process import process, wait_health
 
 from adaptive.ledger import RedisBackend, Totals
@@ -21,14 +20,6 @@ from adaptive.server import ServerConfig, TenantAccounts, start_proxy
 
 MESSAGES = [{"role": "user", "content": QUESTION}]
 SC4 = {"adaptive": {"strategy": {"name": "self-consistency", "n": 4}}}
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[str]:
-    with redis_url() as url:
-        if url is None:
-            pytest.skip("no Redis: set ADAPTIVE_TEST_REDIS_URL or put redis-server on PATH")
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 import openai
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from opentelemetry.util._once import Once
+from otel_helpers import reset_tracer_provider
 from proxy_helpers import QUESTION, sim_upstream
 
 from adaptive import ConfigError
@@ -22,23 +21,6 @@ from adaptive.server._tracing import configure_tracing
 
 MESSAGES = [{"role": "user", "content": QUESTION}]
 SERVER = "POST /v1/chat/completions"
-
-
-def _reset_globals(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The API lets the global provider be set once per process; each test sets its own.
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-
-
-@pytest.fixture
-def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    _reset_globals(monkeypatch)
-    out = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(out))
-    trace.set_tracer_provider(provider)
-    yield out
-    provider.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +110,7 @@ def test_a_refused_request_is_a_server_span_with_its_status(
 
 
 def test_configure_tracing_sets_the_global_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    _reset_globals(monkeypatch)
+    reset_tracer_provider(monkeypatch)
     provider = configure_tracing("console")
     try:
         assert trace.get_tracer_provider() is provider

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 import pytest_asyncio
 from adaptive_strategies import AdaptiveConsistency, SelfConsistency
-from redis_server import redis_url
 
 from adaptive import (
     AdaptiveError,
@@ -31,14 +30,6 @@ from adaptive.ledger import (
 from adaptive.sim import SimEndpoint
 
 PRICE = Price(input=1.0, output=2.0)
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[str]:
-    with redis_url() as url:
-        if url is None:
-            pytest.skip("no Redis: set ADAPTIVE_TEST_REDIS_URL or put redis-server on PATH")
-        yield url
 
 
 @pytest_asyncio.fixture

@@ -22,13 +22,10 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
-from redis_server import redis_url
 
 from adaptive.ledger import Account, Amount, RedisBackend
 
@@ -36,14 +33,6 @@ WORKER = Path(__file__).resolve().parent / "ledger_worker.py"
 PROCESSES = 4
 TRIALS = int(os.environ.get("ADAPTIVE_LEDGER_TRIALS", "50"))
 SEED = int(os.environ.get("ADAPTIVE_LEDGER_SEED", "12"))
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[str]:
-    with redis_url() as url:
-        if url is None:
-            pytest.skip("no Redis: set ADAPTIVE_TEST_REDIS_URL or put redis-server on PATH")
-        yield url
 
 
 def _spawn(args: dict[str, Any]) -> subprocess.Popen[str]:

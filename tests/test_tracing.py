@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import anyio
 import pytest
 from adaptive_strategies import AdaptiveConsistency
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from opentelemetry.util._once import Once
+from otel_helpers import reset_tracer_provider
 
 import adaptive._tracing
 from adaptive import (
@@ -31,23 +29,6 @@ from adaptive import (
 )
 
 PRICE = Price(input=1.0, output=2.0)
-
-
-def _reset_globals(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The API lets the global provider be set once per process; each test sets its own.
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-
-
-@pytest.fixture
-def exporter(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    _reset_globals(monkeypatch)
-    out = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(out))
-    trace.set_tracer_provider(provider)
-    yield out
-    provider.shutdown()
 
 
 def scripted(delay_after: int = 10**9, fail_at: int = -1) -> FunctionEndpoint:
@@ -176,7 +157,7 @@ async def test_a_refusal_is_an_event_on_the_call_span(exporter: InMemorySpanExpo
 
 @pytest.mark.asyncio
 async def test_with_the_api_but_no_sdk_provider_nothing_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
-    _reset_globals(monkeypatch)  # the API's default: a proxy, every span a no-op
+    reset_tracer_provider(monkeypatch)  # the API's default: a proxy, every span a no-op
     built: list[object] = []
     monkeypatch.setattr(adaptive._tracing, "CallSpans", lambda *a: built.append(a))
     async with Client(scripted()) as client:
