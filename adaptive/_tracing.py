@@ -44,7 +44,7 @@ from ._budget import Budget
 from ._events import Recorder
 from ._result import Result, TraceEvent
 
-__all__ = ["CallSpans", "start_call"]
+__all__ = ["CallSpans", "start_call", "tracer"]
 
 logger = logging.getLogger("adaptive")
 
@@ -67,11 +67,11 @@ def _api() -> Any:
     return _otel or None
 
 
-def start_call(strategy: str, budget: Budget | None, endpoint: str, recorder: Recorder) -> CallSpans | None:
-    """The spans of one call, subscribed to its recorder; None when nothing would record them.
+def tracer(name: str) -> tuple[Any, Any] | None:
+    """`(opentelemetry.trace, a tracer called name)`, or None when nothing would record spans.
 
-    None (and nothing built) when opentelemetry is not installed, or when no SDK tracer
-    provider is configured (the API's default proxy or an explicit no-op provider).
+    None when opentelemetry is not installed, or when no SDK tracer provider is configured
+    (the API's default proxy or an explicit no-op provider): then nothing is built at all.
     """
     trace = _api()
     if trace is None:
@@ -81,9 +81,16 @@ def start_call(strategy: str, budget: Budget | None, endpoint: str, recorder: Re
         return None
     from . import __version__
 
-    spans = CallSpans(
-        trace, provider.get_tracer("adaptive", __version__), strategy, budget, endpoint, recorder
-    )
+    return trace, provider.get_tracer(name, __version__)
+
+
+def start_call(strategy: str, budget: Budget | None, endpoint: str, recorder: Recorder) -> CallSpans | None:
+    """The spans of one call, subscribed to its recorder; None when nothing would record any (`tracer`)."""
+    found = tracer("adaptive")
+    if found is None:
+        return None
+    trace, call_tracer = found
+    spans = CallSpans(trace, call_tracer, strategy, budget, endpoint, recorder)
     recorder.subscribe(spans.subscriber)
     return spans
 

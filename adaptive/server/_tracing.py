@@ -25,7 +25,7 @@ from typing import Any, Literal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._exceptions import ConfigError
-from .._tracing import _api
+from .._tracing import _api, tracer
 
 __all__ = ["ServerSpans", "annotate", "configure_tracing"]
 
@@ -34,15 +34,7 @@ ROUTE = "/v1/chat/completions"
 
 def _tracer() -> tuple[Any, Any] | None:
     """`(opentelemetry.trace, tracer)`, or None when no SDK provider would record anything."""
-    trace = _api()
-    if trace is None:
-        return None
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
-        return None
-    from .. import __version__
-
-    return trace, provider.get_tracer("adaptive.server", __version__)
+    return tracer("adaptive.server")
 
 
 class ServerSpans:
