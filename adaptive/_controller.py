@@ -226,6 +226,7 @@ class _CallRun:
         self.stop_record: StopRecord | None = None
         self.stop_check: Check | None = None
         self.overruns: list[OverrunRecord] = []
+        self.account_stopped = False  # a shared account refused a whole round (shared_account_stop)
         self.run_state: StrategyRun | None = None
         self.plan: Plan | None = None
         # Sample requests of the current round: sent (with top-ups) and back, and the next
@@ -434,7 +435,7 @@ class _CallRun:
                 self.stop(self.budget_record(self.binding_dimension(since=refused)))
                 return
             await self.send(plan, state, sends)
-            if self.stop_record is not None and self.stop_record.rule.startswith("Account("):
+            if self.account_stopped:
                 return
             if self.stop_reason == "overrun":
                 self.recorder.emit(
@@ -649,6 +650,7 @@ class _CallRun:
         record = StopRecord(
             reason="budget", rule=f"Account({exc.account!r}).{exc.dimension}", dimension=dim, detail=str(exc)
         )
+        self.account_stopped = True
         self.stop(record)
 
     def observe(self, outcome: Outcome) -> None:
