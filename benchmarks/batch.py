@@ -49,13 +49,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from adaptive_strategies import AdaptiveConsistency
-from replay import Prepared, parse, prepare  # the replay benchmark's loaders (a sibling script)
+from replay import Prepared, parse, prepare, spec_for  # the replay benchmark's loaders (a sibling script)
 
 from adaptive import AnswerSpec, Client, ControllerConfig, Price, ReplayEndpoint, State
 from adaptive._allocation import Allocator
 from adaptive._batching import ordered
 from adaptive._controller import Controller
-from adaptive._extractors import FunctionExtractor
 from adaptive.endpoints import load_recorded
 from adaptive.endpoints.replay import RecordedQuestion
 
@@ -63,20 +62,6 @@ PRICE = Price(input=0.15, output=0.6)
 MAX_TOKENS = 4096  # above every recorded sample: nothing is cut
 POOL = 40
 SWEEP = [(c, g) for c in (0.9, 0.95, 0.99, 0.999) for g in (0.0, 0.001, 0.004, 0.016)]
-
-
-def _letters_after_answer_is(text: str) -> str | None:
-    # The last-letters reference rule of the shared data README.
-    i = text.lower().rfind("answer is")
-    if i < 0:
-        return None
-    return "".join(ch for ch in text[i + 9 :].lower() if "a" <= ch <= "z") or None
-
-
-def spec_for(extract: str) -> AnswerSpec:
-    if extract == "letters":
-        return AnswerSpec(extractor=FunctionExtractor(fn=_letters_after_answer_is))
-    return AnswerSpec(extractor=extract)
 
 
 def usd(prompt_tokens: int, completion_tokens: int) -> float:
