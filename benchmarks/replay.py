@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import logging
 import random
 import sys
 import time
@@ -392,18 +393,31 @@ def controller_method(
 
 async def full_stack(
     questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int, k: int, max_samples: int
-) -> list[Outcome]:
+) -> list[tuple[str | None, int, int, int]]:
+    """The first k questions through the whole client, as (answer, samples, tokens, estimated).
+
+    `estimated` counts the requests booked at an upper bound because the file records no
+    completion tokens (text-only samples): the check reports their total once instead of the
+    client's per-request WARNING line (raised to ERROR here, restored after).
+    """
     ep = ReplayEndpoint(questions, seed=seed)
     out = []
-    async with Client(ep, controller=ControllerConfig(max_samples=max_samples)) as client:
-        for q in questions[:k]:
-            r = await client.run(
-                ReplayEndpoint.prompt_for(q),
-                # "cheap": the sizing `controller_run` mirrors (the default "balanced" also
-                # cancels part-way through later rounds; see benchmarks/latency.py).
-                strategy=AdaptiveConsistency(answer=spec, max_samples=max_samples, latency="cheap"),
-            )
-            out.append((r.answer, r.generated, r.usage.completion_tokens))
+    log = logging.getLogger("adaptive")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        async with Client(ep, controller=ControllerConfig(max_samples=max_samples)) as client:
+            for q in questions[:k]:
+                r = await client.run(
+                    ReplayEndpoint.prompt_for(q),
+                    # "cheap": the sizing `controller_run` mirrors (the default "balanced" also
+                    # cancels part-way through later rounds; see benchmarks/latency.py).
+                    strategy=AdaptiveConsistency(answer=spec, max_samples=max_samples, latency="cheap"),
+                )
+                estimated = sum(1 for e in r.trace if e.kind == "done" and e.data.get("estimated"))
+                out.append((r.answer, r.generated, r.usage.completion_tokens, estimated))
+    finally:
+        log.setLevel(level)
     return out
 
 
@@ -582,7 +596,12 @@ def run_file(
         fast = [run(p) for p in runs[0][:check]]
         slow = anyio.run(full_stack, chosen[0], spec, 0, check, n)
         mismatches = sum(a[:2] != b[:2] for a, b in zip(fast, slow, strict=True))
-        result["full_stack_check"] = {"questions": min(check, len(fast)), "mismatches": mismatches}
+        result["full_stack_check"] = {
+            "questions": min(check, len(fast)),
+            "mismatches": mismatches,
+            # requests booked at an upper bound (the file records no completion tokens)
+            "estimated_requests": sum(int(b[3]) for b in slow),
+        }
         if mismatches:
             print(f"full-stack check FAILED: {mismatches} of {check} differ", file=sys.stderr)
     return result

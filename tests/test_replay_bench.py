@@ -132,7 +132,7 @@ def test_the_report_has_tokens_frontiers_targets_and_a_clean_cross_check(
     assert res["tokens_frontier"]["controller"] == [[ctrl["mean_tokens"], ctrl["accuracy"]]]
     assert set(res["bound_tokens"]) == {"gold", "majority"}
     assert {"accuracy", "samples", "tokens", "bound_gap"} <= set(res["targets"])
-    assert res["full_stack_check"] == {"questions": 6, "mismatches": 0}
+    assert res["full_stack_check"] == {"questions": 6, "mismatches": 0, "estimated_requests": 0}
     assert replay.main([str(path), "--shuffles", "1", "--check", "0", "--no-bound", "--sweep", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["files"][str(path)]
     assert "bound" not in res
