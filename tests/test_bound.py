@@ -125,7 +125,7 @@ def test_replay_benchmark_reports_methods_frontiers_and_bound(
     for m in res["methods"].values():
         assert set(m) == {"accuracy", "mean_samples", "mean_tokens", "reduction_vs_full"}
     assert set(res["frontier"]) == {"AC-Beta", "ESC", "controller"}
-    assert res["full_stack_check"] == {"questions": 10, "mismatches": 0}
+    assert res["full_stack_check"] == {"questions": 10, "mismatches": 0, "estimated_requests": 0}
     gold_bound = [(s, a) for s, a, _ in res["bound"]["gold"]]
     # Sampling everything is among the bound's choices, so it never falls below SC@N.
     assert max(a for _, a in gold_bound) >= res["methods"]["SC@12"]["accuracy"]
