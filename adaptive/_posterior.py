@@ -92,11 +92,7 @@ class ConsistencyPrior:
     """
 
     def __init__(
-        self,
-        grid: int = 96,
-        pseudo_count: float = 8.0,
-        half_life: float | None = DEFAULT_HALF_LIFE,
-        guard: bool = True,
+        self, grid: int = 96, pseudo_count: float = 8.0, half_life: float | None = DEFAULT_HALF_LIFE
     ) -> None:
         if grid < 8:
             raise ConfigError(f"grid must be at least 8 points (got {grid})")
@@ -112,15 +108,7 @@ class ConsistencyPrior:
         self._log_d = np.log(self.d)
         self._log_1md = np.log1p(-self.d)
         self.pseudo_count = pseudo_count
-        self.guard = guard
-        self._uniform: NDArray[np.float64] = np.full(grid, 1.0 / grid)
-        # What every decision uses: the guard's mixture of `fitted` and the uniform prior.
-        self.weights: NDArray[np.float64] = self._uniform.copy()
-        # EM's fit (already shrunk by pseudo_count); `weights` equals it without the guard.
-        self.fitted: NDArray[np.float64] = self._uniform.copy()
-        # The guard's evidence: the recency-weighted sum over observed calls of
-        # log P(call | fitted) - log P(call | uniform), each call scored before it was learned.
-        self.log_odds = 0.0
+        self.weights: NDArray[np.float64] = np.full(grid, 1.0 / grid)
         self.counts: Counter[tuple[int, int]] = Counter()
         self._cache: dict[tuple[int, int], float] = {}
         self._gain_cache: dict[tuple[int, int, int], float] = {}
@@ -218,40 +206,11 @@ class ConsistencyPrior:
         v1, v2 = max(int(v1), int(v2)), min(int(v1), int(v2))
         if v1 + v2 >= 2:  # fewer votes carry no information about consistency
             self.counts[(v1, v2)] += 1
-            decay = 1.0 if self.half_life is None else 0.5 ** (1.0 / self.half_life)
             if self.half_life is not None:
+                decay = 0.5 ** (1.0 / self.half_life)
                 for key in self.recency:
                     self.recency[key] *= decay
             self.recency[(v1, v2)] = self.recency.get((v1, v2), 0.0) + 1.0
-            # Scored against the fit as it stands, which has not seen this call: a holdout.
-            # The same decay as the fit's, so the check weighs the calls the fit weighs.
-            score = self.log_likelihood(v1, v2, self.fitted) - self.log_likelihood(v1, v2, self._uniform)
-            self.log_odds = _clip(self.log_odds * decay + score)
-
-    def log_likelihood(self, v1: int, v2: int, weights: NDArray[np.float64] | None = None) -> float:
-        """log P(a call's votes split v1 to v2 | a prior's weights; default: the fitted ones).
-
-        The probability of one particular order of the votes (the binomial coefficient and
-        the stopping rule are the same under every prior, so they cancel in comparisons).
-        """
-        w = self.fitted if weights is None else weights
-        a = v1 * self._log_d + v2 * self._log_1md
-        b = v2 * self._log_d + v1 * self._log_1md
-        both = np.logaddexp(a, b) - math.log(2.0)  # A or B the dominant side, even odds
-        top = float(both.max())
-        return top + math.log(float(w @ np.exp(both - top)))
-
-    @property
-    def learned_trust(self) -> float:
-        """The guard's weight on the fitted prior against the uniform one, in [0, 1].
-
-        The posterior probability of "the fitted prior" against "AC's uniform prior" as the
-        model of the observed calls, from even prior odds: `1 / (1 + exp(-log_odds))`. Always
-        1 without the guard.
-        """
-        if not self.guard:
-            return 1.0
-        return 1.0 / (1.0 + math.exp(-self.log_odds))
 
     @property
     def effective_questions(self) -> float:
@@ -265,22 +224,10 @@ class ConsistencyPrior:
         return n / (n + self.pseudo_count)
 
     def fit(self, logs: Iterable[tuple[int, int] | Mapping[str, int]], iterations: int = 200) -> None:
-        """Fit the prior on logged vote counts: (v1, v2) pairs or per-question vote maps.
-
-        The guard scores each log against a fit of the logs before it (prequentially), as
-        a client learning call by call would; to keep that cheap the fit is refreshed when
-        the number of logs seen doubles (after 1, 2, 4, 8, ...), the usual approximation of
-        a prequential score.
-        """
-        seen = 0
+        """Fit the prior on logged vote counts: (v1, v2) pairs or per-question vote maps."""
         for item in logs:
             v1, v2 = top_two_counts(item) if isinstance(item, Mapping) else item
-            before = self.counts.total()
             self.observe(v1, v2)
-            if self.counts.total() > before:
-                seen += 1
-                if seen & (seen - 1) == 0:  # a power of two
-                    self.refit()
         self.refit(iterations)
 
     def refit(self, iterations: int = 50) -> None:
@@ -296,8 +243,8 @@ class ConsistencyPrior:
         # votes on, and 0 / 0 would make every weight NaN.
         loglik = np.logaddexp(v1 * self._log_d + v2 * self._log_1md, v2 * self._log_d + v1 * self._log_1md)
         lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
-        uniform = self._uniform
-        w = self.fitted
+        uniform = np.full_like(self.weights, 1.0 / len(self.weights))
+        w = self.weights
         total = n.sum() + self.pseudo_count
         for _ in range(iterations):
             joint = lik * w
@@ -307,13 +254,7 @@ class ConsistencyPrior:
             w = (n @ resp + self.pseudo_count * uniform) / total
         if not np.all(np.isfinite(w)) or w.sum() <= 0:  # a guard: the steps above cannot do this
             raise ConfigError("the consistency prior could not be fitted on these logs (non-finite weights)")
-        self.fitted = w
-        self._mix()
-
-    def _mix(self) -> None:
-        """Set the weights decisions use: the fitted prior, trusted as far as the guard allows."""
-        trust = self.learned_trust
-        self.weights = self.fitted if trust == 1.0 else trust * self.fitted + (1.0 - trust) * self._uniform
+        self.weights = w
         self._invalidate()
 
     def _invalidate(self) -> None:
@@ -323,10 +264,8 @@ class ConsistencyPrior:
 
     def copy(self) -> ConsistencyPrior:
         """An independent copy (same grid, weights and logs)."""
-        other = ConsistencyPrior(len(self.d), self.pseudo_count, self.half_life, self.guard)
+        other = ConsistencyPrior(len(self.d), self.pseudo_count, self.half_life)
         other.weights = self.weights.copy()
-        other.fitted = self.fitted.copy()
-        other.log_odds = self.log_odds
         other._invalidate()
         other.counts = Counter(self.counts)
         other.recency = dict(self.recency)
@@ -352,10 +291,6 @@ class ConsistencyPrior:
             # float() of a float64 and JSON's shortest repr are both exact: loading gives
             # back the very same weights, hence the very same confidences.
             "weights": [float(w) for w in self.weights],
-            # EM's fit and the guard's evidence, from which `weights` is mixed.
-            "guard": self.guard,
-            "fitted": [float(w) for w in self.fitted],
-            "log_odds": float(self.log_odds),
             # In logging order: refitting sums over them in this order, so a loaded prior
             # refits to exactly what this one would.
             "counts": [[int(v1), int(v2), int(n)] for (v1, v2), n in self.counts.items()],
@@ -417,18 +352,8 @@ class ConsistencyPrior:
             _is_number(half_life) and math.isfinite(half_life) and half_life >= 1
         ):
             raise ConfigError(f"half_life must be a number >= 1 or null (got {half_life!r})")
-        guard: Any = data.get("guard", True)
-        if not isinstance(guard, bool):
-            raise ConfigError(f"guard must be true or false (got {guard!r})")
-        log_odds: Any = data.get("log_odds")
-        if log_odds is not None and not (_is_number(log_odds) and math.isfinite(log_odds)):
-            raise ConfigError(f"log_odds must be a finite number (got {log_odds!r})")
-        fitted_raw = data.get("fitted")
-        prior = cls(grid, float(pseudo), None if half_life is None else float(half_life), guard)
+        prior = cls(grid, float(pseudo), None if half_life is None else float(half_life))
         prior.weights = weights
-        # A prior saved before the guard existed: its weights were the fit, trusted in full.
-        prior.fitted = weights.copy() if fitted_raw is None else _weights(fitted_raw, grid)
-        prior.log_odds = _MAX_LOG_ODDS if log_odds is None else _clip(float(log_odds))
         prior.counts = counts
         prior.recency = _recency(data.get("recency"), counts)
         prior._invalidate()
@@ -489,15 +414,6 @@ class ConsistencyPrior:
     def __repr__(self) -> str:
         mean_d = float(self.weights @ self.d)
         return f"ConsistencyPrior(questions={sum(self.counts.values())}, mean_dominance={mean_d:.3f})"
-
-
-#: The guard's log-odds are kept within +-50: the trust is then 1 or 0 to within 2e-22, and a
-#: long run of calls cannot pile up evidence that would take as long again to overturn.
-_MAX_LOG_ODDS = 50.0
-
-
-def _clip(log_odds: float) -> float:
-    return min(_MAX_LOG_ODDS, max(-_MAX_LOG_ODDS, log_odds))
 
 
 # -- validation of saved priors -------------------------------------------------------------
