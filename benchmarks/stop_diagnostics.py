@@ -11,7 +11,7 @@ In the verbose listing a loss's samples are letters in order of first appearance
 The controller loop here mirrors `replay.controller_run` (latency="cheap" batches).
 
 Usage: python benchmarks/stop_diagnostics.py FILE.jsonl [--questions K] [--hardest K] [--order O]
-       [--uniform] [--verbose]
+       [--uniform] [--gain-target unlimited|budget] [--verbose]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the counterfactual: never learn the prior (AC's uniform one throughout)",
     )
+    ap.add_argument("--gain-target", choices=("unlimited", "budget"), default="unlimited")
     args = ap.parse_args(argv)
     questions = load_recorded(args.file)
     spec = spec_for(args.extract)
@@ -65,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_rule: Counter[str] = Counter()
     total = 0
     for prepared in runs:
-        c = Controller(ControllerConfig(max_samples=n, calibrate=not args.uniform))
+        c = Controller(
+            ControllerConfig(max_samples=n, calibrate=not args.uniform, gain_target=args.gain_target)
+        )
         for i, p in enumerate(prepared):
             neff = c.prior.effective_questions
             drawn, rnd, fired = 0, 0, "cap"
