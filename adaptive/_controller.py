@@ -14,13 +14,14 @@ import contextlib
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ._batching import Assessment, Batching, assess, hypothetical, next_batch, ordered, split_hypothetical
 from ._budget import Budget
+from ._budget_gain import budget_gain_per_sample
 from ._dispatch import Dispatcher, Send
 from ._events import Recorder, Subscriber, numbers
 from ._exceptions import AdaptiveError, BudgetTooSmallError, ConfigError
@@ -62,6 +63,11 @@ class ControllerConfig(ValidatedModel):
         gain_horizon: Batches up to this size are considered for the marginal gain.
         calibrate: Learn the consistency prior from this client's finished calls (pass a
             prior fitted on your own logs to the client to start from it).
+        gain_target: What the marginal gain is measured against. "unlimited": the answer
+            unlimited voting gives (over batches of up to `gain_horizon`). "budget": the
+            majority once `max_samples` votes are in, what full self-consistency gives (over
+            every continuation up to the budget; `gain_horizon` is not used); needs
+            `max_samples`. See adaptive/_budget_gain.py for why and for the figures.
     """
 
     first_batch: int | None = Field(default=None, ge=1)
@@ -73,6 +79,16 @@ class ControllerConfig(ValidatedModel):
     min_max_tokens: int = Field(default=16, ge=1)
     gain_horizon: int = Field(default=8, ge=1, le=64)
     calibrate: bool = True
+    gain_target: Literal["unlimited", "budget"] = "unlimited"
+
+    @model_validator(mode="after")
+    def _budget_target_needs_max_samples(self) -> ControllerConfig:
+        if self.gain_target == "budget" and self.max_samples is None:
+            raise ConfigError(
+                'gain_target="budget" measures the gain against the majority at max_samples votes: '
+                "set max_samples (the same as the strategy's, e.g. AdaptiveConsistency(max_samples=40))"
+            )
+        return self
 
 
 def uses_gain(rule: StopRule) -> bool:
@@ -107,7 +123,21 @@ class Controller:
         returned as a function: it costs more than the confidence and most rules never read
         it.
         """
-        return assess(self.prior, votes, horizon=self.config.gain_horizon)
+        conf, gain = assess(self.prior, votes, horizon=self.config.gain_horizon)
+        cap = self.config.max_samples
+        if self.config.gain_target == "unlimited" or conf is None or cap is None:
+            return conf, gain
+        it = iter(votes.values())
+        v1, v2 = next(it, 0), next(it, 0)
+        # Votes still to come at most: abstained samples are not in `votes`, so after
+        # abstentions this overstates the budget left (the call still stops at max_samples).
+        remaining = cap - sum(votes.values())
+        prior = self.prior
+
+        def budget_gain() -> float:
+            return budget_gain_per_sample(prior, v1, v2, remaining=remaining)
+
+        return conf, budget_gain
 
     def hypothetical(self, state: State, k: int) -> State:
         """The state if the next k samples all went to the leader."""

@@ -376,14 +376,14 @@ def evaluate(
 
 
 def controller_method(
-    strategy: AdaptiveConsistency, max_samples: int
+    strategy: AdaptiveConsistency, max_samples: int, gain_target: str = "unlimited"
 ) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
     rule = strategy.default_stop()
     assert rule is not None
     holder: dict[str, Controller] = {}
 
     def fresh() -> None:
-        holder["c"] = Controller(ControllerConfig(max_samples=max_samples))
+        holder["c"] = Controller(ControllerConfig(max_samples=max_samples, gain_target=gain_target))
 
     def run(p: Prepared) -> Outcome:
         return controller_run(p, holder["c"], rule, max_samples)
@@ -466,6 +466,7 @@ def run_file(
     hardest: int | None = None,
     subset: int | None = None,
     order: str = "file",
+    gain_target: str = "unlimited",
 ) -> dict[str, object]:
     questions = load_recorded(path)
     spec = spec_for(extract)
@@ -501,7 +502,7 @@ def run_file(
         ]
     points = []
     for setting in settings:
-        run, fresh = controller_method(setting, n)
+        run, fresh = controller_method(setting, n, gain_target)
         r = evaluate(runs, run, fresh)
         points.append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if setting == default:
@@ -697,6 +698,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="file",
         help="question order within a run: as recorded, a seeded shuffle, lowest agreement first, or last",
     )
+    ap.add_argument(
+        "--gain-target",
+        choices=("unlimited", "budget"),
+        default="unlimited",
+        help="the controller's ControllerConfig.gain_target (the full-stack check always runs the default)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     for name in ("questions", "hardest"):
@@ -716,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hardest=args.hardest,
             subset=args.questions,
             order=args.order,
+            gain_target=args.gain_target,
         )
         print_report(f, report[f], args.shuffles)
     if args.json:

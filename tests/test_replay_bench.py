@@ -166,3 +166,17 @@ def test_on_small_adversarial_runs_the_default_keeps_ac_accuracy(
     ctrl = replay.evaluate(runs, run, fresh)
     assert ctrl["accuracy"] >= ac["accuracy"] - 0.01
     assert ctrl["mean_samples"] < ac["mean_samples"] / 1.1
+
+
+def test_gain_target_reaches_the_controller(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_file(tmp_path)
+    samples = {}
+    for target in ("unlimited", "budget"):
+        argv = [str(path), "--shuffles", "2", "--check", "0", "--no-bound", "--gain-target", target, "--json"]
+        assert replay.main(argv) == 0
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["files"][str(path)]
+        samples[target] = res["methods"]["controller"]["mean_samples"]
+    # With a budget of only 10 samples the budget target stops sooner (20 shuffles: 6.15
+    # samples instead of 6.71): a lead the few samples left cannot overturn is worth nothing
+    # to it, while the unlimited answer is still open. (With 40, splits make it sample more.)
+    assert samples["budget"] < samples["unlimited"]
