@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from ._latency import RoundClock, batch_for, rounds_that_fit, singles_for
 from ._ledger import Ledger
 from ._models import Request
+from ._multiway import Posterior, multiway_confidence, multiway_gain_per_sample
 from ._posterior import ConsistencyPrior
 from ._prices import Price
 from ._state import State
@@ -33,6 +34,8 @@ __all__: list[str] = []
 
 # (confidence, marginal gain per sample as a function: it costs more and few rules read it)
 Assessment = tuple[float | None, Callable[[], float | None] | None]
+# What `hypothetical` and `split_hypothetical` call: (ordered votes, abstentions) -> Assessment.
+Assessor = Callable[[dict[str, int], int], Assessment]
 
 
 def ordered(votes: Mapping[str, int]) -> dict[str, int]:
@@ -40,12 +43,31 @@ def ordered(votes: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(votes.items(), key=lambda kv: -kv[1]))
 
 
-def assess(prior: ConsistencyPrior, votes: Mapping[str, int], *, horizon: int) -> Assessment:
+def assess(
+    prior: ConsistencyPrior,
+    votes: Mapping[str, int],
+    *,
+    horizon: int,
+    abstentions: int = 0,
+    posterior: Posterior = "two-answer",
+) -> Assessment:
     """(confidence, marginal gain per sample) for votes ordered leader first.
 
     The gain is the best expected rise in confidence per extra sample over batches of up to
-    `horizon` (one extra vote alone often cannot change the leader).
+    `horizon` (one extra vote alone often cannot change the leader). With `posterior`
+    "two-answer" only the top two counts are read; "multiway" and "pooled" also count the
+    third and later answers and the `abstentions` (see `adaptive._multiway`).
     """
+    if posterior != "two-answer":
+        counts = list(votes.values())
+        if not counts or counts[0] == 0:
+            return None, None
+        model = posterior
+
+        def multi_gain() -> float:
+            return multiway_gain_per_sample(prior, counts, abstentions, horizon=horizon, model=model)
+
+        return multiway_confidence(prior, counts, model=model), multi_gain
     it = iter(votes.values())
     v1, v2 = next(it, 0), next(it, 0)
     if v1 == 0:
@@ -57,13 +79,13 @@ def assess(prior: ConsistencyPrior, votes: Mapping[str, int], *, horizon: int) -
     return prior.confidence(v1, v2), gain
 
 
-def hypothetical(state: State, k: int, assessor: Callable[[dict[str, int]], Assessment]) -> State:
+def hypothetical(state: State, k: int, assessor: Assessor) -> State:
     """The state if the next k samples all went to the leader (assessed by `assessor`)."""
     leader = state.leader if state.leader is not None else "\x00next"
     votes = dict(state.votes)
     votes[leader] = votes.get(leader, 0) + k
     votes = ordered(votes)
-    conf, g = assessor(votes)
+    conf, g = assessor(votes, state.abstentions)
     return state.replace(
         votes=votes,
         samples=state.samples + k,
@@ -73,7 +95,7 @@ def hypothetical(state: State, k: int, assessor: Callable[[dict[str, int]], Asse
     )
 
 
-def split_hypothetical(state: State, k: int, assessor: Callable[[dict[str, int]], Assessment]) -> State:
+def split_hypothetical(state: State, k: int, assessor: Assessor) -> State:
     """The state if the next k samples split like the votes so far (the expected case).
 
     The k votes are shared out in proportion to the votes (largest remainders, leader first on
@@ -88,7 +110,7 @@ def split_hypothetical(state: State, k: int, assessor: Callable[[dict[str, int]]
     for a in sorted(exact, key=lambda a: -(exact[a] - extra[a]))[:left]:  # stable: leader first
         extra[a] += 1
     votes = ordered({a: v + extra[a] for a, v in state.votes.items()})
-    conf, g = assessor(votes)
+    conf, g = assessor(votes, state.abstentions)
     added = tuple(a for a, n in extra.items() for _ in range(n))
     return state.replace(
         votes=votes,

@@ -28,6 +28,7 @@ from ._latency import RoundClock
 from ._ledger import Charge, Ledger, ReservationBounds
 from ._live import log_event, log_result
 from ._models import ValidatedModel
+from ._multiway import Posterior
 from ._posterior import ConsistencyPrior
 from ._prices import Price
 from ._result import OverrunRecord, Result, StopReason, StopRecord
@@ -62,6 +63,10 @@ class ControllerConfig(ValidatedModel):
         gain_horizon: Batches up to this size are considered for the marginal gain.
         calibrate: Learn the consistency prior from this client's finished calls (pass a
             prior fitted on your own logs to the client to start from it).
+        posterior: How the confidence and the marginal gain read the votes: "two-answer"
+            (the leader against the runner-up only), "multiway" (against every rival, with
+            abstentions spending samples) or "pooled" (against all the rest pooled); see
+            `adaptive._multiway`.
     """
 
     first_batch: int | None = Field(default=None, ge=1)
@@ -73,6 +78,7 @@ class ControllerConfig(ValidatedModel):
     min_max_tokens: int = Field(default=16, ge=1)
     gain_horizon: int = Field(default=8, ge=1, le=64)
     calibrate: bool = True
+    posterior: Posterior = "two-answer"
 
 
 def uses_gain(rule: StopRule) -> bool:
@@ -99,15 +105,22 @@ class Controller:
         # Learned per endpoint from the rounds run: sizes batches to fit a `seconds` budget.
         self.clock = RoundClock()
 
-    def assess(self, votes: Mapping[str, int]) -> Assessment:
+    def assess(self, votes: Mapping[str, int], abstentions: int = 0) -> Assessment:
         """(confidence, marginal gain per sample) for votes ordered leader first.
 
         The gain is the best expected rise in confidence per extra sample over batches of up
         to `gain_horizon` (one extra vote alone often cannot change the leader). It is
         returned as a function: it costs more than the confidence and most rules never read
-        it.
+        it. `abstentions` (samples with no answer) are read by the "multiway" and "pooled"
+        posteriors only.
         """
-        return assess(self.prior, votes, horizon=self.config.gain_horizon)
+        return assess(
+            self.prior,
+            votes,
+            horizon=self.config.gain_horizon,
+            abstentions=abstentions,
+            posterior=self.config.posterior,
+        )
 
     def hypothetical(self, state: State, k: int) -> State:
         """The state if the next k samples all went to the leader."""
@@ -248,7 +261,7 @@ class _CallRun:
         assert self.run_state is not None
         ev = self.run_state.evidence()
         votes = ordered(ev.votes)
-        conf, gain = self.c.assess(votes)
+        conf, gain = self.c.assess(votes, ev.abstentions)
         budget = self.ledger.budget
         elapsed = self.recorder.now()
         return State(

@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 from adaptive import AnswerSpec, Client, ControllerConfig, ReplayEndpoint, State, StopRule, majority_vote
 from adaptive._controller import Controller
 from adaptive._extractors import FunctionExtractor
+from adaptive._multiway import POSTERIORS, Posterior
 from adaptive._posterior import beta_confidence
 from adaptive.endpoints import load_recorded
 from adaptive.endpoints.replay import RecordedQuestion
@@ -331,12 +332,13 @@ def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samp
     while True:
         answers = p.answers[:drawn]
         votes = ordered(_votes(answers))
-        conf, g = controller.assess(votes)
+        abstentions = sum(a is None for a in answers)
+        conf, g = controller.assess(votes, abstentions)
         state = State(
             round=rnd,
             samples=drawn,
             votes=votes,
-            abstentions=sum(a is None for a in answers),
+            abstentions=abstentions,
             history=tuple(answers),
             confidence=conf,
             marginal_gain=g,
@@ -376,14 +378,14 @@ def evaluate(
 
 
 def controller_method(
-    strategy: AdaptiveConsistency, max_samples: int
+    strategy: AdaptiveConsistency, max_samples: int, posterior: Posterior = "two-answer"
 ) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
     rule = strategy.default_stop()
     assert rule is not None
     holder: dict[str, Controller] = {}
 
     def fresh() -> None:
-        holder["c"] = Controller(ControllerConfig(max_samples=max_samples))
+        holder["c"] = Controller(ControllerConfig(max_samples=max_samples, posterior=posterior))
 
     def run(p: Prepared) -> Outcome:
         return controller_run(p, holder["c"], rule, max_samples)
@@ -392,7 +394,12 @@ def controller_method(
 
 
 async def full_stack(
-    questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int, k: int, max_samples: int
+    questions: Sequence[RecordedQuestion],
+    spec: AnswerSpec,
+    seed: int,
+    k: int,
+    max_samples: int,
+    posterior: Posterior = "two-answer",
 ) -> list[tuple[str | None, int, int, int]]:
     """The first k questions through the whole client, as (answer, samples, tokens, estimated).
 
@@ -406,7 +413,8 @@ async def full_stack(
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        async with Client(ep, controller=ControllerConfig(max_samples=max_samples)) as client:
+        config = ControllerConfig(max_samples=max_samples, posterior=posterior)
+        async with Client(ep, controller=config) as client:
             for q in questions[:k]:
                 r = await client.run(
                     ReplayEndpoint.prompt_for(q),
@@ -466,6 +474,7 @@ def run_file(
     hardest: int | None = None,
     subset: int | None = None,
     order: str = "file",
+    posterior: Posterior = "two-answer",
 ) -> dict[str, object]:
     questions = load_recorded(path)
     spec = spec_for(extract)
@@ -501,7 +510,7 @@ def run_file(
         ]
     points = []
     for setting in settings:
-        run, fresh = controller_method(setting, n)
+        run, fresh = controller_method(setting, n, posterior)
         r = evaluate(runs, run, fresh)
         points.append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if setting == default:
@@ -591,10 +600,10 @@ def run_file(
     result["shuffles"] = shuffles
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if check:
-        run, fresh = controller_method(default, n)
+        run, fresh = controller_method(default, n, posterior)
         fresh()
         fast = [run(p) for p in runs[0][:check]]
-        slow = anyio.run(full_stack, chosen[0], spec, 0, check, n)
+        slow = anyio.run(full_stack, chosen[0], spec, 0, check, n, posterior)
         mismatches = sum(a[:2] != b[:2] for a, b in zip(fast, slow, strict=True))
         result["full_stack_check"] = {
             "questions": min(check, len(fast)),
@@ -697,6 +706,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="file",
         help="question order within a run: as recorded, a seeded shuffle, lowest agreement first, or last",
     )
+    ap.add_argument(
+        "--posterior",
+        choices=POSTERIORS,
+        default="two-answer",
+        help="the controller's ControllerConfig.posterior (how its confidence and gain read the votes)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     for name in ("questions", "hardest"):
@@ -716,6 +731,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hardest=args.hardest,
             subset=args.questions,
             order=args.order,
+            posterior=args.posterior,
         )
         print_report(f, report[f], args.shuffles)
     if args.json:
