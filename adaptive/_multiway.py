@@ -21,8 +21,8 @@ either), each built from the learned two-answer prior so that nothing new is fit
   resolves nothing in the A-j contest: it spends a sample without a vote there.
 - ``"pooled"``: the leader against all the rest pooled into one rival, c(v_A, sum_j v_j):
   the leader must hold a majority of the votes. A sufficient condition for winning, so
-  more cautious still; its gain is the pooled contest's, scaled by the share of samples
-  that vote at all.
+  more cautious still; its gain is the pooled contest's (whichever side leads it), scaled
+  by the share of samples that vote at all.
 
 With two answers and no abstentions both equal the two-answer model exactly (one rival,
 every sample in its contest). Every value is a sum of the prior's cached pairwise values
@@ -33,15 +33,26 @@ two-answer one.
 from __future__ import annotations
 
 import itertools
+import math
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
+from numpy.typing import NDArray
+
 from ._exceptions import ConfigError
 from ._posterior import ConsistencyPrior
-from ._value import expected_gain_per_sample
 
-__all__ = ["POSTERIORS", "Model", "Posterior", "multiway_confidence", "multiway_gain_per_sample"]
+__all__ = [
+    "POSTERIORS",
+    "Model",
+    "Posterior",
+    "contest_gain_per_vote",
+    "multiway_confidence",
+    "multiway_gain_per_sample",
+]
 
 #: The controller's choices (`ControllerConfig.posterior`); "two-answer" is `ConsistencyPrior` alone.
 Posterior = Literal["two-answer", "multiway", "pooled"]
@@ -88,8 +99,13 @@ def multiway_confidence(
     if not counts or counts[0] <= 0:
         raise ConfigError("the confidence needs at least one vote")
     v1 = counts[0]
-    miss = sum(n * (1.0 - prior.confidence(v1, v)) for v, n in _rivals(counts, model).items())
+    miss = sum(n * (1.0 - _beats(prior, v1, v)) for v, n in _rivals(counts, model).items())
     return max(0.0, 1.0 - miss)
+
+
+def _beats(prior: ConsistencyPrior, v1: int, v: int) -> float:
+    """P(v1's side beats v's), either way round (a pooled rest can outnumber the leader)."""
+    return prior.confidence(v1, v) if v1 >= v else 1.0 - prior.confidence(v, v1)
 
 
 def multiway_gain_per_sample(
@@ -122,6 +138,64 @@ def multiway_gain_per_sample(
     v1 = counts[0]
     samples = sum(counts) + abstentions
     return sum(
-        n * (v1 + v) / samples * expected_gain_per_sample(prior, v1, v, horizon=horizon)
+        n * (v1 + v) / samples * contest_gain_per_vote(prior, max(v1, v), min(v1, v), horizon)
         for v, n in _rivals(counts, model).items()
     )
+
+
+# Per prior: (the weights the cached values were computed under, (v1, v2, horizon) -> gain).
+# A refit replaces the prior's weights array, which empties the cache.
+_GAINS: weakref.WeakKeyDictionary[
+    ConsistencyPrior, tuple[NDArray[np.float64], dict[tuple[int, int, int], float]]
+]
+_GAINS = weakref.WeakKeyDictionary()
+_BINOM: NDArray[np.float64] = np.zeros((1, 1))
+
+
+def _binomials(size: int) -> NDArray[np.float64]:
+    """C(k, i) for k, i < size (0 where i > k), grown on demand."""
+    global _BINOM
+    if _BINOM.shape[0] < size:
+        n = max(size, 2 * _BINOM.shape[0])
+        _BINOM = np.array([[math.comb(k, i) for i in range(n)] for k in range(n)], dtype=np.float64)
+    return _BINOM
+
+
+def contest_gain_per_vote(prior: ConsistencyPrior, v1: int, v2: int, horizon: int) -> float:
+    """`expected_gain_per_sample(prior, v1, v2, horizon=horizon)`, every batch size at once.
+
+    The same quantity (the best expected rise in P(right) per vote over batches of 1..horizon
+    votes in the v1-v2 contest), computed for all batch sizes in one array expression from
+    the prior's moment table and cached until the prior is refitted: a horizon of a whole
+    call's samples costs about what one batch size does.
+    """
+    if horizon < 1:
+        raise ConfigError(f"horizon must be at least 1 (got {horizon})")
+    if v1 <= 0:
+        return 0.0
+    hit = _GAINS.get(prior)
+    if hit is None or hit[0] is not prior.weights:
+        hit = (prior.weights, {})
+        _GAINS[prior] = hit
+    cache = hit[1]
+    key = (v1, v2, horizon)
+    value = cache.get(key)
+    if value is not None:
+        return value
+    m = prior._moments(v1 + v2 + horizon + 1)
+    z = float(m[v1, v2] + m[v2, v1])
+    value = 0.0
+    if z > 0:
+        k = np.arange(1, horizon + 1)[:, None]  # batch sizes, rows
+        i = np.arange(horizon + 1)[None, :]  # votes for the leader among them, columns
+        valid = i <= k
+        b = np.where(valid, k - i, 0)  # votes for the runner-up (0 where i > k: masked)
+        a = np.broadcast_to(i, b.shape)
+        best = np.maximum(m[v1 + a, v2 + b], m[v2 + b, v1 + a])
+        after = (np.where(valid, _binomials(horizon + 1)[1 : horizon + 1, : horizon + 1] * best, 0.0)).sum(
+            axis=1
+        ) / z
+        gains = np.maximum(0.0, after - prior.confidence(v1, v2)) / k[:, 0]
+        value = float(gains.max())
+    cache[key] = value
+    return value

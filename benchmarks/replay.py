@@ -377,15 +377,25 @@ def evaluate(
     return {"accuracy": correct / total, "mean_samples": samples / total, "mean_tokens": tokens / total}
 
 
+def controller_config(max_samples: int, posterior: Posterior, gain_horizon: int | None) -> ControllerConfig:
+    """The controller's settings in this benchmark (the config's defaults where not given)."""
+    extra = {} if gain_horizon is None else {"gain_horizon": gain_horizon}
+    return ControllerConfig(max_samples=max_samples, posterior=posterior, **extra)
+
+
 def controller_method(
-    strategy: AdaptiveConsistency, max_samples: int, posterior: Posterior = "two-answer"
+    strategy: AdaptiveConsistency,
+    max_samples: int,
+    posterior: Posterior = "two-answer",
+    gain_horizon: int | None = None,
 ) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
     rule = strategy.default_stop()
     assert rule is not None
     holder: dict[str, Controller] = {}
 
     def fresh() -> None:
-        holder["c"] = Controller(ControllerConfig(max_samples=max_samples, posterior=posterior))
+        config = controller_config(max_samples, posterior, gain_horizon)
+        holder["c"] = Controller(config)
 
     def run(p: Prepared) -> Outcome:
         return controller_run(p, holder["c"], rule, max_samples)
@@ -400,6 +410,7 @@ async def full_stack(
     k: int,
     max_samples: int,
     posterior: Posterior = "two-answer",
+    gain_horizon: int | None = None,
 ) -> list[tuple[str | None, int, int, int]]:
     """The first k questions through the whole client, as (answer, samples, tokens, estimated).
 
@@ -413,7 +424,7 @@ async def full_stack(
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        config = ControllerConfig(max_samples=max_samples, posterior=posterior)
+        config = controller_config(max_samples, posterior, gain_horizon)
         async with Client(ep, controller=config) as client:
             for q in questions[:k]:
                 r = await client.run(
@@ -475,6 +486,7 @@ def run_file(
     subset: int | None = None,
     order: str = "file",
     posterior: Posterior = "two-answer",
+    gain_horizon: int | None = None,
 ) -> dict[str, object]:
     questions = load_recorded(path)
     spec = spec_for(extract)
@@ -510,7 +522,7 @@ def run_file(
         ]
     points = []
     for setting in settings:
-        run, fresh = controller_method(setting, n, posterior)
+        run, fresh = controller_method(setting, n, posterior, gain_horizon)
         r = evaluate(runs, run, fresh)
         points.append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if setting == default:
@@ -600,10 +612,10 @@ def run_file(
     result["shuffles"] = shuffles
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if check:
-        run, fresh = controller_method(default, n, posterior)
+        run, fresh = controller_method(default, n, posterior, gain_horizon)
         fresh()
         fast = [run(p) for p in runs[0][:check]]
-        slow = anyio.run(full_stack, chosen[0], spec, 0, check, n, posterior)
+        slow = anyio.run(full_stack, chosen[0], spec, 0, check, n, posterior, gain_horizon)
         mismatches = sum(a[:2] != b[:2] for a, b in zip(fast, slow, strict=True))
         result["full_stack_check"] = {
             "questions": min(check, len(fast)),
@@ -712,6 +724,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="two-answer",
         help="the controller's ControllerConfig.posterior (how its confidence and gain read the votes)",
     )
+    ap.add_argument(
+        "--gain-horizon",
+        type=int,
+        default=None,
+        help="the controller's ControllerConfig.gain_horizon (default: the config's default)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     for name in ("questions", "hardest"):
@@ -732,6 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             subset=args.questions,
             order=args.order,
             posterior=args.posterior,
+            gain_horizon=args.gain_horizon,
         )
         print_report(f, report[f], args.shuffles)
     if args.json:

@@ -9,7 +9,7 @@ import pytest
 
 from adaptive import ConfigError, ConsistencyPrior, ControllerConfig
 from adaptive._controller import Controller
-from adaptive._multiway import Model, multiway_confidence, multiway_gain_per_sample
+from adaptive._multiway import Model, contest_gain_per_vote, multiway_confidence, multiway_gain_per_sample
 from adaptive._value import expected_gain_per_sample
 
 MODELS: tuple[Model, ...] = ("multiway", "pooled")
@@ -98,6 +98,14 @@ def test_pooled_reads_the_rest_as_one_rival() -> None:
     )
 
 
+def test_pooled_rest_may_outnumber_the_leader() -> None:
+    prior = fitted()
+    assert multiway_confidence(prior, [2, 1, 1, 1], model="pooled") == 1.0 - prior.confidence(3, 2)
+    assert multiway_gain_per_sample(prior, [2, 1, 1, 1], model="pooled") == pytest.approx(
+        expected_gain_per_sample(prior, 3, 2), rel=1e-12
+    )
+
+
 def test_bad_input_is_refused() -> None:
     prior = ConsistencyPrior()
     with pytest.raises(ConfigError, match="ordered leader first"):
@@ -130,3 +138,24 @@ def test_the_controller_reads_every_answer_only_when_asked() -> None:
     assert after.abstentions == 2
     g = after.gain()
     assert g is not None and g == multiway_gain_per_sample(multi.prior, [6, 1, 1], 2)
+
+
+@pytest.mark.parametrize("prior", [ConsistencyPrior(), fitted()], ids=["uniform", "fitted"])
+def test_the_vectorised_contest_gain_is_the_two_answer_gain(prior: ConsistencyPrior) -> None:
+    for v1 in range(1, 25):
+        for v2 in range(v1 + 1):
+            for horizon in (1, 3, 8, 40):
+                expected = expected_gain_per_sample(prior, v1, v2, horizon=horizon)
+                got = contest_gain_per_vote(prior, v1, v2, horizon)
+                assert got == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_the_contest_gain_cache_follows_a_refit() -> None:
+    prior = ConsistencyPrior()
+    before = contest_gain_per_vote(prior, 4, 1, 8)
+    prior.fit([(10, 0)] * 200)  # a consistent model: 4-1 is now nearly settled
+    after = contest_gain_per_vote(prior, 4, 1, 8)
+    assert after == pytest.approx(expected_gain_per_sample(prior, 4, 1), rel=1e-9)
+    assert after < before
+    with pytest.raises(ConfigError, match="horizon"):
+        contest_gain_per_vote(prior, 4, 1, 0)
