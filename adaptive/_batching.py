@@ -55,19 +55,18 @@ def assess(
 
     The gain is the best expected rise in confidence per extra sample over batches of up to
     `horizon` (one extra vote alone often cannot change the leader). With `posterior`
-    "two-answer" only the top two counts are read; "multiway" and "pooled" also count the
-    third and later answers and the `abstentions` (see `adaptive._multiway`).
+    "two-answer" only the top two counts are read; "multiway" also counts the third and
+    later answers and the `abstentions` (see `adaptive._multiway`).
     """
-    if posterior != "two-answer":
+    if posterior == "multiway":
         counts = list(votes.values())
         if not counts or counts[0] == 0:
             return None, None
-        model = posterior
 
         def multi_gain() -> float:
-            return multiway_gain_per_sample(prior, counts, abstentions, horizon=horizon, model=model)
+            return multiway_gain_per_sample(prior, counts, abstentions, horizon=horizon)
 
-        return multiway_confidence(prior, counts, model=model), multi_gain
+        return multiway_confidence(prior, counts), multi_gain
     it = iter(votes.values())
     v1, v2 = next(it, 0), next(it, 0)
     if v1 == 0:

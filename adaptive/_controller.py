@@ -64,9 +64,8 @@ class ControllerConfig(ValidatedModel):
         calibrate: Learn the consistency prior from this client's finished calls (pass a
             prior fitted on your own logs to the client to start from it).
         posterior: How the confidence and the marginal gain read the votes: "two-answer"
-            (the leader against the runner-up only), "multiway" (against every rival, with
-            abstentions spending samples) or "pooled" (against all the rest pooled); see
-            `adaptive._multiway`.
+            (the leader against the runner-up only) or "multiway" (against every rival,
+            abstentions spending samples without a vote; see `adaptive._multiway`).
     """
 
     first_batch: int | None = Field(default=None, ge=1)
@@ -111,8 +110,8 @@ class Controller:
         The gain is the best expected rise in confidence per extra sample over batches of up
         to `gain_horizon` (one extra vote alone often cannot change the leader). It is
         returned as a function: it costs more than the confidence and most rules never read
-        it. `abstentions` (samples with no answer) are read by the "multiway" and "pooled"
-        posteriors only.
+        it. `abstentions` (samples with no answer) are read by the "multiway" posterior
+        only.
         """
         return assess(
             self.prior,

@@ -1,12 +1,13 @@
 """Confidence and marginal gain that count third and later answers and abstentions.
 
 `ConsistencyPrior` models a question as a contest between the two leading answers only: a
-4-1-1 split reads as 4-1, and a sample that abstains is assumed to be a vote. Two options
-here reach both the confidence and the marginal gain (the default stop rule fires on
-either), each built from the learned two-answer prior so that nothing new is fitted:
+4-1-1 split reads as 4-1, and a sample that abstains is assumed to be a vote. The
+"multiway" posterior (`ControllerConfig(posterior="multiway")`, opt-in) reaches both the
+confidence and the marginal gain (the default stop rule fires on either), built from the
+learned two-answer prior so that nothing new is fitted:
 
-- ``"multiway"``: the leader A against every rival j separately. The learned prior gives
-  each pairwise posterior c_j = P(A beats j | v_A, v_j), exactly as today. A is the answer
+- The leader A is played against every rival j separately. The learned prior gives each
+  pairwise posterior c_j = P(A beats j | v_A, v_j), exactly as today. A is the answer
   unlimited voting gives when it beats every rival, so by Boole's inequality
 
       P(A beats all) >= 1 - sum_j (1 - c_j),
@@ -14,20 +15,35 @@ either), each built from the learned two-answer prior so that nothing new is fit
   which holds whatever the dependence between the contests and is tight where stopping is
   decided: the terms left out are the chances that two rivals *both* beat A, products of
   small numbers when the confidence is near its threshold. (Far from it the bound is loose,
-  down to 0 at a three-way tie; no stop rule fires there.) The gain is the same first-order
-  expansion: the error is about sum_j (1 - c_j), so the expected fall in it from more
-  samples is the sum of the pairwise gains, each scaled by the share of samples that land
-  in that contest, (v_A + v_j) / samples. An abstention, or a vote for a third answer,
-  resolves nothing in the A-j contest: it spends a sample without a vote there.
-- ``"pooled"``: the leader against all the rest pooled into one rival, c(v_A, sum_j v_j):
-  the leader must hold a majority of the votes. A sufficient condition for winning, so
-  more cautious still; its gain is the pooled contest's (whichever side leads it), scaled
-  by the share of samples that vote at all.
+  down to 0 at a three-way tie; no stop rule fires there.)
+- The gain is the same first-order expansion: the error is about sum_j (1 - c_j), so the
+  expected fall in it from more samples is the sum of the pairwise gains, each scaled by
+  the share of samples so far that landed in that contest, (v_A + v_j) / samples. An
+  abstention, or a vote for a third answer, resolves nothing in the A-j contest: it spends
+  a sample without a vote there.
 
-With two answers and no abstentions both equal the two-answer model exactly (one rival,
-every sample in its contest). Every value is a sum of the prior's cached pairwise values
-over the distinct rival counts, so an assessment costs a few cache lookups more than the
-two-answer one.
+With two answers and no abstentions it equals the two-answer model exactly (one rival,
+every sample in its contest). Each value is a sum over the distinct rival counts of the
+prior's cached pairwise values; the pairwise gain is computed for every batch size up to
+the horizon in one array expression (`contest_gain_per_vote`), so a horizon of a whole
+call's samples costs about what the default 8 does.
+
+Why Boole's bound and not a Dirichlet over all answers plus an "unseen" bucket: the learned
+prior is over the dominance between two answers, and its pairwise posteriors are exact
+under it; a Dirichlet would need a concentration the logs do not give, and its probability
+of being the largest has no closed form (AC's Dirichlet rule draws Monte Carlo samples).
+An unseen answer is already the two-answer model's rival at 0 votes when one answer alone
+has been seen.
+
+Also tried, and dropped: the leader against all the rest pooled into one rival (it must
+hold a majority). Measured by `benchmarks/replay.py` (20 shuffles), it lost to the
+two-answer default everywhere: -0.28 pt on the full GSM8K file, -3.7 pt on its 100 hardest
+questions in adversarial order, at more samples.
+
+Measured (replay, 20 shuffles; README's "Benchmarks" has the table): on the shared files
+"multiway" is never worse than the default by more than a question-run, and it makes the
+longer gain horizons pay: with `gain_horizon=40` the 100 hardest last-letters questions in
+adversarial order are 0.20 pt under AC-Beta-0.95 instead of 1.35, at 25% more samples.
 """
 
 from __future__ import annotations
@@ -47,7 +63,6 @@ from ._posterior import ConsistencyPrior
 
 __all__ = [
     "POSTERIORS",
-    "Model",
     "Posterior",
     "contest_gain_per_vote",
     "multiway_confidence",
@@ -55,10 +70,8 @@ __all__ = [
 ]
 
 #: The controller's choices (`ControllerConfig.posterior`); "two-answer" is `ConsistencyPrior` alone.
-Posterior = Literal["two-answer", "multiway", "pooled"]
-POSTERIORS: tuple[Posterior, ...] = ("two-answer", "multiway", "pooled")
-#: The models this module computes.
-Model = Literal["multiway", "pooled"]
+Posterior = Literal["two-answer", "multiway"]
+POSTERIORS: tuple[Posterior, ...] = ("two-answer", "multiway")
 
 
 def _check(counts: Sequence[int], abstentions: int) -> None:
@@ -68,26 +81,17 @@ def _check(counts: Sequence[int], abstentions: int) -> None:
         raise ConfigError(f"vote counts must be >= 0 and ordered leader first (got {list(counts)})")
 
 
-def _rivals(counts: Sequence[int], model: Model) -> Counter[int]:
+def _rivals(counts: Sequence[int]) -> Counter[int]:
     """Rival vote count -> how many rivals have it (one rival at 0 votes when there is none)."""
-    if model not in ("multiway", "pooled"):
-        raise ConfigError(f"model must be 'multiway' or 'pooled' (got {model!r})")
-    rest = [c for c in counts[1:] if c > 0]
-    if model == "pooled":
-        return Counter([sum(rest)])
-    return Counter(rest or [0])
+    return Counter([c for c in counts[1:] if c > 0] or [0])
 
 
-def multiway_confidence(
-    prior: ConsistencyPrior, counts: Sequence[int], *, model: Model = "multiway"
-) -> float:
+def multiway_confidence(prior: ConsistencyPrior, counts: Sequence[int]) -> float:
     """P(the leader is the answer unlimited voting gives), counting every rival.
 
     Args:
         prior: The learned two-answer prior (its pairwise confidences are the parts).
         counts: Vote counts, leader first, in non-increasing order.
-        model: "multiway" (Boole's bound over the pairwise contests) or "pooled" (the
-            leader against all the rest pooled).
 
     Returns:
         The confidence, in [0, 1]; with one rival it is `prior.confidence(v1, v2)`.
@@ -99,13 +103,8 @@ def multiway_confidence(
     if not counts or counts[0] <= 0:
         raise ConfigError("the confidence needs at least one vote")
     v1 = counts[0]
-    miss = sum(n * (1.0 - _beats(prior, v1, v)) for v, n in _rivals(counts, model).items())
+    miss = sum(n * (1.0 - prior.confidence(v1, v)) for v, n in _rivals(counts).items())
     return max(0.0, 1.0 - miss)
-
-
-def _beats(prior: ConsistencyPrior, v1: int, v: int) -> float:
-    """P(v1's side beats v's), either way round (a pooled rest can outnumber the leader)."""
-    return prior.confidence(v1, v) if v1 >= v else 1.0 - prior.confidence(v, v1)
 
 
 def multiway_gain_per_sample(
@@ -114,11 +113,10 @@ def multiway_gain_per_sample(
     abstentions: int = 0,
     *,
     horizon: int = 8,
-    model: Model = "multiway",
 ) -> float:
     """Expected fall in P(our pick is wrong) per extra sample, counting every rival.
 
-    Each contest's gain per vote in it (`expected_gain_per_sample`) is scaled by the share
+    Each contest's gain per vote in it (`contest_gain_per_vote`) is scaled by the share
     of samples so far that voted in it: with abstentions or third answers, a sample is less
     likely to move any one contest.
 
@@ -127,7 +125,6 @@ def multiway_gain_per_sample(
         counts: Vote counts, leader first, in non-increasing order.
         abstentions: Samples so far with no answer.
         horizon: The largest batch considered per contest.
-        model: As in `multiway_confidence`.
 
     Raises:
         ConfigError: Counts not ordered leader first, or abstentions < 0.
@@ -138,8 +135,8 @@ def multiway_gain_per_sample(
     v1 = counts[0]
     samples = sum(counts) + abstentions
     return sum(
-        n * (v1 + v) / samples * contest_gain_per_vote(prior, max(v1, v), min(v1, v), horizon)
-        for v, n in _rivals(counts, model).items()
+        n * (v1 + v) / samples * contest_gain_per_vote(prior, v1, v, horizon)
+        for v, n in _rivals(counts).items()
     )
 
 

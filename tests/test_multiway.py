@@ -9,10 +9,8 @@ import pytest
 
 from adaptive import ConfigError, ConsistencyPrior, ControllerConfig
 from adaptive._controller import Controller
-from adaptive._multiway import Model, contest_gain_per_vote, multiway_confidence, multiway_gain_per_sample
+from adaptive._multiway import contest_gain_per_vote, multiway_confidence, multiway_gain_per_sample
 from adaptive._value import expected_gain_per_sample
-
-MODELS: tuple[Model, ...] = ("multiway", "pooled")
 
 
 def fitted() -> ConsistencyPrior:
@@ -22,38 +20,29 @@ def fitted() -> ConsistencyPrior:
     return prior
 
 
-@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("prior", [ConsistencyPrior(), fitted()], ids=["uniform", "fitted"])
-def test_with_two_answers_and_no_abstentions_it_is_the_two_answer_model(
-    model: Model, prior: ConsistencyPrior
-) -> None:
+def test_with_two_answers_and_no_abstentions_it_is_the_two_answer_model(prior: ConsistencyPrior) -> None:
     for v1, v2 in ((1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 6), (12, 3)):
         counts = [v1, v2] if v2 else [v1]
-        assert multiway_confidence(prior, counts, model=model) == prior.confidence(v1, v2)
-        assert multiway_gain_per_sample(prior, counts, model=model) == pytest.approx(
+        assert multiway_confidence(prior, counts) == prior.confidence(v1, v2)
+        assert multiway_gain_per_sample(prior, counts) == pytest.approx(
             expected_gain_per_sample(prior, v1, v2), rel=1e-12
         )
 
 
-@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("prior", [ConsistencyPrior(), fitted()], ids=["uniform", "fitted"])
-def test_a_third_answer_lowers_the_confidence_and_raises_the_gain(
-    model: Model, prior: ConsistencyPrior
-) -> None:
+def test_a_third_answer_lowers_the_confidence_and_raises_the_gain(prior: ConsistencyPrior) -> None:
     # A rival as strong as the runner-up: a second contest the leader may lose. (A much
     # weaker third answer, as at 6-2-1, mostly spends a sample outside the 6-2 contest.)
     for two, three in (([4, 1], [4, 1, 1]), ([5, 1], [5, 1, 1]), ([5, 2], [5, 2, 2])):
-        assert multiway_confidence(prior, three, model=model) < multiway_confidence(prior, two, model=model)
-        assert multiway_gain_per_sample(prior, three, model=model) > multiway_gain_per_sample(
-            prior, two, model=model
-        )
+        assert multiway_confidence(prior, three) < multiway_confidence(prior, two)
+        assert multiway_gain_per_sample(prior, three) > multiway_gain_per_sample(prior, two)
 
 
-@pytest.mark.parametrize("model", MODELS)
-def test_abstentions_lower_the_gain_per_sample_but_not_the_confidence(model: Model) -> None:
+def test_abstentions_lower_the_gain_per_sample() -> None:
     prior = fitted()
     counts = [4, 1]
-    gains = [multiway_gain_per_sample(prior, counts, a, model=model) for a in (0, 1, 3)]
+    gains = [multiway_gain_per_sample(prior, counts, a) for a in (0, 1, 3)]
     assert gains[0] > gains[1] > gains[2] > 0
     # every sample so far voted in the 4-1 contest except the abstentions: 5 of 5 + a
     assert gains[2] == pytest.approx(gains[0] * 5 / 8, rel=1e-12)
@@ -90,22 +79,6 @@ def test_multiway_confidence_is_a_lower_bound_tight_near_the_stopping_region() -
     assert multiway_confidence(prior, [1, 1, 1]) == 0.0  # far from stopping it is loose, never < 0
 
 
-def test_pooled_reads_the_rest_as_one_rival() -> None:
-    prior = fitted()
-    assert multiway_confidence(prior, [4, 1, 1], model="pooled") == prior.confidence(4, 2)
-    assert multiway_gain_per_sample(prior, [4, 1, 1], 2, model="pooled") == pytest.approx(
-        6 / 8 * expected_gain_per_sample(prior, 4, 2), rel=1e-12
-    )
-
-
-def test_pooled_rest_may_outnumber_the_leader() -> None:
-    prior = fitted()
-    assert multiway_confidence(prior, [2, 1, 1, 1], model="pooled") == 1.0 - prior.confidence(3, 2)
-    assert multiway_gain_per_sample(prior, [2, 1, 1, 1], model="pooled") == pytest.approx(
-        expected_gain_per_sample(prior, 3, 2), rel=1e-12
-    )
-
-
 def test_bad_input_is_refused() -> None:
     prior = ConsistencyPrior()
     with pytest.raises(ConfigError, match="ordered leader first"):
@@ -114,8 +87,6 @@ def test_bad_input_is_refused() -> None:
         multiway_confidence(prior, [])
     with pytest.raises(ConfigError, match="abstentions"):
         multiway_gain_per_sample(prior, [2, 1], -1)
-    with pytest.raises(ConfigError, match="model"):
-        multiway_confidence(prior, [2, 1], model="two-answer")  # type: ignore[arg-type]
     assert multiway_gain_per_sample(prior, []) == 0.0
 
 
