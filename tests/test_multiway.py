@@ -6,10 +6,22 @@ import math
 
 import numpy as np
 import pytest
+from adaptive_strategies import AdaptiveConsistency
 
-from adaptive import ConfigError, ConsistencyPrior, ControllerConfig
+from adaptive import (
+    Client,
+    Completion,
+    ConfigError,
+    ConsistencyPrior,
+    ControllerConfig,
+    FunctionEndpoint,
+    Request,
+    Response,
+    State,
+    Usage,
+)
 from adaptive._controller import Controller
-from adaptive._multiway import contest_gain_per_vote, multiway_confidence, multiway_gain_per_sample
+from adaptive._multiway import Posterior, contest_gain_per_vote, multiway_confidence, multiway_gain_per_sample
 from adaptive._value import expected_gain_per_sample
 
 
@@ -102,8 +114,6 @@ def test_the_controller_reads_every_answer_only_when_asked() -> None:
     assert gain_m is not None and gain_m() == multiway_gain_per_sample(multi.prior, [4, 1, 1], 2)
     assert multi.assess({}) == (None, None)
     # a hypothetical state keeps the abstentions: they still count against the gain
-    from adaptive import State
-
     state = State(votes=votes, abstentions=2, samples=8)
     after = multi.hypothetical(state, 2)
     assert after.abstentions == 2
@@ -130,3 +140,35 @@ def test_the_contest_gain_cache_follows_a_refit() -> None:
     assert after < before
     with pytest.raises(ConfigError, match="horizon"):
         contest_gain_per_vote(prior, 4, 1, 0)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("posterior", ["two-answer", "multiway"])
+async def test_a_call_reports_the_posterior_it_was_asked_for(posterior: Posterior) -> None:
+    # The samples answer 7, 7, 7, 7, 3, 5, and one says nothing (an abstention).
+    texts = ["The answer is 7."] * 4 + ["The answer is 3.", "The answer is 5.", "No idea."]
+    sent = [0]
+
+    def reply(request: Request) -> Response:
+        first, sent[0] = sent[0], sent[0] + request.n
+        completions = tuple(Completion(text=texts[(first + j) % len(texts)]) for j in range(request.n))
+        return Response(
+            completions=completions, usage=Usage(prompt_tokens=5, completion_tokens=5 * request.n)
+        )
+
+    # Whole batches (no early cancel): the rules first read 4-1-1 with one abstention.
+    config = ControllerConfig(
+        posterior=posterior, calibrate=False, first_batch=7, max_batch=7, early_cancel=False
+    )
+    async with Client(FunctionEndpoint(reply, name="srv"), controller=config) as client:
+        result = await client.run("q?", strategy=AdaptiveConsistency(max_samples=14), seed=0)
+    counts = sorted(result.votes.values(), reverse=True)
+    assert len(counts) == 3 and result.generated > 7  # the first batch's 4-1-1 did not stop it
+    prior = ConsistencyPrior()
+    multi = posterior == "multiway"
+    expected = multiway_confidence(prior, counts) if multi else prior.confidence(counts[0], counts[1])
+    assert result.confidence == pytest.approx(expected, rel=1e-12)
+    # The decision after the first batch read the gain with its abstention counted.
+    first = next(e for e in result.trace if e.data.get("samples") == 7 and "marginal_gain" in e.data)
+    gain = multiway_gain_per_sample(prior, [4, 1, 1], 1) if multi else expected_gain_per_sample(prior, 4, 1)
+    assert first.data["marginal_gain"] == pytest.approx(gain, abs=1e-6)  # events round to 6 places
