@@ -34,8 +34,6 @@ __all__: list[str] = []
 
 # (confidence, marginal gain per sample as a function: it costs more and few rules read it)
 Assessment = tuple[float | None, Callable[[], float | None] | None]
-# What `hypothetical` and `split_hypothetical` call: (ordered votes, abstentions) -> Assessment.
-Assessor = Callable[[dict[str, int], int], Assessment]
 
 
 def ordered(votes: Mapping[str, int]) -> dict[str, int]:
@@ -78,13 +76,13 @@ def assess(
     return prior.confidence(v1, v2), gain
 
 
-def hypothetical(state: State, k: int, assessor: Assessor) -> State:
+def hypothetical(state: State, k: int, assessor: Callable[[dict[str, int]], Assessment]) -> State:
     """The state if the next k samples all went to the leader (assessed by `assessor`)."""
     leader = state.leader if state.leader is not None else "\x00next"
     votes = dict(state.votes)
     votes[leader] = votes.get(leader, 0) + k
     votes = ordered(votes)
-    conf, g = assessor(votes, state.abstentions)
+    conf, g = assessor(votes)
     return state.replace(
         votes=votes,
         samples=state.samples + k,
@@ -94,7 +92,7 @@ def hypothetical(state: State, k: int, assessor: Assessor) -> State:
     )
 
 
-def split_hypothetical(state: State, k: int, assessor: Assessor) -> State:
+def split_hypothetical(state: State, k: int, assessor: Callable[[dict[str, int]], Assessment]) -> State:
     """The state if the next k samples split like the votes so far (the expected case).
 
     The k votes are shared out in proportion to the votes (largest remainders, leader first on
@@ -109,7 +107,7 @@ def split_hypothetical(state: State, k: int, assessor: Assessor) -> State:
     for a in sorted(exact, key=lambda a: -(exact[a] - extra[a]))[:left]:  # stable: leader first
         extra[a] += 1
     votes = ordered({a: v + extra[a] for a, v in state.votes.items()})
-    conf, g = assessor(votes, state.abstentions)
+    conf, g = assessor(votes)
     added = tuple(a for a, n in extra.items() for _ in range(n))
     return state.replace(
         votes=votes,

@@ -123,7 +123,8 @@ class Controller:
 
     def hypothetical(self, state: State, k: int) -> State:
         """The state if the next k samples all went to the leader."""
-        return hypothetical(state, k, self.assess)
+        # The extra samples all vote: the abstentions so far stay as they are.
+        return hypothetical(state, k, lambda votes: self.assess(votes, state.abstentions))
 
     def next_batch(
         self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False
@@ -148,7 +149,7 @@ class Controller:
         return next_batch(
             state,
             rule,
-            lambda s, k: split_hypothetical(s, k, self.assess),
+            lambda s, k: split_hypothetical(s, k, lambda votes: self.assess(votes, s.abstentions)),
             cap=cap,
             min_batch=min_batch,
         )
