@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from ._latency import RoundClock, batch_for, rounds_that_fit, singles_for
 from ._ledger import Ledger
 from ._models import Request
+from ._multiway import Posterior, multiway_confidence, multiway_gain_per_sample
 from ._posterior import ConsistencyPrior
 from ._prices import Price
 from ._state import State
@@ -40,12 +41,30 @@ def ordered(votes: Mapping[str, int]) -> dict[str, int]:
     return dict(sorted(votes.items(), key=lambda kv: -kv[1]))
 
 
-def assess(prior: ConsistencyPrior, votes: Mapping[str, int], *, horizon: int) -> Assessment:
+def assess(
+    prior: ConsistencyPrior,
+    votes: Mapping[str, int],
+    *,
+    horizon: int,
+    abstentions: int = 0,
+    posterior: Posterior = "two-answer",
+) -> Assessment:
     """(confidence, marginal gain per sample) for votes ordered leader first.
 
     The gain is the best expected rise in confidence per extra sample over batches of up to
-    `horizon` (one extra vote alone often cannot change the leader).
+    `horizon` (one extra vote alone often cannot change the leader). With `posterior`
+    "two-answer" only the top two counts are read; "multiway" also counts the third and
+    later answers and the `abstentions` (see `adaptive._multiway`).
     """
+    if posterior == "multiway":
+        counts = list(votes.values())
+        if not counts or counts[0] == 0:
+            return None, None
+
+        def multi_gain() -> float:
+            return multiway_gain_per_sample(prior, counts, abstentions, horizon=horizon)
+
+        return multiway_confidence(prior, counts), multi_gain
     it = iter(votes.values())
     v1, v2 = next(it, 0), next(it, 0)
     if v1 == 0:

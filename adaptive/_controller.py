@@ -29,6 +29,7 @@ from ._latency import RoundClock
 from ._ledger import Charge, Ledger, ReservationBounds
 from ._live import log_event, log_result
 from ._models import ValidatedModel
+from ._multiway import Posterior
 from ._posterior import ConsistencyPrior
 from ._prices import Price
 from ._result import OverrunRecord, Result, StopReason, StopRecord
@@ -68,6 +69,9 @@ class ControllerConfig(ValidatedModel):
             majority once `max_samples` votes are in, what full self-consistency gives (over
             every continuation up to the budget; `gain_horizon` is not used); needs
             `max_samples`. See adaptive/_budget_gain.py for why and for the figures.
+        posterior: How the confidence and the marginal gain read the votes: "two-answer"
+            (the leader against the runner-up only) or "multiway" (against every rival,
+            abstentions spending samples without a vote; see `adaptive._multiway`).
     """
 
     first_batch: int | None = Field(default=None, ge=1)
@@ -79,6 +83,7 @@ class ControllerConfig(ValidatedModel):
     min_max_tokens: int = Field(default=16, ge=1)
     gain_horizon: int = Field(default=8, ge=1, le=64)
     calibrate: bool = True
+    posterior: Posterior = "two-answer"
     gain_target: Literal["unlimited", "budget"] = "unlimited"
 
     @model_validator(mode="after")
@@ -115,15 +120,22 @@ class Controller:
         # Learned per endpoint from the rounds run: sizes batches to fit a `seconds` budget.
         self.clock = RoundClock()
 
-    def assess(self, votes: Mapping[str, int]) -> Assessment:
+    def assess(self, votes: Mapping[str, int], abstentions: int = 0) -> Assessment:
         """(confidence, marginal gain per sample) for votes ordered leader first.
 
         The gain is the best expected rise in confidence per extra sample over batches of up
         to `gain_horizon` (one extra vote alone often cannot change the leader). It is
         returned as a function: it costs more than the confidence and most rules never read
-        it.
+        it. `abstentions` (samples with no answer) are read by the "multiway" posterior
+        only.
         """
-        conf, gain = assess(self.prior, votes, horizon=self.config.gain_horizon)
+        conf, gain = assess(
+            self.prior,
+            votes,
+            horizon=self.config.gain_horizon,
+            abstentions=abstentions,
+            posterior=self.config.posterior,
+        )
         cap = self.config.max_samples
         if self.config.gain_target == "unlimited" or conf is None or cap is None:
             return conf, gain
@@ -141,7 +153,8 @@ class Controller:
 
     def hypothetical(self, state: State, k: int) -> State:
         """The state if the next k samples all went to the leader."""
-        return hypothetical(state, k, self.assess)
+        # The extra samples all vote: the abstentions so far stay as they are.
+        return hypothetical(state, k, lambda votes: self.assess(votes, state.abstentions))
 
     def next_batch(
         self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False
@@ -166,7 +179,7 @@ class Controller:
         return next_batch(
             state,
             rule,
-            lambda s, k: split_hypothetical(s, k, self.assess),
+            lambda s, k: split_hypothetical(s, k, lambda votes: self.assess(votes, s.abstentions)),
             cap=cap,
             min_batch=min_batch,
         )
@@ -278,7 +291,7 @@ class _CallRun:
         assert self.run_state is not None
         ev = self.run_state.evidence()
         votes = ordered(ev.votes)
-        conf, gain = self.c.assess(votes)
+        conf, gain = self.c.assess(votes, ev.abstentions)
         budget = self.ledger.budget
         elapsed = self.recorder.now()
         return State(

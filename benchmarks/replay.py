@@ -51,6 +51,7 @@ from numpy.typing import NDArray
 from adaptive import AnswerSpec, Client, ControllerConfig, ReplayEndpoint, State, StopRule, majority_vote
 from adaptive._controller import Controller
 from adaptive._extractors import FunctionExtractor
+from adaptive._multiway import POSTERIORS, Posterior
 from adaptive._posterior import beta_confidence
 from adaptive.endpoints import load_recorded
 from adaptive.endpoints.replay import RecordedQuestion
@@ -331,12 +332,13 @@ def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samp
     while True:
         answers = p.answers[:drawn]
         votes = ordered(_votes(answers))
-        conf, g = controller.assess(votes)
+        abstentions = sum(a is None for a in answers)
+        conf, g = controller.assess(votes, abstentions)
         state = State(
             round=rnd,
             samples=drawn,
             votes=votes,
-            abstentions=sum(a is None for a in answers),
+            abstentions=abstentions,
             history=tuple(answers),
             confidence=conf,
             marginal_gain=g,
@@ -375,15 +377,30 @@ def evaluate(
     return {"accuracy": correct / total, "mean_samples": samples / total, "mean_tokens": tokens / total}
 
 
+def controller_config(
+    max_samples: int, posterior: Posterior, gain_horizon: int | None, gain_target: str | None = None
+) -> ControllerConfig:
+    """The controller's settings in this benchmark (the config's defaults where not given)."""
+    extra: dict[str, Any] = {} if gain_horizon is None else {"gain_horizon": gain_horizon}
+    if gain_target is not None:
+        extra["gain_target"] = gain_target
+    return ControllerConfig(max_samples=max_samples, posterior=posterior, **extra)
+
+
 def controller_method(
-    strategy: AdaptiveConsistency, max_samples: int, gain_target: str = "unlimited"
+    strategy: AdaptiveConsistency,
+    max_samples: int,
+    posterior: Posterior = "two-answer",
+    gain_horizon: int | None = None,
+    gain_target: str | None = None,
 ) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
     rule = strategy.default_stop()
     assert rule is not None
     holder: dict[str, Controller] = {}
 
     def fresh() -> None:
-        holder["c"] = Controller(ControllerConfig(max_samples=max_samples, gain_target=gain_target))
+        config = controller_config(max_samples, posterior, gain_horizon, gain_target)
+        holder["c"] = Controller(config)
 
     def run(p: Prepared) -> Outcome:
         return controller_run(p, holder["c"], rule, max_samples)
@@ -392,7 +409,13 @@ def controller_method(
 
 
 async def full_stack(
-    questions: Sequence[RecordedQuestion], spec: AnswerSpec, seed: int, k: int, max_samples: int
+    questions: Sequence[RecordedQuestion],
+    spec: AnswerSpec,
+    seed: int,
+    k: int,
+    max_samples: int,
+    posterior: Posterior = "two-answer",
+    gain_horizon: int | None = None,
 ) -> list[tuple[str | None, int, int, int]]:
     """The first k questions through the whole client, as (answer, samples, tokens, estimated).
 
@@ -406,7 +429,8 @@ async def full_stack(
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        async with Client(ep, controller=ControllerConfig(max_samples=max_samples)) as client:
+        config = controller_config(max_samples, posterior, gain_horizon)
+        async with Client(ep, controller=config) as client:
             for q in questions[:k]:
                 r = await client.run(
                     ReplayEndpoint.prompt_for(q),
@@ -466,7 +490,9 @@ def run_file(
     hardest: int | None = None,
     subset: int | None = None,
     order: str = "file",
-    gain_target: str = "unlimited",
+    posterior: Posterior = "two-answer",
+    gain_horizon: int | None = None,
+    gain_target: str | None = None,
 ) -> dict[str, object]:
     questions = load_recorded(path)
     spec = spec_for(extract)
@@ -502,7 +528,7 @@ def run_file(
         ]
     points = []
     for setting in settings:
-        run, fresh = controller_method(setting, n, gain_target)
+        run, fresh = controller_method(setting, n, posterior, gain_horizon, gain_target)
         r = evaluate(runs, run, fresh)
         points.append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if setting == default:
@@ -592,10 +618,10 @@ def run_file(
     result["shuffles"] = shuffles
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if check:
-        run, fresh = controller_method(default, n)
+        run, fresh = controller_method(default, n, posterior, gain_horizon)
         fresh()
         fast = [run(p) for p in runs[0][:check]]
-        slow = anyio.run(full_stack, chosen[0], spec, 0, check, n)
+        slow = anyio.run(full_stack, chosen[0], spec, 0, check, n, posterior, gain_horizon)
         mismatches = sum(a[:2] != b[:2] for a, b in zip(fast, slow, strict=True))
         result["full_stack_check"] = {
             "questions": min(check, len(fast)),
@@ -701,8 +727,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--gain-target",
         choices=("unlimited", "budget"),
-        default="unlimited",
-        help="the controller's ControllerConfig.gain_target (the full-stack check always runs the default)",
+        default=None,
+        help="the controller's ControllerConfig.gain_target (default: the config's default; the "
+        "full-stack check always runs the default)",
+    )
+    ap.add_argument(
+        "--posterior",
+        choices=POSTERIORS,
+        default="two-answer",
+        help="the controller's ControllerConfig.posterior (how its confidence and gain read the votes)",
+    )
+    ap.add_argument(
+        "--gain-horizon",
+        type=int,
+        default=None,
+        help="the controller's ControllerConfig.gain_horizon (default: the config's default)",
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -724,6 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             subset=args.questions,
             order=args.order,
             gain_target=args.gain_target,
+            posterior=args.posterior,
+            gain_horizon=args.gain_horizon,
         )
         print_report(f, report[f], args.shuffles)
     if args.json:
