@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ._batching import Assessment, Batching, assess, hypothetical, next_batch, ordered, split_hypothetical
 from ._budget import Budget
@@ -64,14 +64,18 @@ class ControllerConfig(ValidatedModel):
         gain_horizon: Batches up to this size are considered for the marginal gain.
         calibrate: Learn the consistency prior from this client's finished calls (pass a
             prior fitted on your own logs to the client to start from it).
-        gain_target: What the marginal gain is measured against. "unlimited": the answer
-            unlimited voting gives (over batches of up to `gain_horizon`). "budget": the
-            majority once `max_samples` votes are in, what full self-consistency gives (over
-            every continuation up to the budget; `gain_horizon` is not used); needs
-            `max_samples`. See adaptive/_budget_gain.py for why and for the figures.
-        posterior: How the confidence and the marginal gain read the votes: "two-answer"
-            (the leader against the runner-up only) or "multiway" (against every rival,
-            abstentions spending samples without a vote; see `adaptive._multiway`).
+        gain_target: What the marginal gain is measured against. "budget" (the default): the
+            majority once every sample the call may still draw is in (`State.draws_left`:
+            the strategy's `max_samples`, this config's, the samples budget), what full
+            self-consistency gives, over every continuation up to that bound
+            (`gain_horizon` is not used); a call with no such bound uses "unlimited".
+            "unlimited": the answer unlimited voting gives, over batches of up to
+            `gain_horizon` (the default before; it stops near-even splits that AC's rule
+            samples on to a right majority). See adaptive/_budget_gain.py for the figures.
+        posterior: How the confidence and the marginal gain read the votes: "multiway" (the
+            default: the leader against every rival, abstentions spending samples without a
+            vote; see `adaptive._multiway`) or "two-answer" (the leader against the
+            runner-up only, the default before).
     """
 
     first_batch: int | None = Field(default=None, ge=1)
@@ -83,17 +87,13 @@ class ControllerConfig(ValidatedModel):
     min_max_tokens: int = Field(default=16, ge=1)
     gain_horizon: int = Field(default=8, ge=1, le=64)
     calibrate: bool = True
-    posterior: Posterior = "two-answer"
-    gain_target: Literal["unlimited", "budget"] = "unlimited"
+    posterior: Posterior = "multiway"
+    gain_target: Literal["unlimited", "budget"] = "budget"
 
-    @model_validator(mode="after")
-    def _budget_target_needs_max_samples(self) -> ControllerConfig:
-        if self.gain_target == "budget" and self.max_samples is None:
-            raise ConfigError(
-                'gain_target="budget" measures the gain against the majority at max_samples votes: '
-                "set max_samples (the same as the strategy's, e.g. AdaptiveConsistency(max_samples=40))"
-            )
-        return self
+
+def _less(left: int | None, k: int) -> int | None:
+    """What is left of a bound after k more samples (None: no bound)."""
+    return None if left is None else max(0, left - k)
 
 
 def uses_gain(rule: StopRule) -> bool:
@@ -120,14 +120,24 @@ class Controller:
         # Learned per endpoint from the rounds run: sizes batches to fit a `seconds` budget.
         self.clock = RoundClock()
 
-    def assess(self, votes: Mapping[str, int], abstentions: int = 0) -> Assessment:
+    def assess(
+        self, votes: Mapping[str, int], abstentions: int = 0, draws_left: int | None = None
+    ) -> Assessment:
         """(confidence, marginal gain per sample) for votes ordered leader first.
 
         The gain is the best expected rise in confidence per extra sample over batches of up
-        to `gain_horizon` (one extra vote alone often cannot change the leader). It is
-        returned as a function: it costs more than the confidence and most rules never read
-        it. `abstentions` (samples with no answer) are read by the "multiway" posterior
-        only.
+        to `gain_horizon` (one extra vote alone often cannot change the leader), or, with
+        `gain_target="budget"` (the default) and a bound on the samples still to come, the
+        rise in P(our pick is the majority once they are in) over every continuation up to
+        that bound. It is returned as a function: it costs more than the confidence and most
+        rules never read it. `abstentions` (samples with no answer) are read by the
+        "multiway" posterior only.
+
+        Args:
+            votes: Votes per answer, leader first.
+            abstentions: Samples with no answer.
+            draws_left: The most samples the call may still draw (`State.draws_left`);
+                None: `ControllerConfig.max_samples` less the votes, if it is set.
         """
         conf, gain = assess(
             self.prior,
@@ -136,14 +146,18 @@ class Controller:
             abstentions=abstentions,
             posterior=self.config.posterior,
         )
-        cap = self.config.max_samples
-        if self.config.gain_target == "unlimited" or conf is None or cap is None:
+        remaining = draws_left
+        if remaining is None and self.config.max_samples is not None:
+            # Votes still to come at most: abstained samples are not in `votes`, so after
+            # abstentions this overstates what is left (the call still stops at max_samples).
+            remaining = self.config.max_samples - sum(votes.values())
+        if self.config.gain_target == "unlimited" or conf is None or remaining is None:
+            # No bound on the samples to come: there is no budget majority to aim at, so the
+            # gain is the unlimited-vote one (`State.draws_left` None shows why).
             return conf, gain
+        remaining = max(0, remaining)
         it = iter(votes.values())
         v1, v2 = next(it, 0), next(it, 0)
-        # Votes still to come at most: abstained samples are not in `votes`, so after
-        # abstentions this overstates the budget left (the call still stops at max_samples).
-        remaining = cap - sum(votes.values())
         prior = self.prior
 
         def budget_gain() -> float:
@@ -154,7 +168,9 @@ class Controller:
     def hypothetical(self, state: State, k: int) -> State:
         """The state if the next k samples all went to the leader."""
         # The extra samples all vote: the abstentions so far stay as they are.
-        return hypothetical(state, k, lambda votes: self.assess(votes, state.abstentions))
+        return hypothetical(
+            state, k, lambda votes: self.assess(votes, state.abstentions, _less(state.draws_left, k))
+        )
 
     def next_batch(
         self, state: State, rule: StopRule | None, *, cap: int, min_batch: int = 1, first: bool = False
@@ -179,7 +195,9 @@ class Controller:
         return next_batch(
             state,
             rule,
-            lambda s, k: split_hypothetical(s, k, lambda votes: self.assess(votes, s.abstentions)),
+            lambda s, k: split_hypothetical(
+                s, k, lambda votes: self.assess(votes, s.abstentions, _less(s.draws_left, k))
+            ),
             cap=cap,
             min_batch=min_batch,
         )
@@ -272,6 +290,7 @@ class _CallRun:
         self.account_stopped = False  # a shared account refused a whole round (shared_account_stop)
         self.run_state: StrategyRun | None = None
         self.plan: Plan | None = None
+        self.plan_generated = 0  # samples generated when the current plan was made
         # Sample requests of the current round: sent (with top-ups) and back, and the next
         # sample index to seed from (a top-up continues where the round's batch ended).
         self.round_out = 0
@@ -291,7 +310,8 @@ class _CallRun:
         assert self.run_state is not None
         ev = self.run_state.evidence()
         votes = ordered(ev.votes)
-        conf, gain = self.c.assess(votes, ev.abstentions)
+        draws_left = self.draws_left()
+        conf, gain = self.c.assess(votes, ev.abstentions, draws_left)
         budget = self.ledger.budget
         elapsed = self.recorder.now()
         return State(
@@ -310,12 +330,29 @@ class _CallRun:
             remaining_tokens=self.ledger.remaining_tokens(),
             remaining_samples=self.ledger.remaining_samples(),
             remaining_seconds=None if budget.seconds is None else max(0.0, budget.seconds - elapsed),
+            draws_left=draws_left,
             next_batch=1,
             next_cost_usd=None,
             next_tokens=0,
             confidence=conf,
             marginal_gain=gain,
         )
+
+    def draws_left(self) -> int | None:
+        """The most samples the call may still draw (None: nothing bounds it).
+
+        The least of what the current plan says its strategy may still ask for
+        (`Plan.remaining`), what `ControllerConfig.max_samples` leaves and the samples budget.
+        """
+        bounds = [self.ledger.remaining_samples()]
+        if self.cfg.max_samples is not None:
+            bounds.append(max(0, self.cfg.max_samples - self.generated))
+        plan = self.plan
+        if plan is not None and plan.sample is not None and plan.remaining is not None:
+            # The plan counted from when it was made; samples back since then are spent.
+            bounds.append(max(0, plan.remaining - (self.generated - self.plan_generated)))
+        known = [b for b in bounds if b is not None]
+        return min(known) if known else None
 
     def numbers(self, state: State | None = None) -> dict[str, Any]:
         return numbers(state if state is not None else self.state(), reads_gain=self.reads_gain)
@@ -455,6 +492,9 @@ class _CallRun:
         while True:
             state = self.state()
             self.plan = plan = run.plan(state)
+            self.plan_generated = self.generated
+            if plan is not None and state.draws_left != self.draws_left():
+                state = self.state()  # the new plan bounds the samples to come: the gain reads it
             if plan is None:
                 self.stop(StopRecord(reason="strategy_done", rule=self.strategy.name))
                 return

@@ -60,6 +60,8 @@ def numbers(state: State, *, reads_gain: bool) -> dict[str, Any]:
         "remaining_usd": state.remaining_usd,
         "remaining_tokens": state.remaining_tokens,
         "remaining_samples": state.remaining_samples,
+        # the bound the marginal gain's budget target reads (None: none, the unlimited target)
+        "draws_left": state.draws_left,
         "elapsed": round(state.elapsed, 4),
         "next_batch": state.next_batch,
         "next_cost_usd": state.next_cost_usd,

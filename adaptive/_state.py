@@ -28,6 +28,9 @@ class State:
         elapsed: Seconds since the call started.
         remaining_usd / remaining_tokens / remaining_samples / remaining_seconds: What is left
             of each budget limit (None where no limit is set).
+        draws_left: The most samples the call may still draw: the least of what the
+            strategy may still ask for (`Plan.remaining`), `ControllerConfig.max_samples`
+            and the samples budget (None where none of them is set).
         next_batch: Samples the controller would request next.
         next_cost_usd: Worst-case dollars of that batch (None without a price).
         next_tokens: Worst-case tokens of that batch.
@@ -56,6 +59,7 @@ class State:
     remaining_tokens: int | None = None
     remaining_samples: int | None = None
     remaining_seconds: float | None = None
+    draws_left: int | None = None
     next_batch: int = 1
     next_cost_usd: float | None = None
     next_tokens: int = 0

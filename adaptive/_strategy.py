@@ -191,6 +191,9 @@ class Plan:
         singles: For `sample`: send the batch as single requests even where the endpoint
             does `n`, so that each sample is acted on (followed up, stopped at) as it arrives
             (each request bills its own prompt).
+        remaining: For `sample`: the most samples this run may still ask for in all rounds
+            (None: the strategy sets no bound). The controller's marginal gain is measured
+            against the majority once these are in (`ControllerConfig.gain_target`).
     """
 
     calls: tuple[Call, ...] = ()
@@ -202,6 +205,7 @@ class Plan:
     watch: Callable[[Request], TraceWatch | None] | None = None
     latency: Latency | None = None
     singles: bool = False
+    remaining: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -333,13 +333,15 @@ def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samp
         answers = p.answers[:drawn]
         votes = ordered(_votes(answers))
         abstentions = sum(a is None for a in answers)
-        conf, g = controller.assess(votes, abstentions)
+        draws_left = cap_total - drawn
+        conf, g = controller.assess(votes, abstentions, draws_left)
         state = State(
             round=rnd,
             samples=drawn,
             votes=votes,
             abstentions=abstentions,
             history=tuple(answers),
+            draws_left=draws_left,
             confidence=conf,
             marginal_gain=g,
         )

@@ -99,7 +99,7 @@ def _state(controller: Controller, a: int, b: int) -> State:
 
 
 def test_near_even_splits_keep_sampling_where_the_unlimited_target_stops() -> None:
-    unlimited = Controller(ControllerConfig(max_samples=MAX))
+    unlimited = Controller(ControllerConfig(max_samples=MAX, gain_target="unlimited"))
     budget = Controller(ControllerConfig(max_samples=MAX, gain_target="budget"))
     assert RULE is not None
     for a, b in ((5, 1), (7, 3), (8, 4)):
@@ -148,8 +148,52 @@ def test_after_five_unanimous_calls_two_agreeing_votes_do_not_stop() -> None:
             assert RULE(_state(c, 2, 0)) is stops, (target, pseudo)
 
 
-def test_budget_target_needs_max_samples() -> None:
-    with pytest.raises(ConfigError, match="max_samples"):
-        ControllerConfig(gain_target="budget")
+def test_without_a_bound_on_the_samples_the_budget_target_is_the_unlimited_gain() -> None:
+    default = Controller(ControllerConfig())  # gain_target="budget" by default, no max_samples
+    unlimited = Controller(ControllerConfig(gain_target="unlimited"))
+    votes = {"a": 5, "b": 1}
+    g_default, g_unlimited = default.assess(votes)[1], unlimited.assess(votes)[1]
+    assert g_default is not None and g_unlimited is not None
+    assert g_default() == g_unlimited()
+    bounded = default.assess(votes, 0, MAX - 6)[1]
+    assert bounded is not None and bounded() != g_unlimited()
+    # A lead the samples left cannot overturn is worth nothing more.
+    settled = default.assess(votes, 0, 3)[1]
+    assert settled is not None and settled() == 0.0
     with pytest.raises(ConfigError):
         ControllerConfig(gain_target="forever")  # type: ignore[arg-type]
+
+
+def test_a_call_reads_its_strategys_max_samples_as_the_bound() -> None:
+    # The strategy's max_samples (Plan.remaining), not a controller setting, bounds the gain:
+    # every decide event shows the bound it read, falling as samples come back.
+    from adaptive_strategies import AdaptiveConsistency
+
+    from adaptive import SyncClient
+    from adaptive.sim import SimEndpoint
+
+    with SyncClient(SimEndpoint()) as client:
+        result = client.run("What is 17 + 25?", strategy=AdaptiveConsistency(max_samples=12))
+    decides = [e for e in result.trace if e.kind == "decide" and e.data.get("draws_left") is not None]
+    assert decides
+    lefts = [e.data["draws_left"] for e in decides]
+    assert lefts[0] == 12
+    assert lefts == sorted(lefts, reverse=True)
+    assert all(0 <= x <= 12 for x in lefts)
+    # Each one is what max_samples leaves after the samples back by then.
+    for e in decides:
+        assert e.data["draws_left"] == 12 - e.data["samples"]
+
+
+def test_a_long_budget_is_valued_at_the_lookahead() -> None:
+    # Past MAX_LOOKAHEAD votes the target is the majority after that many (the exact sum is
+    # cubic in the budget): a call with max_samples=1024 decides as one with 64 left.
+    from adaptive._budget_gain import MAX_LOOKAHEAD, budget_gain_per_sample
+
+    prior = ConsistencyPrior()
+    for v1, v2 in ((3, 1), (5, 4), (9, 7)):
+        far = budget_gain_per_sample(prior, v1, v2, remaining=1000)
+        assert far == budget_gain_per_sample(prior, v1, v2, remaining=MAX_LOOKAHEAD)
+        assert far > 0.0
+    # A lead the whole budget could not overturn is still worth nothing, however long.
+    assert budget_gain_per_sample(prior, 70, 0, remaining=70) == 0.0

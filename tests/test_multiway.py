@@ -104,10 +104,13 @@ def test_bad_input_is_refused() -> None:
 
 def test_the_controller_reads_every_answer_only_when_asked() -> None:
     votes = {"a": 4, "b": 1, "c": 1}
-    default = Controller(ControllerConfig())
-    multi = Controller(ControllerConfig(posterior="multiway"))
+    assert ControllerConfig().posterior == "multiway"  # the default since it was measured
+    # gain_target="unlimited": the posterior's own gain (the default's budget target is
+    # tested in test_budget_gain.py).
+    default = Controller(ControllerConfig(posterior="two-answer", gain_target="unlimited"))
+    multi = Controller(ControllerConfig(posterior="multiway", gain_target="unlimited"))
     conf, gain = default.assess(votes, 2)
-    assert conf == default.prior.confidence(4, 1)  # the default reads the top two only
+    assert conf == default.prior.confidence(4, 1)  # "two-answer" reads the top two only
     assert gain is not None and gain() == expected_gain_per_sample(default.prior, 4, 1)
     conf_m, gain_m = multi.assess(votes, 2)
     assert conf_m == multiway_confidence(multi.prior, [4, 1, 1])
@@ -158,7 +161,12 @@ async def test_a_call_reports_the_posterior_it_was_asked_for(posterior: Posterio
 
     # Whole batches (no early cancel): the rules first read 4-1-1 with one abstention.
     config = ControllerConfig(
-        posterior=posterior, calibrate=False, first_batch=7, max_batch=7, early_cancel=False
+        posterior=posterior,
+        gain_target="unlimited",
+        calibrate=False,
+        first_batch=7,
+        max_batch=7,
+        early_cancel=False,
     )
     async with Client(FunctionEndpoint(reply, name="srv"), controller=config) as client:
         result = await client.run("q?", strategy=AdaptiveConsistency(max_samples=14), seed=0)

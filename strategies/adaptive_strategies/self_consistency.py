@@ -166,6 +166,7 @@ class VoteRun:
         left = self.target - len(self.answers) - self._cut_count()
         if left <= 0:
             return None
+        remaining = left
         es = self.early_stop
         if es is not None and self.threshold is None and len(self.warm) < es.warmup:
             # The warmup first, on its own: later samples are watched against its threshold.
@@ -173,6 +174,7 @@ class VoteRun:
         return Plan(
             sample=self.task.request(self.sampling, **self.changes),
             max_batch=left,
+            remaining=remaining,
             stoppable=self.stoppable,
             watch=self._watch if self.early_stop is not None else None,
             latency=self.latency,
