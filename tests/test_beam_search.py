@@ -183,9 +183,13 @@ async def test_verifier_calls_on_the_receipt() -> None:
     assert len(prm_charges) == 12
     assert all(c.usd == pytest.approx(PRM_PRICE.cost_usd(c.usage)) and c.usd > 0 for c in prm_charges)
     assert result.cost_usd == pytest.approx(sum(c.usd for c in result.charges))
-    # Expansion rounds are stoppable, scoring rounds are not, alternately.
+    # One round per step: each expansion's new steps are scored in the round that expanded
+    # them, so every round holds both its expansions and their PRM calls.
     decisions = [e.data for e in result.trace if e.kind == "decide" and e.data.get("action") == "continue"]
-    assert [d["note"].split(" ")[0] for d in decisions] == ["round", "score"] * 3
+    assert [d["note"].split(" ")[0] for d in decisions] == ["round"] * 3
+    sends = [(e.round, e.data["purpose"]) for e in result.trace if e.kind == "send"]
+    assert sorted(set(sends)) == [(r, p) for r in range(3) for p in ("generate", "verify")]
+    assert result.rounds == 3
 
 
 @pytest.mark.asyncio
@@ -260,13 +264,17 @@ async def test_finish_on_empty_step_marker_and_max_depth() -> None:
 async def test_stopped_before_anything_finished_answers_the_best_partial() -> None:
     tree = Tree()
     async with Client(tree.endpoint) as client:
-        # Eight step samples: the rule fires as the second expansion round completes, so the
-        # search ends there (its new steps unscored) and answers from the last kept beams.
+        # Eight step samples: the rule fires as the second round's last expansion comes back,
+        # so no third round is sent. The new steps of the second round were already being
+        # scored (each as its expansion arrived) and the round ran to its end, so it is
+        # pruned as between rounds and the best partial solution comes from it.
         result = await client.run(QUESTION, strategy=beam(), seed=0, stop=max_samples(8))
     assert result.stop_reason == "max_samples"
     assert not result.details["finished"] and result.details["solutions"] == []
-    assert result.text == "step B" and result.details["best_score"] == 0.9
-    assert result.answer is None  # no answer in a partial solution ("step B" has no number)
+    assert len([s for s in result.samples if s.purpose == "verify"]) == 4 + 4
+    assert result.details["rounds"] == 2 and len(result.details["beams"]) == 2
+    assert result.text == "step D\n\nstep DA" and result.details["best_score"] == 0.7
+    assert result.answer is None  # no answer in a partial solution (no number in it)
     assert len(tree.requests) == 3
 
 

@@ -326,6 +326,18 @@ class _TreeRun:
         self.seed_offset = 0
         self.generated = 0
         self.scorer: Scorer[Key] = Scorer(cfg.prm, task, cfg.on_verifier_error)
+        # This round's expansions: how many were planned, which came back (in any way), and
+        # the first position whose children are not submitted for scoring yet. Children are
+        # submitted in position order, so that they are deduplicated and seeded exactly as if
+        # all of them were scored after the round, however the expansions come back.
+        self.planned = 0
+        self.arrived: set[int] = set()
+        self.cursor = 0
+        self.seen: set[tuple[int, tuple[str, ...]]] = set()  # (group, steps) submitted this round
+        # PRM calls that came back in this round, and the errors among them.
+        self.verified = 0
+        self.verify_errors: list[BaseException] = []
+        self.cut = False  # a call of this round was cancelled (a stop rule, the deadline)
         self.log: list[dict[str, Any]] = []
         self.last_kept: list[_Node] = []
         self.unscored_rounds: list[tuple[int, int]] = []  # (round, group) kept unscored
@@ -339,19 +351,36 @@ class _TreeRun:
         return self.cfg.answer.read(completion.text)
 
     def plan(self, state: State) -> Plan | None:
-        if self.phase == "expanded":
-            calls = self._scoring_calls()
-            self.scorer.raise_failures()  # a local verifier raised: before anything more is sent
-            if calls:
-                self.phase = "score"
-                return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(self.children)} step(s)")
-            self._prune()
-        elif self.phase == "score":
+        if self.phase != "expand":
             for key in self.scorer.unfinished():
                 self._settle(key)  # calls the budget refused never come back
-            self.scorer.raise_failures()
+            self.scorer.raise_failures()  # before anything more is sent
+            self._raise_if_prm_failed()
+            if self.phase == "expanded":
+                # Children not scored in the round: behind an expansion that never came back
+                # (refused by the budget or max_samples), or held by a verifier failure.
+                calls = self._release(self.planned)
+                self.scorer.raise_failures()  # a local verifier raised just now
+                if calls:
+                    self.phase = "score"
+                    return Plan(
+                        calls=tuple(calls), stoppable=False, note=f"score {len(calls)} step(s) left"
+                    )
             self._prune()
         return self._expansion(state)
+
+    def follow_up(self, outcome: Outcome) -> tuple[Call, ...]:
+        """Score the new steps `outcome` brought, in the round that expanded them."""
+        tag = outcome.call.tag
+        if not (isinstance(tag, tuple) and len(tag) == 3 and tag[0] == "expand"):
+            return ()
+        if self.scorer.failures and self.cfg.on_verifier_error == "raise":
+            return ()  # the next plan raises it before anything more is sent
+        # Only up to the first expansion still out: children are submitted in position order.
+        end = self.cursor
+        while end < self.planned and end in self.arrived:
+            end += 1
+        return tuple(self._release(end))
 
     def observe(self, outcome: Outcome) -> None:
         tag = outcome.call.tag
@@ -359,11 +388,18 @@ class _TreeRun:
             return
         if tag[0] == "expand":
             self.generated += outcome.call.request.n
+            self.arrived.add(tag[1])  # answered, failed or cancelled: nothing more will come
+            self.cut |= outcome.cancelled
             if outcome.response is not None:
                 parent = self.parents[tag[1]]
                 for comp in outcome.response.completions:
                     self._child(parent, comp.text, (self.round, tag[2], comp.index))
         else:
+            if self.phase == "expanded":
+                self.verified += 1
+                self.cut |= outcome.cancelled
+                if outcome.error is not None:
+                    self.verify_errors.append(outcome.error)
             done = self.scorer.observe(outcome)
             if done is not None:
                 self._settle(done)
@@ -379,6 +415,15 @@ class _TreeRun:
 
     def finish(self, state: State) -> Final:
         self.scorer.raise_failures()  # one that came back in the last round
+        if self.phase == "expanded" and not self.cut and len(self.arrived) == self.planned:
+            # The rules stopped the call in a round that still ran to its end (nothing was
+            # cancelled): it is pruned, as the next plan would have done, so the answer and
+            # details are those of a stop between rounds.
+            for key in self.scorer.unfinished():
+                self._settle(key)  # calls the budget refused never come back
+            self.scorer.raise_failures()
+            self._raise_if_prm_failed()
+            self._prune()
         finals = self._finals()
         details: dict[str, Any] = {
             "mode": self.mode,
@@ -487,6 +532,8 @@ class _TreeRun:
         if not calls:
             return None
         self.children = {}
+        self.planned, self.arrived, self.cursor, self.seen = len(calls), set(), 0, set()
+        self.verified, self.verify_errors, self.cut = 0, [], False
         self.phase = "expanded"
         return Plan(
             calls=tuple(calls),
@@ -521,16 +568,18 @@ class _TreeRun:
             node.answer = self.cfg.answer.read(self._text(steps))
         self.children[key] = node
 
-    def _scoring_calls(self) -> list[Call]:
+    def _release(self, end: int) -> list[Call]:
+        """Submit for scoring the children of positions `cursor` to `end`, in key order."""
         calls: list[Call] = []
-        seen: set[tuple[int, tuple[str, ...]]] = set()
-        for key in sorted(self.children):
+        keys = sorted(k for k in self.children if self.cursor <= k[1] < end)
+        self.cursor = max(self.cursor, end)
+        for key in keys:
             node = self.children[key]
             ident = (node.group, node.steps)
-            if ident in seen:  # the same continuation twice: score it once
+            if ident in self.seen:  # the same continuation twice: score it once
                 del self.children[key]
                 continue
-            seen.add(ident)
+            self.seen.add(ident)
             if node.new_steps == 0:
                 node.done = True  # nothing new to score: it keeps its parent's scores
                 continue
@@ -540,6 +589,16 @@ class _TreeRun:
             else:
                 self._apply(node, local)
         return calls
+
+    def _raise_if_prm_failed(self) -> None:
+        """A round whose every PRM call failed ends the call with the first error.
+
+        As when the steps were scored in a round of their own (the controller ends a call on
+        a round whose every call failed): a PRM endpoint that is down is an error, not a
+        search that goes on unscored.
+        """
+        if self.verified and len(self.verify_errors) == self.verified:
+            raise self.verify_errors[0]
 
     def _settle(self, key: Key) -> None:
         self._apply(self.children[key], self.scorer.finish(key))
@@ -591,6 +650,7 @@ class _TreeRun:
             self.last_kept = kept_all
         self.children = {}
         self.round += 1
+        self.phase = "expand"
 
     def _finals(self) -> list[_Node]:
         # Finished children scored this round count at once (stop rules read them before the
