@@ -731,8 +731,9 @@ async def test_a_raising_prm_mid_round_charges_the_expansions_out_and_raises() -
     async def fn(request: Request) -> list[str]:
         steps = steps_of(request.prefill or "")
         last = path_of(steps[-1]) if steps else ""
-        if last == "B":
-            await raised.wait()  # still out when the PRM raises on A's steps
+        if last == "B":  # still out when the PRM raises on A's steps (a search that scores
+            with anyio.fail_after(10):  # only after every expansion is back deadlocks here)
+                await raised.wait()
         log.append(f"expanded {last or 'root'}")
         return [f"step {last}{c}" for c in "ABCD"[: request.n]]
 
