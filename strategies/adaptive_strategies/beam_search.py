@@ -375,7 +375,9 @@ class _TreeRun:
             calls = [*self.scoring, *self._release(self.planned)]
             self.scoring = []
             self.phase = "score"
-            return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(calls)} step(s) left")
+            return Plan(
+                calls=tuple(calls), stoppable=False, note=f"score the steps left ({len(calls)} PRM call(s))"
+            )
         if self.phase != "expand":
             for key in self.scorer.unfinished():
                 self._settle(key)  # calls the budget refused never come back
@@ -383,12 +385,17 @@ class _TreeRun:
             self._raise_if_prm_failed()
             if self.phase == "expanded":
                 # Children not scored in the round: behind an expansion that never came back
-                # (refused by the budget or max_samples), or held by a verifier failure.
+                # (refused by the budget or max_samples), or expanded by a run without
+                # follow-ups (a wrapper that only forwards the protocol's methods).
                 calls = self._release(self.planned)
                 self.scorer.raise_failures()  # a local verifier raised just now
                 if calls:
                     self.phase = "score"
-                    return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(calls)} step(s) left")
+                    return Plan(
+                        calls=tuple(calls),
+                        stoppable=False,
+                        note=f"score the steps left ({len(calls)} PRM call(s))",
+                    )
             self._prune()
         return self._expansion(state)
 
