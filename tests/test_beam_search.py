@@ -8,6 +8,7 @@ import zlib
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from adaptive_strategies.beam_search import DVTS, BeamSearch
 from adaptive_strategies.best_of_n import BestOfN
@@ -183,9 +184,13 @@ async def test_verifier_calls_on_the_receipt() -> None:
     assert len(prm_charges) == 12
     assert all(c.usd == pytest.approx(PRM_PRICE.cost_usd(c.usage)) and c.usd > 0 for c in prm_charges)
     assert result.cost_usd == pytest.approx(sum(c.usd for c in result.charges))
-    # Expansion rounds are stoppable, scoring rounds are not, alternately.
+    # One round per step: each expansion's new steps are scored in the round that expanded
+    # them, so every round holds both its expansions and their PRM calls.
     decisions = [e.data for e in result.trace if e.kind == "decide" and e.data.get("action") == "continue"]
-    assert [d["note"].split(" ")[0] for d in decisions] == ["round", "score"] * 3
+    assert [d["note"].split(" ")[0] for d in decisions] == ["round"] * 3
+    sends = [(e.round, e.data["purpose"]) for e in result.trace if e.kind == "send"]
+    assert sorted(set(sends)) == [(r, p) for r in range(3) for p in ("generate", "verify")]
+    assert result.rounds == 3
 
 
 @pytest.mark.asyncio
@@ -260,13 +265,17 @@ async def test_finish_on_empty_step_marker_and_max_depth() -> None:
 async def test_stopped_before_anything_finished_answers_the_best_partial() -> None:
     tree = Tree()
     async with Client(tree.endpoint) as client:
-        # Eight step samples: the rule fires as the second expansion round completes, so the
-        # search ends there (its new steps unscored) and answers from the last kept beams.
+        # Eight step samples: the rule fires as the second round's last expansion comes back,
+        # so no third round is sent. The new steps of the second round were already being
+        # scored (each as its expansion arrived) and the round ran to its end, so it is
+        # pruned as between rounds and the best partial solution comes from it.
         result = await client.run(QUESTION, strategy=beam(), seed=0, stop=max_samples(8))
     assert result.stop_reason == "max_samples"
     assert not result.details["finished"] and result.details["solutions"] == []
-    assert result.text == "step B" and result.details["best_score"] == 0.9
-    assert result.answer is None  # no answer in a partial solution ("step B" has no number)
+    assert len([s for s in result.samples if s.purpose == "verify"]) == 4 + 4
+    assert result.details["rounds"] == 2 and len(result.details["beams"]) == 2
+    assert result.text == "step D\n\nstep DA" and result.details["best_score"] == 0.7
+    assert result.answer is None  # no answer in a partial solution (no number in it)
     assert len(tree.requests) == 3
 
 
@@ -550,6 +559,256 @@ def test_budget_is_never_exceeded_verifier_calls_included(
         assert result.usage.total_tokens <= tokens
     assert not any(c.overrun for c in result.charges)
     assert result.stop_reason in ("strategy_done", "budget")
+
+
+# -- scoring in the expanding round -----------------------------------------------------------
+
+
+class Shuffled(HashModel):
+    """`HashModel` whose requests come back in an order set by their content, not their sending.
+
+    Each request yields to the event loop a hash-chosen number of times first (no wall time),
+    so the expansions of a round arrive in a scrambled order.
+    """
+
+    async def fn(self, request: Request) -> list[str]:
+        for _ in range(_h(request.prompt, request.prefill, request.seed) % 13):
+            await anyio.lowlevel.checkpoint()
+        return await super().fn(request)
+
+
+def seeded_prm(price: Price = PRM_PRICE) -> FunctionEndpoint:
+    """A PRM whose score depends on the request's seed too (like a sampled judge), and which
+    also answers in a scrambled order."""
+
+    async def fn(request: Request) -> Completion:
+        assert request.messages is not None
+        content = request.messages[-1].content
+        for _ in range(_h(content) % 7):
+            await anyio.lowlevel.checkpoint()
+        return Completion(text="", score=(_h(content, request.seed) % 1000) / 1000)
+
+    return FunctionEndpoint(fn, name="sprm", price=price)
+
+
+class ScoredAfterTheRound:
+    """The same search with its steps scored in a round of their own: the run has no
+    `follow_up`, so the controller waits for its next plan (the search before scoring moved
+    into the expanding round)."""
+
+    def __init__(self, strategy: BeamSearch | DVTS) -> None:
+        self.strategy = strategy
+
+    @property
+    def name(self) -> str:
+        return self.strategy.name
+
+    def default_stop(self) -> Any:
+        return self.strategy.default_stop()
+
+    def start(self, task: Any) -> Any:
+        return _WithoutFollowUp(self.strategy.start(task))
+
+
+class _WithoutFollowUp:
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def plan(self, state: Any) -> Any:
+        return self.run.plan(state)
+
+    def observe(self, outcome: Any) -> None:
+        self.run.observe(outcome)
+
+    def evidence(self) -> Any:
+        return self.run.evidence()
+
+    def finish(self, state: Any) -> Any:
+        return self.run.finish(state)
+
+    def answer_of(self, completion: Completion) -> str | None:
+        return self.run.answer_of(completion)
+
+
+def _content(result: Result) -> tuple[Any, ...]:
+    sends = sorted(
+        (e.data["purpose"], e.data["seed"] or -1, e.data["endpoint"])
+        for e in result.trace
+        if e.kind == "send"
+    )
+    return (
+        result.answer,
+        result.text,
+        result.details,
+        result.cost_usd,
+        result.stop_reason,
+        sorted((s.purpose, s.text) for s in result.samples),
+        sends,
+    )
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["beam", "dvts"])
+@pytest.mark.parametrize("supports_n", [True, False])
+@pytest.mark.parametrize("budget_usd", [1.0, 0.0012, 0.0008])  # a full search costs ~$0.002
+@pytest.mark.parametrize("reserve", [True, False])
+async def test_scoring_in_the_round_chooses_what_a_scoring_round_chose(
+    kind: str, supports_n: bool, budget_usd: float, reserve: bool
+) -> None:
+    prm = ProcessRewardModel(endpoint=seeded_prm(), aggregation="min")
+    sampling = Sampling(max_tokens=20)
+    common: dict[str, Any] = {
+        "prm": prm,
+        "max_depth": 4,
+        "sampling": sampling,
+        "reserve_for_scoring": reserve,
+    }
+    strategy: BeamSearch | DVTS = (
+        BeamSearch(width=2, candidates=4, **common) if kind == "beam" else DVTS(subtrees=2, width=2, **common)
+    )
+    for seed in range(6):
+        runs = []
+        for run_as in (strategy, ScoredAfterTheRound(strategy)):
+            # A client each: a client learns from its calls (prompt bounds), so a second call
+            # on the same one could reserve differently.
+            async with Client(Shuffled(supports_n=supports_n).endpoint) as client:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Final.Warning)  # a tight budget's unscored fallback
+                    runs.append(
+                        await client.run(QUESTION, strategy=run_as, seed=seed, budget=Budget(usd=budget_usd))
+                    )
+        now, before = runs
+        # The same beams kept, the same scores (the PRM's seeds included), the same answer.
+        assert _content(now) == _content(before)
+        steps = now.details["rounds"]
+        assert before.rounds >= 2 * steps - 1  # expand, score, ... (a last round may stop first)
+        if budget_usd == 1.0:
+            # One sequential round per step: its scoring overlaps its expansions.
+            assert now.rounds == steps == len({e.round for e in now.trace if e.kind == "send"})
+        assert now.rounds < before.rounds
+
+
+@pytest.mark.asyncio
+async def test_steps_are_scored_while_other_expansions_are_out() -> None:
+    log: list[str] = []
+
+    async def fn(request: Request) -> list[str]:
+        steps = steps_of(request.prefill or "")
+        if steps and path_of(steps[-1]) == "A":
+            for _ in range(50):  # the slow expansion of round 1
+                await anyio.lowlevel.checkpoint()
+        log.append(f"expanded {path_of(steps[-1]) if steps else 'root'}")
+        last = path_of(steps[-1]) if steps else ""
+        return [f"step {last}{c}" for c in "ABCD"[: request.n]]
+
+    async def score(request: Request) -> Completion:
+        assert request.messages is not None
+        last = path_of(steps_of(request.messages[-1].content)[-1])
+        log.append(f"scored {last}")
+        return Completion(text="", score={"A": 0.9, "B": 0.8}.get(last, 0.1))
+
+    ep = FunctionEndpoint(fn, name="m", supports_n=True, supports_prefill=True)
+    prm = ProcessRewardModel(endpoint=FunctionEndpoint(score, name="prm"))
+    async with Client(ep) as client:
+        result = await client.run(
+            QUESTION, strategy=BeamSearch(width=2, candidates=4, prm=prm, max_depth=2), seed=0
+        )
+    # Round 1 expands A (slow) and B: B's steps wait for A (children are submitted in request
+    # order), so they are scored once A is back, still in round 1.
+    assert log.index("expanded A") < log.index("scored BA")
+    # In round 0 every step is scored as soon as the one root request is back.
+    assert log[:5] == ["expanded root", "scored A", "scored B", "scored C", "scored D"]
+    assert result.rounds == 2 and result.details["rounds"] == 2
+
+
+@pytest.mark.asyncio
+async def test_a_raising_prm_mid_round_charges_the_expansions_out_and_raises() -> None:
+    from adaptive_strategies.verifiers import VerifierError
+
+    log: list[str] = []
+    raised = anyio.Event()
+
+    async def fn(request: Request) -> list[str]:
+        steps = steps_of(request.prefill or "")
+        last = path_of(steps[-1]) if steps else ""
+        if last == "B":  # still out when the PRM raises on A's steps (a search that scores
+            with anyio.fail_after(10):  # only after every expansion is back deadlocks here)
+                await raised.wait()
+        log.append(f"expanded {last or 'root'}")
+        return [f"step {last}{c}" for c in "ABCD"[: request.n]]
+
+    async def prm(question: str, solution: str) -> float:
+        last = path_of(steps_of(solution)[-1])
+        if len(last) == 2:
+            log.append(f"raised on {last}")
+            raised.set()
+            raise RuntimeError("PRM bug")
+        return {"A": 0.9, "B": 0.8}.get(last, 0.1)
+
+    ep = FunctionEndpoint(fn, name="m", price=GEN_PRICE, supports_n=True, supports_prefill=True)
+    async with Client(ep) as client:
+        with pytest.raises(VerifierError) as info:
+            await client.run(
+                QUESTION, strategy=BeamSearch(width=2, candidates=4, prm=prm), seed=0, budget=Budget(usd=1.0)
+            )
+    # B's expansion was still out when the PRM raised on A's steps: it came back, and then
+    # nothing more was sent (B's steps were not scored, no third round).
+    assert log[:3] == ["expanded root", "expanded A", "raised on AA"]
+    assert sorted(log[3:]) == ["expanded B", "raised on AB"]
+    receipt = info.value.receipt
+    assert receipt is not None and receipt.stop_reason == "error"
+    # Every expansion is charged and on the receipt, the one that was out included.
+    generate = [c for c in receipt.charges if c.endpoint == ep.name]
+    assert len(generate) == 3 and all(c.status == "ok" and c.usd > 0 for c in generate)
+    assert receipt.cost_usd == pytest.approx(sum(c.usd for c in receipt.charges))
+    sends = [e.data["purpose"] for e in receipt.trace if e.kind == "send"]
+    assert sorted(sends) == ["generate"] * 3 + ["verify"] * (4 + 2)
+
+
+@pytest.mark.asyncio
+async def test_a_prm_endpoint_that_fails_every_call_of_a_round_is_its_error() -> None:
+    from adaptive import EndpointError
+
+    async def down(request: Request) -> Completion:
+        raise EndpointError("prm is down", endpoint="prm")
+
+    tree = Tree()
+    prm_ep = FunctionEndpoint(down, name="prm", price=PRM_PRICE)
+    prm = ProcessRewardModel(endpoint=prm_ep)
+    async with Client(tree.endpoint) as client:
+        with pytest.raises(EndpointError, match="prm is down") as info:
+            await client.run(QUESTION, strategy=beam(prm=prm), seed=0, budget=Budget(usd=1.0))
+    receipt = info.value.receipt
+    assert receipt is not None and receipt.stop_reason == "error"
+    # The root's expansion (charged) and its four steps' PRM calls (all failed), nothing more.
+    statuses = sorted((c.endpoint, c.status) for c in receipt.charges)
+    assert statuses == sorted([(prm_ep.name, "failed")] * 4 + [(tree.endpoint.name, "ok")])
+    assert len(tree.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_one_failed_prm_call_leaves_that_step_unscored_and_the_search_goes_on() -> None:
+    from adaptive import EndpointError
+
+    async def flaky(request: Request) -> Completion:
+        assert request.messages is not None
+        last = path_of(steps_of(request.messages[-1].content)[-1])
+        if last == "D":
+            raise EndpointError("one bad call", endpoint="prm")
+        return Completion(text="", score=STEP_SCORES.get(last, 0.0))
+
+    tree = Tree()
+    prm_ep = FunctionEndpoint(flaky, name="prm", price=PRM_PRICE)
+    prm = ProcessRewardModel(endpoint=prm_ep)
+    async with Client(tree.endpoint) as client:
+        result = await client.run(
+            QUESTION, strategy=beam(prm=prm, max_depth=2), seed=0, budget=Budget(usd=1.0)
+        )
+    # "D" (the second best by the table) went unscored, so B (.9) and A (.3) are kept.
+    assert tree.rounds()[1] == {partial("B"), partial("A")}
+    assert result.details["beams"][0]["kept"][1]["score"] == 0.3
+    assert [c.status for c in result.charges if c.endpoint == prm_ep.name].count("failed") == 1
+    assert result.stop_reason == "strategy_done" and result.details["fallback"] is None
 
 
 # -- on the simulator ------------------------------------------------------------------------

@@ -319,3 +319,45 @@ async def test_best_of_n_verifier_seeds_follow_the_candidate_not_its_arrival() -
     assert arrived == [3, 2, 1, 0] and result.generated == 4
     assert sorted(pairs) == [(str(i), 50 + i) for i in range(4)]
     assert [a for a, _ in pairs] == ["3", "2", "1", "0"]  # scored in arrival order
+
+
+@pytest.mark.asyncio
+async def test_beam_search_scores_a_step_before_the_rounds_last_expansion_arrives() -> None:
+    import sys
+    from pathlib import Path
+
+    from adaptive_strategies.beam_search import BeamSearch
+    from adaptive_strategies.verifiers import ProcessRewardModel
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import latency as bench
+
+    scored = anyio.Event()
+
+    async def gen(request: Request) -> list[str]:
+        last = (request.prefill or "").strip().split("\n\n")[-1]
+        if last == "step B":  # the second beam's expansion comes back only once a step of
+            with anyio.fail_after(10):  # the first beam's was scored: two rounds deadlock here
+                await scored.wait()
+        depth = len([s for s in (request.prefill or "").split("\n\n") if s.strip()])
+        if depth == 1:
+            return [f"{last} then {c}. The answer is {i}." for i, c in enumerate("AB"[: request.n])]
+        return [f"step {c}" for c in "ABCD"[: request.n]]
+
+    async def prm(request: Request) -> Completion:
+        assert request.messages is not None
+        if request.messages[-1].content.count("\n\n") == 1:  # a second step
+            scored.set()
+        return Completion(text="", score=0.9 if "step A" in request.messages[-1].content else 0.5)
+
+    generator = FunctionEndpoint(gen, name="gen", price=PRICE, supports_n=True, supports_prefill=True)
+    reward = FunctionEndpoint(prm, name="prm", price=PRICE)
+    strategy = BeamSearch(width=2, candidates=4, prm=ProcessRewardModel(endpoint=reward))
+    async with Client(generator) as client:
+        result = await client.run("q?", strategy=strategy, budget=Budget(usd=1.0), seed=0)
+    assert result.details["rounds"] == 2 and result.details["finished"]
+    # Two steps, two sequential rounds as the benchmark counts them (each step's scoring
+    # overlaps its expansions), and each round holds both.
+    assert bench.send_rounds(result) == send_rounds(result) == result.rounds == 2
+    purposes = {(e.round, e.data["purpose"]) for e in result.trace if e.kind == "send"}
+    assert purposes == {(r, p) for r in (0, 1) for p in ("generate", "verify")}

@@ -1,19 +1,29 @@
 r"""Step-level search guided by a process reward model: beam search and DVTS.
 
 A solution is built one step at a time (steps end at `step_delimiter`, a blank line by
-default). Each round:
+default). Each round is one sequential round of requests:
 
-1. **Expand** (a stoppable round): every kept beam asks for its next steps in one request
+1. **Expand**: every kept beam asks for its next steps in one request
    (`n = candidates / width`; the first round expands the question `candidates` times) with
    `stop=[step_delimiter]`, either by raw continuation on a completions endpoint
    (`Request(prompt=template(question) + partial)`, needs `endpoint.supports_raw`) or by
    continuing a chat answer (`Request(messages=..., prefill=partial)`, needs
    `endpoint.supports_prefill`). `mode="auto"` prefers prefill (the
    chat template stays intact), then raw.
-2. **Score** (not stoppable: what was paid for gets scored): every new partial solution is
-   scored by the PRM; a beam keeps its per-step scores and aggregates them ("last", "min",
-   "product" or "mean"). A PRM that returns one score per call scores the newest step; one
-   that returns a score per step replaces the beam's list.
+2. **Score**, in the same round (`follow_up`, as best-of-n scores each candidate as it
+   arrives): the new partial solutions of an expansion are sent to the PRM as soon as that
+   expansion (and every one planned before it) is back, so their order, and with it the
+   PRM's seeds and which of two identical continuations is scored, is the same however the
+   expansions come back. With `reserve_for_scoring=False` (no budget held back for scoring)
+   they are sent once every expansion of the round is back, so that they meet the budget a
+   separate scoring round would. A beam keeps its per-step scores and aggregates them
+   ("last", "min", "product" or "mean"). A PRM that returns one score per call scores the
+   newest step; one that returns a score per step replaces the beam's list. What was paid
+   for gets scored: steps whose expansion came back are scored even when a stop rule ends
+   the call part-way through the round. Steps behind an expansion that never came back (the
+   budget or `max_samples` refused it), or whose every scoring call the budget refused, are
+   sent for scoring in a round of their own before pruning (if the budget refuses all of
+   them again, the call stops there, as it did when steps were always scored that way).
 3. **Prune**: the new candidates are ranked by aggregated score (ties: request order, then
    completion index) and the top `width` are kept; kept candidates that are finished leave
    the beam, the others are expanded next round.
@@ -26,7 +36,10 @@ solutions (it is already paid for). Identical continuations of the same beam are
 The answer is the best finished solution by aggregated score (`select="best"`; solutions with
 no extractable answer only when no other finished), or the
 score-weighted vote over finished solutions (`select="weighted_majority"`, scores below 0
-count as 0). Stop rules are consulted between rounds; if the search stops before anything
+count as 0). Stop rules are consulted before each round and as each expansion and score
+comes in: a stop part-way through a round cancels the expansions still out (charged what
+they used) while the steps that came back are still scored; a round that ran to its end is
+pruned as if the rules had stopped the call after it. If the search stops before anything
 finished, the best-scored partial solution is answered (`details["finished"]` is False).
 
 Never silently empty-handed: when the PRM scores none of a subtree's candidates in a round
@@ -34,9 +47,11 @@ Never silently empty-handed: when the PRM scores none of a subtree's candidates 
 order instead of dropping them all; if no finished solution was ever scored, the answer is
 the plain majority over the finished ones (or the first partial one). Either way
 `details["fallback"]` gives the reason (None when no fallback was taken), `details["beams"]`
-marks the rounds, and the result carries a warning. A PRM that raises is `VerifierError`,
-or with `on_verifier_error="skip"` an unscored candidate recorded in
-`details["verifier_errors"]`.
+marks the rounds, and the result carries a warning. A round whose every PRM call failed
+ends the call with the first call's error (a PRM endpoint that is down). A PRM that raises
+is `VerifierError` (no more steps are sent for scoring once it has; the expansions already
+out finish, are charged and are on the error's receipt), or with
+`on_verifier_error="skip"` an unscored candidate recorded in `details["verifier_errors"]`.
 
 `DVTS` (diverse verifier tree search) runs `subtrees` independent searches of width 1, each
 expanding `width` candidates per round from its own PRM-best path; each subtree contributes
@@ -326,6 +341,20 @@ class _TreeRun:
         self.seed_offset = 0
         self.generated = 0
         self.scorer: Scorer[Key] = Scorer(cfg.prm, task, cfg.on_verifier_error)
+        # This round's expansions: how many were planned, which came back (in any way), and
+        # the first position whose children are not submitted for scoring yet. Children are
+        # submitted in position order, so that they are deduplicated and seeded exactly as if
+        # all of them were scored after the round, however the expansions come back.
+        self.planned = 0
+        self.arrived: set[int] = set()
+        self.cursor = 0
+        self.seen: set[tuple[int, tuple[str, ...]]] = set()  # (group, steps) submitted this round
+        # PRM calls sent for scoring in this round, those that came back, and the errors
+        # among them.
+        self.scoring: list[Call] = []
+        self.verified = 0
+        self.verify_errors: list[BaseException] = []
+        self.cut = False  # a call of this round was cancelled (a stop rule, the deadline)
         self.log: list[dict[str, Any]] = []
         self.last_kept: list[_Node] = []
         self.unscored_rounds: list[tuple[int, int]] = []  # (round, group) kept unscored
@@ -339,19 +368,54 @@ class _TreeRun:
         return self.cfg.answer.read(completion.text)
 
     def plan(self, state: State) -> Plan | None:
-        if self.phase == "expanded":
-            calls = self._scoring_calls()
-            self.scorer.raise_failures()  # a local verifier raised: before anything more is sent
-            if calls:
-                self.phase = "score"
-                return Plan(calls=tuple(calls), stoppable=False, note=f"score {len(self.children)} step(s)")
-            self._prune()
-        elif self.phase == "score":
+        if self.phase == "expanded" and self.scoring and not self.verified:
+            # The budget refused every scoring call of the round: asked again in a round of
+            # their own, they meet what a separate scoring round would (the call stops for the
+            # budget, the round unpruned, if they are refused again).
+            calls = [*self.scoring, *self._release(self.planned)]
+            self.scoring = []
+            self.phase = "score"
+            return Plan(
+                calls=tuple(calls), stoppable=False, note=f"score the steps left ({len(calls)} PRM call(s))"
+            )
+        if self.phase != "expand":
             for key in self.scorer.unfinished():
                 self._settle(key)  # calls the budget refused never come back
-            self.scorer.raise_failures()
+            self.scorer.raise_failures()  # before anything more is sent
+            self._raise_if_prm_failed()
+            if self.phase == "expanded":
+                # Children not scored in the round: behind an expansion that never came back
+                # (refused by the budget or max_samples), or expanded by a run without
+                # follow-ups (a wrapper that only forwards the protocol's methods).
+                calls = self._release(self.planned)
+                self.scorer.raise_failures()  # a local verifier raised just now
+                if calls:
+                    self.phase = "score"
+                    return Plan(
+                        calls=tuple(calls),
+                        stoppable=False,
+                        note=f"score the steps left ({len(calls)} PRM call(s))",
+                    )
             self._prune()
         return self._expansion(state)
+
+    def follow_up(self, outcome: Outcome) -> tuple[Call, ...]:
+        """Score the new steps `outcome` brought, in the round that expanded them."""
+        tag = outcome.call.tag
+        if not (isinstance(tag, tuple) and len(tag) == 3 and tag[0] == "expand"):
+            return ()
+        if self.scorer.failures and self.cfg.on_verifier_error == "raise":
+            return ()  # the next plan raises it before anything more is sent
+        if not self.cfg.reserve_for_scoring:
+            # No budget is held back for scoring: it starts once every expansion of the round
+            # is back and booked, so the scoring calls meet the budget a round of their own
+            # would (none is refused for an expansion's worst case still being held).
+            return tuple(self._release(self.planned)) if len(self.arrived) == self.planned else ()
+        # Only up to the first expansion still out: children are submitted in position order.
+        end = self.cursor
+        while end < self.planned and end in self.arrived:
+            end += 1
+        return tuple(self._release(end))
 
     def observe(self, outcome: Outcome) -> None:
         tag = outcome.call.tag
@@ -359,11 +423,18 @@ class _TreeRun:
             return
         if tag[0] == "expand":
             self.generated += outcome.call.request.n
+            self.arrived.add(tag[1])  # answered, failed or cancelled: nothing more will come
+            self.cut |= outcome.cancelled
             if outcome.response is not None:
                 parent = self.parents[tag[1]]
                 for comp in outcome.response.completions:
                     self._child(parent, comp.text, (self.round, tag[2], comp.index))
         else:
+            if self.phase == "expanded":
+                self.verified += 1
+                self.cut |= outcome.cancelled
+                if outcome.error is not None:
+                    self.verify_errors.append(outcome.error)
             done = self.scorer.observe(outcome)
             if done is not None:
                 self._settle(done)
@@ -379,6 +450,15 @@ class _TreeRun:
 
     def finish(self, state: State) -> Final:
         self.scorer.raise_failures()  # one that came back in the last round
+        if self.phase == "expanded" and not self.cut and len(self.arrived) == self.planned:
+            # The rules stopped the call in a round that still ran to its end (nothing was
+            # cancelled): it is pruned, as the next plan would have done, so the answer and
+            # details are those of a stop between rounds.
+            for key in self.scorer.unfinished():
+                self._settle(key)  # calls the budget refused never come back
+            self.scorer.raise_failures()
+            self._raise_if_prm_failed()
+            self._prune()
         finals = self._finals()
         details: dict[str, Any] = {
             "mode": self.mode,
@@ -487,6 +567,8 @@ class _TreeRun:
         if not calls:
             return None
         self.children = {}
+        self.planned, self.arrived, self.cursor, self.seen = len(calls), set(), 0, set()
+        self.scoring, self.verified, self.verify_errors, self.cut = [], 0, [], False
         self.phase = "expanded"
         return Plan(
             calls=tuple(calls),
@@ -521,16 +603,18 @@ class _TreeRun:
             node.answer = self.cfg.answer.read(self._text(steps))
         self.children[key] = node
 
-    def _scoring_calls(self) -> list[Call]:
+    def _release(self, end: int) -> list[Call]:
+        """Submit for scoring the children of positions `cursor` to `end`, in key order."""
         calls: list[Call] = []
-        seen: set[tuple[int, tuple[str, ...]]] = set()
-        for key in sorted(self.children):
+        keys = sorted(k for k in self.children if self.cursor <= k[1] < end)
+        self.cursor = max(self.cursor, end)
+        for key in keys:
             node = self.children[key]
             ident = (node.group, node.steps)
-            if ident in seen:  # the same continuation twice: score it once
+            if ident in self.seen:  # the same continuation twice: score it once
                 del self.children[key]
                 continue
-            seen.add(ident)
+            self.seen.add(ident)
             if node.new_steps == 0:
                 node.done = True  # nothing new to score: it keeps its parent's scores
                 continue
@@ -539,7 +623,19 @@ class _TreeRun:
                 calls.extend(verify_calls)
             else:
                 self._apply(node, local)
+        if self.phase == "expanded":
+            self.scoring.extend(calls)
         return calls
+
+    def _raise_if_prm_failed(self) -> None:
+        """A round whose every PRM call failed ends the call with the first error.
+
+        As when the steps were scored in a round of their own (the controller ends a call on
+        a round whose every call failed): a PRM endpoint that is down is an error, not a
+        search that goes on unscored.
+        """
+        if self.verified and len(self.verify_errors) == self.verified:
+            raise self.verify_errors[0]
 
     def _settle(self, key: Key) -> None:
         self._apply(self.children[key], self.scorer.finish(key))
@@ -591,6 +687,7 @@ class _TreeRun:
             self.last_kept = kept_all
         self.children = {}
         self.round += 1
+        self.phase = "expand"
 
     def _finals(self) -> list[_Node]:
         # Finished children scored this round count at once (stop rules read them before the
