@@ -466,11 +466,13 @@ class _CallRun:
                         dimension="seconds",
                     )
                 )
+            # Inside the try: a strategy's finish may raise what its last round left (e.g. a
+            # search whose every PRM call failed), and that error carries the receipt too.
+            final = run.finish(self.state())
         except BudgetTooSmallError:
             raise  # nothing was sent: there is no receipt to attach
         except AdaptiveError as exc:
             raise exc.with_receipt(self.error_result(exc)) from None
-        final = run.finish(self.state())
         if self.stop_record is None:  # pragma: no cover - every way out of the loop records one
             self.stop_record = StopRecord(reason=self.stop_reason)
         return self.result(final, self.stop_reason)

@@ -96,3 +96,57 @@ def test_with_receipt_attaches_and_returns_the_error() -> None:
     assert err.with_receipt(receipt) is err
     assert err.receipt is receipt
     assert adaptive.AdaptiveError().receipt is None  # class default, not shared state
+
+
+class _FinishRaises:
+    """One sample, then a `finish` that raises: what a search left failing in its last round."""
+
+    def __init__(self, task: adaptive.Task) -> None:
+        self.task = task
+        self.asked = False
+
+    def plan(self, state: adaptive.State) -> adaptive.Plan | None:
+        if self.asked:
+            return None
+        self.asked = True
+        return adaptive.Plan(sample=self.task.request(adaptive.Sampling()), min_batch=1, max_batch=1)
+
+    def observe(self, outcome: adaptive.Outcome) -> None:
+        pass
+
+    def evidence(self) -> adaptive.Evidence:
+        return adaptive.Evidence()
+
+    def finish(self, state: adaptive.State) -> adaptive.Final:
+        raise adaptive.ResponseError("the last round's scores are unusable", endpoint="judge")
+
+    def answer_of(self, completion: adaptive.Completion) -> str | None:
+        return completion.text
+
+
+class _FinishRaisesStrategy:
+    name = "finish-raises"
+
+    def start(self, task: adaptive.Task) -> _FinishRaises:
+        return _FinishRaises(task)
+
+    def default_stop(self) -> adaptive.StopRule | None:
+        return None
+
+
+@pytest.mark.asyncio
+async def test_an_error_raised_by_a_strategys_finish_carries_the_receipt() -> None:
+    price = adaptive.Price(input=1.0, output=2.0)
+
+    async def fn(request: adaptive.Request) -> str:
+        return "42"
+
+    ep = adaptive.FunctionEndpoint(fn, name="m", price=price)
+    async with adaptive.Client(ep) as client:
+        with pytest.raises(adaptive.ResponseError, match="unusable") as info:
+            await client.run("q?", strategy=_FinishRaisesStrategy(), budget=adaptive.Budget(usd=1.0))
+    receipt = info.value.receipt
+    assert receipt is not None and receipt.stop_reason == "error"
+    assert receipt.stop is not None and receipt.stop.rule == "ResponseError"
+    assert len(receipt.charges) == 1 and receipt.charges[0].status == "ok"
+    assert receipt.cost_usd == pytest.approx(receipt.charges[0].usd) and receipt.cost_usd > 0
