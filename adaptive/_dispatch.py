@@ -648,6 +648,7 @@ class Dispatcher:
                 samples=meter.samples,
                 finished=None if done is None else done.usage,
                 finished_samples=0 if done is None else len(done.completions),
+                prompt_reported=meter.prompt_reported,
             )
 
         charge = self._book(cut)

@@ -145,6 +145,7 @@ class Reservation:
         tokens: Worst-case prompt plus completion tokens.
         pico: Worst-case cost in picodollars.
         samples: Completions asked for.
+        prompt_copies: How many times the prompt is billed (n parallel requests: n).
         booked: The charge it was booked as, once it is (shared accounts book the same).
     """
 
@@ -155,6 +156,7 @@ class Reservation:
     tokens: int
     pico: int
     samples: int
+    prompt_copies: int = 1
     open: bool = True
     booked: Charge | None = None
 
@@ -309,7 +311,7 @@ class Ledger:
         self.reserved_tokens += tokens
         self.reserved_samples += request.n
         prompt = self.prompt_tokens(request, endpoint) * prompt_copies
-        return Reservation(request, price, endpoint, prompt, tokens, pico, request.n)
+        return Reservation(request, price, endpoint, prompt, tokens, pico, request.n, prompt_copies)
 
     def over(self, pico: int, tokens: int, samples: int) -> str | None:
         """The first limit that this much more would pass ("usd", "tokens", "samples"), or None."""
@@ -474,27 +476,34 @@ class Ledger:
         samples: int = 0,
         finished: Usage | None = None,
         finished_samples: int = 0,
+        prompt_reported: bool = False,
     ) -> Charge:
         """Charge a request we stopped: its counted usage when known, else the worst case.
 
         Args:
             r: The request's reservation.
-            partial: What a stream counted before the cut (its prompt may be a byte bound).
+            partial: What a stream counted before the cut (its prompt the byte bound unless
+                `prompt_reported`).
             samples: Completions the stream had begun.
             finished: The usage the server reported for the parts of a fanned-out request
                 that answered before the cut; it is what they billed, so it is booked as
                 reported (an overrun among them shows as one).
             finished_samples: Completions those parts returned.
+            prompt_reported: The stream's prompt count is the server's report (it arrived
+                before the cut): booked as reported, so an overrun of the prompt shows.
         """
         self._release(r)
         counted = partial if partial is not None and _credible(partial) else None
         known = finished if finished is not None and _credible(finished) else None
         if counted is None and known is None:
             return self._book(r, self.worst(r), r.samples, "cancelled", estimated=True)
-        if counted is not None and counted.prompt_tokens > r.prompt_tokens:
-            # A stream cut before the server reported usage counts the prompt by its byte bound;
-            # the reservation holds the exact count when an earlier response reported it.
-            counted = counted.model_copy(update={"prompt_tokens": r.prompt_tokens})
+        if counted is not None and not prompt_reported:
+            # A stream cut before the server reported usage counts the prompt by its byte
+            # bound; the exact count, where a response reported it (before this request was
+            # reserved, or while it was out), is what the server bills.
+            exact = min(r.prompt_tokens, self.prompt_tokens(r.request, r.endpoint) * r.prompt_copies)
+            if counted.prompt_tokens > exact:
+                counted = counted.model_copy(update={"prompt_tokens": exact})
         if counted is None or known is None:
             usage = counted if counted is not None else known
             assert usage is not None

@@ -219,6 +219,7 @@ async def test_a_cut_stream_keeps_what_arrived_and_the_endpoint_recovers() -> No
         partial = info.value.partial
         assert partial.completions[0].text == "The answer"
         assert meter.usage == partial.usage and meter.samples == 1
+        assert meter.prompt_reported  # message_start carried the input count before the cut
         assert fake.calls == 1
         assert (await claude.request(chat("fine"))).completions[0].text == "The answer is 42."
         assert all(shard.busy == 0 for shard in claude._own)

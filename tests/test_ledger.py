@@ -140,6 +140,33 @@ def test_cancel_with_partial_usage_charges_what_was_counted() -> None:
     assert ledger.spent_tokens == 10 and ledger.spent_samples == 0
 
 
+def test_a_cut_stream_is_charged_the_exact_prompt_count_learned_while_it_was_out() -> None:
+    ledger = Ledger()
+    long = "hello " * 40  # a byte bound well above the exact count
+    first = ledger.reserve(chat(long, max_tokens=50), PRICE, endpoint="ep")
+    second = ledger.reserve(chat(long, max_tokens=50, n=3), PRICE, endpoint="ep", prompt_copies=3)
+    bound = first.prompt_tokens
+    assert second.prompt_tokens == 3 * bound
+    ledger.settle(first, response(12, 5))  # the server reports 12 while `second` is out
+    cut = ledger.cancel(second, Usage(prompt_tokens=3 * bound, completion_tokens=7), samples=3)
+    assert cut.usage.prompt_tokens == 3 * 12 and cut.overrun is None
+    assert cut.pico == 3 * 12 * 1_000_000 + 7 * 2_000_000
+
+
+def test_a_prompt_the_server_reported_before_the_cut_is_charged_as_reported() -> None:
+    ledger = Ledger()
+    r = ledger.reserve(chat("hello", max_tokens=50), PRICE, endpoint="ep")
+    inflated = Usage(prompt_tokens=r.prompt_tokens + 90, completion_tokens=3)
+    # Not reported (the byte bound counted by the stream): never above the reservation.
+    quiet = ledger.cancel(ledger.reserve(chat("hello", max_tokens=50), PRICE, endpoint="ep"), inflated)
+    assert quiet.usage.prompt_tokens == r.prompt_tokens and quiet.overrun is None
+    # Reported: what the server bills, an overrun of the reservation that shows (booked, as
+    # every overrun, at most at the reservation).
+    loud = ledger.cancel(r, inflated, samples=1, prompt_reported=True)
+    assert loud.overrun is not None and loud.overrun.reported == inflated
+    assert loud.usage.prompt_tokens == r.prompt_tokens
+
+
 def test_fail_charges_reported_usage_or_the_worst_case_when_unknown() -> None:
     ledger = Ledger()
     nothing = ledger.fail(ledger.reserve(chat("z"), PRICE), Usage())  # e.g. an HTTP error status

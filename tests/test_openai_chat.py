@@ -631,6 +631,7 @@ async def test_streamed_request_is_assembled() -> None:
     assert (resp.usage.reasoning_tokens, resp.usage.cached_prompt_tokens) == (5, 4)
     assert meter.usage == resp.usage  # the meter ends on the reported usage
     assert meter.samples == 2
+    assert meter.prompt_reported and meter.streams == 1  # the prompt count is the server's
     await client.aclose()
 
 
@@ -688,6 +689,7 @@ async def test_stream_cut_off_raises_stream_error_with_partial_usage() -> None:
     # At least a token per chunk, or about 4 bytes per token if that is more.
     assert partial.usage.completion_tokens == max(3, math.ceil(len(b"The answer is 4") / 4))
     assert meter.usage == partial.usage and meter.samples == 1
+    assert not meter.prompt_reported  # the prompt count is the byte bound: no usage came
     assert len(rec.requests) == 1  # tokens were spent: never retried
     await client.aclose()
 

@@ -165,6 +165,9 @@ class UsageMeter:
     Attributes:
         usage: What the stream counted so far (None: nothing yet).
         samples: Completions seen so far.
+        streams: Streams that counted into this meter (a fanned-out request has several).
+        prompts_reported: Of those, the ones whose prompt count is the server's report
+            (the others count the request's byte bound); see `prompt_reported`.
         finished: For a fanned-out request cancelled before all its parts answered: the
             parts that had answered, merged (their reported usage, checked against each
             part's share of the bound, so an overrun among them shows), else None.
@@ -172,7 +175,14 @@ class UsageMeter:
 
     usage: Usage | None = None
     samples: int = 0
+    streams: int = 0
+    prompts_reported: int = 0
     finished: Response | None = None
+
+    @property
+    def prompt_reported(self) -> bool:
+        """Whether the prompt count in `usage` is the server's for every stream counted."""
+        return self.streams > 0 and self.prompts_reported == self.streams
 
     def tokens(self, index: int, logprobs: Sequence[TokenLogprob]) -> None:
         """Told of streamed tokens (with their logprobs) as they arrive, for choice `index`.

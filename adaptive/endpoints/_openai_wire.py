@@ -359,6 +359,10 @@ class OpenAIStreamDecoder:
         """Whether the server sent its usage (`stream_options.include_usage`)."""
         return self._reported is not None
 
+    def prompt_reported(self) -> bool:
+        """Whether the prompt count is the server's: it comes with the usage, at the end."""
+        return self._reported is not None
+
     def usage(self) -> Usage:
         """The reported usage if the server sent it, else the usage counted so far."""
         if self._reported is not None:

@@ -80,6 +80,10 @@ class StreamDecoder(Protocol):
         """Whether `usage()` is what the server reported (not counted by us)."""
         ...
 
+    def prompt_reported(self) -> bool:
+        """Whether the prompt count in `usage()` is the server's (not the byte bound)."""
+        ...
+
     def started(self) -> int:
         """How many completions have received any output so far."""
         ...
@@ -122,6 +126,9 @@ class StreamEvents:
         self._meter = current_meter()
         self._metered = Usage()
         self._metered_samples = 0
+        self._metered_prompt_reported = False
+        if self._meter is not None:
+            self._meter.streams += 1
         self._publish()  # the server accepted the prompt: count it from now on
 
     def __aiter__(self) -> StreamEvents:
@@ -170,6 +177,9 @@ class StreamEvents:
         started = self._decoder.started()
         meter.samples += started - self._metered_samples
         self._metered, self._metered_samples = new, started
+        if not self._metered_prompt_reported and self._decoder.prompt_reported():
+            self._metered_prompt_reported = True
+            meter.prompts_reported += 1
 
     # -- reading --------------------------------------------------------------------------
     def _cut(self, why: str) -> StreamError:

@@ -387,6 +387,10 @@ class AnthropicStreamDecoder:
         """Whether the input and the final output usage have both been reported."""
         return self._input is not None and self._output is not None
 
+    def prompt_reported(self) -> bool:
+        """Whether the input usage has been reported (`message_start` carries it)."""
+        return self._input is not None
+
     def _reasoning(self, cap: int) -> int:
         if not self._thinking_chunks:
             return 0
