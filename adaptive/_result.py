@@ -156,6 +156,7 @@ class Numbers(TypedDict):
     remaining_usd: float | None
     remaining_tokens: int | None
     remaining_samples: int | None
+    draws_left: int | None
     elapsed: float
     next_batch: int
     next_cost_usd: float | None
