@@ -7,14 +7,21 @@ simulated reasoner with a fixed time to the first token and a fixed time per tok
 * `1s+10ms/tok`    1 s to the first token, 10 ms per token;
 
 each both in process (`SimEndpoint`) and over real loopback HTTP (`adaptive.sim.serve_sim`, a
-streamed `OpenAIChat` client; the verifier is the server's "sim-verifier", paced like the
-model). The
-simulated delays are sleeps, so the ratios stay meaningful on a loaded machine: CPU contention
-adds the SDK's own (small) time to both sides of a ratio, not the simulated decoding time.
+streamed `OpenAIChat` client, so a request the controller cancels is charged what it
+streamed; the verifier is the server's "sim-verifier", paced like the model). The simulated
+delays are sleeps, so the ratios stay meaningful on a loaded machine: CPU contention adds the
+SDK's own (small) time to both sides of a ratio, not the simulated decoding time.
 
 For every strategy it prints p50 / p95 wall time over the single call's p50 / p95, samples,
 dollars and sequential rounds per call (rounds are counted from the trace: the distinct rounds
-that hold a "send" event), accuracy, and the endpoint's concurrency limit.
+that hold a "send" event), requests cancelled per call (each charged what it used, at an
+upper bound: counted here rather than logged one warning each), accuracy, and the endpoint's
+concurrency limit.
+
+One more row, "adaptive one round": each question sent, in one round, exactly as many samples
+as the default `adaptive` call drew on it (known only in hindsight). No sizing rule that
+draws the default's samples without cancelling any can beat its wall time by much, so its
+p95 says how far rounds, rather than the samples a question needs, set the default's.
 
     python benchmarks/latency.py                      # full delays, 20 questions
     python benchmarks/latency.py --scale 0.1          # delays x0.1 (a quick run; it says so)
@@ -30,6 +37,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import logging
 import math
 import statistics
 import sys
@@ -38,11 +46,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
+from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
-from adaptive import Budget, Client, OpenAIChat, Result, Strategy
+from adaptive import Budget, Client, ControllerConfig, OpenAIChat, Result, Strategy
 from adaptive.cli._demo import INSTRUCTIONS, DemoSetup
 from adaptive.cli._main import demo_strategies
-from adaptive.sim import SimEndpoint, SimModel, SimRewardEndpoint, SimVerifier, demo_problems
+from adaptive.sim import Problem, SimEndpoint, SimModel, SimRewardEndpoint, SimVerifier, demo_problems
 
 SETTINGS: dict[str, tuple[float, float]] = {"50ms+2ms/tok": (0.05, 0.002), "1s+10ms/tok": (1.0, 0.010)}
 CONCURRENCY = 64  # the endpoint's limit on requests in flight (the benchmark reports it)
@@ -51,6 +60,7 @@ CONCURRENCY = 64  # the endpoint's limit on requests in flight (the benchmark re
 # demo's $0.002 a fixed batch of 16 cannot be reserved at once and must take several rounds
 # (the worst case is held before sending): pass --budget 0.002 to see that.
 BUDGET_USD = 0.01
+ONE_ROUND = "adaptive one round"  # the hindsight row (see the module docstring)
 
 
 @dataclasses.dataclass
@@ -61,6 +71,7 @@ class Figures:
     usd: list[float] = dataclasses.field(default_factory=list)
     samples: list[int] = dataclasses.field(default_factory=list)
     rounds: list[int] = dataclasses.field(default_factory=list)
+    cancelled: list[int] = dataclasses.field(default_factory=list)
     correct: list[bool] = dataclasses.field(default_factory=list)
 
     def add(self, wall: float, result: Result, correct: bool) -> None:
@@ -68,6 +79,7 @@ class Figures:
         self.usd.append(result.cost_usd)
         self.samples.append(sum(1 for s in result.samples if s.purpose == "generate"))
         self.rounds.append(send_rounds(result))
+        self.cancelled.append(sum(1 for c in result.charges if c.status == "cancelled"))
         self.correct.append(correct)
 
 
@@ -84,8 +96,6 @@ def quantile(values: Sequence[float], q: float) -> float:
 
 def strategies(setup: DemoSetup) -> dict[str, Strategy]:
     """The demo's strategies, and the adaptive one at each latency setting."""
-    from adaptive_strategies import AdaptiveConsistency
-
     out = dict(demo_strategies(setup))
     base = out["adaptive"]
     assert isinstance(base, AdaptiveConsistency)
@@ -111,6 +121,7 @@ async def endpoints(transport: str, first: float, per_token: float) -> AsyncIter
             api_key="sk-local",
             price=SimModel().price,
             max_concurrency=CONCURRENCY,
+            stream=True,  # a cancelled request is charged what it streamed, not its worst case
         )
         reward = OpenAIChat(
             "sim-verifier",
@@ -141,21 +152,45 @@ async def run_setting(
         built = strategies(setup)
         chosen = [n for n in built if names is None or n in names or n == "single"]
         for name in chosen:
-            client = Client(setup.generator)
-            figs = out[name] = Figures()
-            for i, problem in enumerate(problems):
-                messages = [
-                    {"role": "system", "content": INSTRUCTIONS},
-                    {"role": "user", "content": problem.question},
-                ]
-                t0 = time.perf_counter()
-                result = await client.run(
-                    messages, strategy=built[name], budget=Budget(usd=budget_usd), seed=1000 * (i + 1)
-                )
-                wall = time.perf_counter() - t0
-                figs.add(wall, result, _correct(result.answer, problem.answer))
-            progress(f"{transport} {name}: p50 {quantile(figs.walls, 0.5):.3f}s")
+            out[name] = await run_calls(setup, problems, lambda i: built[name], budget_usd)  # noqa: B023
+            progress(f"{transport} {name}: p50 {quantile(out[name].walls, 0.5):.3f}s")
+        if "adaptive" in out:
+            # Hindsight: each question's own sample count from the default's call, in one round.
+            drawn = out["adaptive"].samples
+            # Budget and batch cap enough for up to max_samples at once: neither splits the round.
+            out[ONE_ROUND] = await run_calls(
+                setup,
+                problems,
+                lambda i: SelfConsistency(n=max(1, drawn[i])),
+                4 * budget_usd,
+                ControllerConfig(max_batch=128),
+            )
+            progress(f"{transport} {ONE_ROUND}: p50 {quantile(out[ONE_ROUND].walls, 0.5):.3f}s")
     return out
+
+
+async def run_calls(
+    setup: DemoSetup,
+    problems: Sequence[Problem],
+    strategy: Callable[[int], Strategy],
+    budget_usd: float,
+    controller: ControllerConfig | None = None,
+) -> Figures:
+    """One strategy's calls, one at a time, on a fresh client (its prior learned from these calls)."""
+    client = Client(setup.generator, controller=controller)
+    figs = Figures()
+    for i, problem in enumerate(problems):
+        messages = [
+            {"role": "system", "content": INSTRUCTIONS},
+            {"role": "user", "content": problem.question},
+        ]
+        t0 = time.perf_counter()
+        result = await client.run(
+            messages, strategy=strategy(i), budget=Budget(usd=budget_usd), seed=1000 * (i + 1)
+        )
+        wall = time.perf_counter() - t0
+        figs.add(wall, result, _correct(result.answer, problem.answer))
+    return figs
 
 
 def _correct(answer: str | None, truth: str) -> bool:
@@ -178,6 +213,7 @@ def summarize(figs: Mapping[str, Figures]) -> dict[str, dict[str, float]]:
             "mean_usd": round(statistics.fmean(f.usd), 7),
             "mean_samples": round(statistics.fmean(f.samples), 2),
             "mean_rounds": round(statistics.fmean(f.rounds), 2),
+            "mean_cancelled": round(statistics.fmean(f.cancelled), 2),
             "accuracy": round(statistics.fmean(f.correct), 4),
         }
     return out
@@ -186,13 +222,14 @@ def summarize(figs: Mapping[str, Figures]) -> dict[str, dict[str, float]]:
 def render(title: str, table: Mapping[str, Mapping[str, float]]) -> str:
     lines = [
         title,
-        f"{'strategy':<18}{'p50 s':>8}{'p95 s':>8}{'p50/1':>7}{'p95/1':>7}"
-        f"{'samples':>9}{'rounds':>8}{'$/call':>11}{'acc':>7}",
+        f"{'strategy':<20}{'p50 s':>8}{'p95 s':>8}{'p50/1':>7}{'p95/1':>7}"
+        f"{'samples':>9}{'rounds':>8}{'cancel':>8}{'$/call':>11}{'acc':>7}",
     ]
     for name, r in table.items():
         lines.append(
-            f"{name:<18}{r['p50_s']:>8.3f}{r['p95_s']:>8.3f}{r['p50_ratio']:>7.2f}{r['p95_ratio']:>7.2f}"
-            f"{r['mean_samples']:>9.1f}{r['mean_rounds']:>8.2f}{r['mean_usd']:>11.6f}{r['accuracy']:>7.1%}"
+            f"{name:<20}{r['p50_s']:>8.3f}{r['p95_s']:>8.3f}{r['p50_ratio']:>7.2f}{r['p95_ratio']:>7.2f}"
+            f"{r['mean_samples']:>9.1f}{r['mean_rounds']:>8.2f}{r['mean_cancelled']:>8.1f}"
+            f"{r['mean_usd']:>11.6f}{r['accuracy']:>7.1%}"
         )
     return "\n".join(lines)
 
@@ -216,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def progress(message: str) -> None:
         print(f"  .. {message}", file=sys.stderr, flush=True)
+
+    # Every cancelled request is booked at an upper bound, which the `adaptive` logger warns
+    # of one line each: the table counts them ("cancel") instead.
+    logging.getLogger("adaptive").setLevel(logging.ERROR)
 
     print(
         f"latency per call, calls one at a time, {args.questions} questions, budget ${args.budget}/call, "

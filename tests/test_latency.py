@@ -361,3 +361,59 @@ async def test_beam_search_scores_a_step_before_the_rounds_last_expansion_arrive
     assert bench.send_rounds(result) == send_rounds(result) == result.rounds == 2
     purposes = {(e.round, e.data["purpose"]) for e in result.trace if e.kind == "send"}
     assert purposes == {(r, p) for r in (0, 1) for p in ("generate", "verify")}
+
+
+def test_the_benchmark_reports_every_row_and_streams_over_http(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import latency as bench
+
+    argv = ["--questions", "4", "--scale", "0.02", "--setting", "50ms+2ms/tok", "--json"]
+    assert bench.main([*argv, "--strategies", "adaptive", "adaptive-fast"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("50ms+2ms/tok inproc", "50ms+2ms/tok http"):
+        table = out["settings"][key]
+        assert set(table) == {"single", "adaptive", "adaptive-fast", bench.ONE_ROUND}
+        # The hindsight row draws each question's default sample count, in one round.
+        assert table[bench.ONE_ROUND]["mean_samples"] == table["adaptive"]["mean_samples"]
+        assert table[bench.ONE_ROUND]["mean_rounds"] == 1.0
+        assert table["single"]["mean_cancelled"] == 0.0
+    assert set(out["strategies"]["adaptive"]) == {
+        "p50_ratio",
+        "p95_ratio",
+        "mean_usd",
+        "mean_samples",
+        "mean_rounds",
+    }
+
+
+@pytest.mark.asyncio
+async def test_the_benchmarks_http_reasoner_streams_so_a_cancel_is_charged_what_it_used() -> None:
+    import sys
+    from pathlib import Path
+
+    from adaptive.cli._demo import INSTRUCTIONS
+    from adaptive.sim import demo_problems
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import latency as bench
+
+    problem = demo_problems(1, seed=0)[0]
+    messages = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": problem.question}]
+    async with bench.endpoints("http", 0.005, 0.0005) as setup:
+        assert setup.generator.stream_responses  # type: ignore[attr-defined]
+        strategy = bench.strategies(setup)["adaptive-fast"]
+        async with Client(setup.generator) as client:
+            result = await client.run(messages, strategy=strategy, budget=Budget(usd=0.01), seed=1000)
+    cancelled = [c for c in result.charges if c.status == "cancelled"]
+    done = [c for c in result.charges if c.status == "ok"]
+    (max_tokens,) = {e.data["max_tokens"] for e in result.trace if e.kind == "send"}
+    assert cancelled and done  # "fast" cancelled the samples it no longer needed
+    for c in cancelled:
+        # What it streamed, not the worst case; the prompt at the exact count the answers
+        # that came back reported while it was out, not the byte bound it was reserved at.
+        assert 0 < c.usage.completion_tokens < max_tokens
+        assert c.usage.prompt_tokens == done[0].usage.prompt_tokens
