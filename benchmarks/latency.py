@@ -26,6 +26,7 @@ p95 says how far rounds, rather than the samples a question needs, set the defau
     python benchmarks/latency.py                      # full delays, 20 questions
     python benchmarks/latency.py --scale 0.1          # delays x0.1 (a quick run; it says so)
     python benchmarks/latency.py --json               # last line: one JSON object
+    python benchmarks/latency.py --no-stream          # over HTTP, an unstreamed client
 
 The JSON line is `{"strategies": {NAME: {"p50_ratio", "p95_ratio", "mean_usd", "mean_samples",
 "mean_rounds"}}}` for the first setting measured, plus every setting under "settings".
@@ -105,7 +106,9 @@ def strategies(setup: DemoSetup) -> dict[str, Strategy]:
 
 
 @contextlib.asynccontextmanager
-async def endpoints(transport: str, first: float, per_token: float) -> AsyncIterator[DemoSetup]:
+async def endpoints(
+    transport: str, first: float, per_token: float, *, stream: bool = True
+) -> AsyncIterator[DemoSetup]:
     """The demo's endpoints in process, or over loopback HTTP from `serve_sim` (same delays)."""
     if transport == "inproc":
         gen = SimEndpoint(first_token_seconds=first, seconds_per_token=per_token, max_concurrency=CONCURRENCY)
@@ -121,7 +124,7 @@ async def endpoints(transport: str, first: float, per_token: float) -> AsyncIter
             api_key="sk-local",
             price=SimModel().price,
             max_concurrency=CONCURRENCY,
-            stream=True,  # a cancelled request is charged what it streamed, not its worst case
+            stream=stream,  # a cancelled request is charged what it streamed, not its worst case
         )
         reward = OpenAIChat(
             "sim-verifier",
@@ -145,10 +148,11 @@ async def run_setting(
     budget_usd: float,
     names: Sequence[str] | None,
     progress: Callable[[str], None],
+    stream: bool = True,
 ) -> dict[str, Figures]:
     problems = demo_problems(questions, seed=0)
     out: dict[str, Figures] = {}
-    async with endpoints(transport, first, per_token) as setup:
+    async with endpoints(transport, first, per_token, stream=stream) as setup:
         built = strategies(setup)
         chosen = [n for n in built if names is None or n in names or n == "single"]
         for name in chosen:
@@ -244,6 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transport", choices=("inproc", "http", "both"), default="both")
     parser.add_argument("--setting", choices=(*SETTINGS, "both"), default="both")
     parser.add_argument("--strategies", nargs="*", default=None, help="names to run (single always runs)")
+    parser.add_argument(
+        "--no-stream",
+        action="store_true",
+        help="over HTTP, an unstreamed client: less work per token; a cancel is charged its worst case",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     if args.scale <= 0:
@@ -277,8 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.budget,
                 args.strategies,
                 progress,
+                not args.no_stream,
             )
-            key = f"{setting} {transport}"
+            key = f"{setting} {transport}" + (" unstreamed" if args.no_stream and transport == "http" else "")
             results[key] = table = summarize(figs)
             print()
             print(render(f"{key} (first token {first * 1000:g} ms, {per_token * 1000:g} ms/token)", table))

@@ -490,8 +490,9 @@ class AdaptiveConsistency(_Voting):
             value is below its worst-case cost.
         latency: Rounds versus dollars. "cheap": every batch is the fewest samples that could
             let the rule stop (fewest samples; a split vote takes several rounds);
-            "balanced" (default): later batches are sized for the votes splitting as so far,
-            so a call seldom needs a third round; "fast": the first batch is three times the
+            "balanced" (default): later batches are sized for the votes splitting as so far
+            (most calls stop within two rounds; hard ones take 3-4, see the README's
+            "Latency versus dollars"); "fast": the first batch is three times the
             cheap one, as single requests, topped up while the round runs and cancelled as
             soon as the rule stops (about one round; cancelled samples are charged what they
             used: on a parallel batch most of a sample, and the worst case on an endpoint
