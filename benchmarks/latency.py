@@ -263,10 +263,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     def progress(message: str) -> None:
         print(f"  .. {message}", file=sys.stderr, flush=True)
 
-    # Every cancelled request is booked at an upper bound, which the `adaptive` logger warns
-    # of one line each: the table counts them ("cancel") instead.
-    logging.getLogger("adaptive").setLevel(logging.ERROR)
-
     print(
         f"latency per call, calls one at a time, {args.questions} questions, budget ${args.budget}/call, "
         f"endpoint concurrency limit {CONCURRENCY}; delays x{args.scale:g}"
@@ -274,24 +270,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         + "; simulated delays are sleeps, so the ratios hold on a loaded machine"
     )
     results: dict[str, dict[str, dict[str, float]]] = {}
-    for setting in settings:
-        first, per_token = (x * args.scale for x in SETTINGS[setting])
-        for transport in transports:
-            figs = anyio.run(
-                run_setting,
-                transport,
-                first,
-                per_token,
-                args.questions,
-                args.budget,
-                args.strategies,
-                progress,
-                not args.no_stream,
-            )
-            key = f"{setting} {transport}" + (" unstreamed" if args.no_stream and transport == "http" else "")
-            results[key] = table = summarize(figs)
-            print()
-            print(render(f"{key} (first token {first * 1000:g} ms, {per_token * 1000:g} ms/token)", table))
+    # Every cancelled request is booked at an upper bound, which the `adaptive` logger warns
+    # of one line each: the table counts them ("cancel") instead (the level is put back).
+    logger = logging.getLogger("adaptive")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        for setting in settings:
+            first, per_token = (x * args.scale for x in SETTINGS[setting])
+            for transport in transports:
+                figs = anyio.run(
+                    run_setting,
+                    transport,
+                    first,
+                    per_token,
+                    args.questions,
+                    args.budget,
+                    args.strategies,
+                    progress,
+                    not args.no_stream,
+                )
+                plain = args.no_stream and transport == "http"
+                key = f"{setting} {transport}" + (" unstreamed" if plain else "")
+                results[key] = table = summarize(figs)
+                delays = f"first token {first * 1000:g} ms, {per_token * 1000:g} ms/token"
+                print()
+                print(render(f"{key} ({delays})", table))
+    finally:
+        logger.setLevel(level)
     if args.json:
         first_key = next(iter(results))
         keep = ("p50_ratio", "p95_ratio", "mean_usd", "mean_samples", "mean_rounds")

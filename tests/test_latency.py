@@ -365,14 +365,18 @@ async def test_beam_search_scores_a_step_before_the_rounds_last_expansion_arrive
 
 def test_the_benchmark_reports_every_row_and_streams_over_http(capsys: pytest.CaptureFixture[str]) -> None:
     import json
+    import logging
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     import latency as bench
 
+    logger = logging.getLogger("adaptive")
+    before = logger.level
     argv = ["--questions", "4", "--scale", "0.02", "--setting", "50ms+2ms/tok", "--json"]
     assert bench.main([*argv, "--strategies", "adaptive", "adaptive-fast"]) == 0
+    assert logger.level == before  # the benchmark quiets the logger only while it measures
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("50ms+2ms/tok inproc", "50ms+2ms/tok http"):
         table = out["settings"][key]
