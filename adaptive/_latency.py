@@ -8,16 +8,16 @@ to trade the two with `Plan.latency`:
   all to agree with the leader (the best case). Fewest samples; a split vote takes several
   rounds.
 * "balanced": the first batch as "cheap"; a later one is the fewest samples that could let
-  the rules stop were they to split like the votes so far (the expected case). On the demo
-  mix 77% of calls stop after the first batch and two in three of the rest after the second;
-  the 9% that take 3-4 rounds are near-even splits the rule samples on (up to 40 samples,
-  more than two batches of `max_batch` hold), and they set the p95.
+  the rules stop were they to split like the votes so far (the expected case), up to the
+  controller's `max_batch`. On the demo mix 77% of calls stop after the first batch; the
+  4-6% that still take three or more rounds are near-even splits the rule samples on, and
+  they set the p95.
 * "fast": the first batch is three times the "cheap" one, a later one the cap, all sent as
   single requests, topped up while the round runs when those in flight could not be enough
   (the controller's `top_up`): the rules are asked as each sample arrives and the rest is
   cancelled as soon as they say stop (cancelled requests are charged what they used: on a
   parallel batch most of a sample, the worst case on an endpoint that does not stream).
-  One round, at about 1.4x the dollars of "balanced" (1.5x over a streamed HTTP endpoint).
+  One round, at about 1.3x the dollars of "balanced" (1.3-1.4x over a streamed HTTP endpoint).
 
 With a `seconds` budget, whatever the setting, a batch that is the last to fit the deadline
 (the time per round learned from this endpoint's past rounds) asks for everything the rules

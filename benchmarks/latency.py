@@ -56,11 +56,11 @@ from adaptive.sim import Problem, SimEndpoint, SimModel, SimRewardEndpoint, SimV
 
 SETTINGS: dict[str, tuple[float, float]] = {"50ms+2ms/tok": (0.05, 0.002), "1s+10ms/tok": (1.0, 0.010)}
 CONCURRENCY = 64  # the endpoint's limit on requests in flight (the benchmark reports it)
-# Per call: enough to reserve every strategy's largest batch at once (16 samples reserve
-# about $0.005 at worst), so rounds come from the strategies, not from the budget. Under the
-# demo's $0.002 a fixed batch of 16 cannot be reserved at once and must take several rounds
-# (the worst case is held before sending): pass --budget 0.002 to see that.
-BUDGET_USD = 0.01
+# Per call: enough to reserve every strategy's largest batch at once (`max_batch`, 40 samples,
+# reserves about $0.0125 at worst), so rounds come from the strategies, not from the budget.
+# Under the demo's $0.002 a fixed batch of 16 cannot be reserved at once and must take several
+# rounds (the worst case is held before sending): pass --budget 0.002 to see that.
+BUDGET_USD = 0.02
 ONE_ROUND = "adaptive one round"  # the hindsight row (see the module docstring)
 
 

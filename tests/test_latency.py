@@ -262,9 +262,9 @@ async def test_latency_settings_change_round_counts_as_documented() -> None:
                 first.setdefault(latency, []).append(first_batch(result))
     # The first batch: "balanced" is "cheap"'s; "fast" draws FAST_OVERDRAW times as many.
     assert first["balanced"] == first["cheap"], first
-    assert all(f == min(16, FAST_OVERDRAW * c) for f, c in zip(first["fast"], first["cheap"], strict=True)), (
-        first
-    )
+    cap = ControllerConfig().max_batch
+    pairs = zip(first["fast"], first["cheap"], strict=True)
+    assert all(f == min(cap, FAST_OVERDRAW * c) for f, c in pairs), first
     # Fewer sequential rounds the faster the setting; "fast" tops up in the round instead.
     assert sum(rounds["fast"]) <= sum(rounds["balanced"]) <= sum(rounds["cheap"])
     assert sum(rounds["fast"]) < sum(rounds["cheap"])
@@ -280,8 +280,9 @@ async def test_a_seconds_budget_asks_for_the_cap_in_the_last_round_that_fits() -
         result = await client.run(
             _messages(1), strategy=strategy, budget=Budget(usd=1.0, seconds=150), seed=7
         )
-    # Only one round fits 150 s: the first batch is the cap (16), not the fewest that could stop.
-    assert round_samples(result, 0) == 16
+    # Only one round fits 150 s: the first batch is the cap (max_batch, 40 like max_samples),
+    # not the fewest that could stop.
+    assert round_samples(result, 0) == ControllerConfig().max_batch == strategy.max_samples
 
 
 @pytest.mark.asyncio
