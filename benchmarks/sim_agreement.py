@@ -36,7 +36,7 @@ from pathlib import Path
 from replay import parse, spec_for
 
 from adaptive.endpoints import load_recorded
-from adaptive.sim import SimModel, demo_problems
+from adaptive.sim import Problem, SimModel, SimSample, demo_problems
 from adaptive.sim._problems import _DEMO_SKEW, _make
 
 STATS = ("single", "first2 agree", "agree wrong", "overturned", "majority wrong", "distinct")
@@ -112,17 +112,21 @@ def sim_questions(
 
     `skew` replaces the demo set's difficulty mix (`_DEMO_SKEW`) to compare candidates.
     """
-    model = model or SimModel()
     # The demo set's generator, with the mix as a parameter: the same problems at the default.
     problems = demo_problems(count, seed=seed) if skew is None else _make(count, seed, None, skew, "demo")
-    out: list[Question] = []
-    for i, p in enumerate(problems):
-        answers = [
-            model.sample(p.question, seed=i, temperature=DEMO_TEMPERATURE, index=k).answer
-            for k in range(samples)
-        ]
-        out.append((answers, p.answer))
-    return out
+    drawn = draw_samples(problems, samples, model=model)
+    return [([s.answer for s in got], p.answer) for p, got in zip(problems, drawn, strict=True)]
+
+
+def draw_samples(
+    problems: Sequence[Problem], samples: int, *, model: SimModel | None = None
+) -> list[list[SimSample]]:
+    """`samples` simulated samples of each problem, drawn as the demo draws them (seeded by position)."""
+    model = model or SimModel()
+    return [
+        [model.sample(p.question, seed=i, temperature=DEMO_TEMPERATURE, index=k) for k in range(samples)]
+        for i, p in enumerate(problems)
+    ]
 
 
 def distance(stats: dict[str, float], real: Sequence[dict[str, float]]) -> float:

@@ -3,8 +3,8 @@
 The replay benchmark runs on recorded files; this writes one from the simulated reasoner, so
 the controller can be replayed on the simulator at any difficulty mix next to the real files
 (the issue's "the simulator at high difficulty"). Each question is the demo generator's, its
-samples drawn as the demo draws them (temperature 0.7), with the answer, completion tokens and
-per-token logprobs of every sample:
+samples drawn as the demo draws them (`sim_agreement.draw_samples`, temperature 0.7), with
+the answer, completion tokens and per-token logprobs of every sample:
 
     python benchmarks/sim_record.py --questions 500 --skew 0.5 --out /tmp/sim_hard.jsonl
     python benchmarks/replay.py /tmp/sim_hard.jsonl
@@ -22,9 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sim_agreement import DEMO_TEMPERATURE
+from sim_agreement import draw_samples
 
-from adaptive.sim import SimModel
 from adaptive.sim._problems import _DEMO_SKEW, _make
 
 
@@ -32,12 +31,9 @@ def records(
     count: int, samples: int, *, skew: float = _DEMO_SKEW, difficulty: float | None = None, seed: int = 0
 ) -> list[dict[str, object]]:
     """`count` simulated questions with `samples` samples each, as recorded-file rows."""
-    model = SimModel()
+    problems = _make(count, seed, difficulty, skew, "demo")
     rows: list[dict[str, object]] = []
-    for i, p in enumerate(_make(count, seed, difficulty, skew, "demo")):
-        drawn = [
-            model.sample(p.question, seed=i, temperature=DEMO_TEMPERATURE, index=k) for k in range(samples)
-        ]
+    for p, drawn in zip(problems, draw_samples(problems, samples), strict=True):
         rows.append(
             {
                 "id": p.id,
