@@ -7,11 +7,12 @@ to trade the two with `Plan.latency`:
 * "cheap": every batch is the fewest samples that could let the stop rules stop, were they
   all to agree with the leader (the best case). Fewest samples; a split vote takes several
   rounds.
-* "balanced": the first batch as "cheap"; a later one is the fewest samples that could let
-  the rules stop were they to split like the votes so far (the expected case), up to the
-  controller's `max_batch`. On the demo mix 77% of calls stop after the first batch; the
-  4-6% that still take three or more rounds are near-even splits the rule samples on, and
-  they set the p95.
+* "balanced": the first batch as "cheap"; a later one is `BALANCED_MARGIN` (1.5) times the
+  fewest samples that could let the rules stop were they to split like the votes so far (the
+  expected case), up to the controller's `max_batch`. The expected case alone is about an
+  even chance: a vote that then splits a little worse takes a third round, and the 4% of
+  calls that did set the p95 (demo mix, 1,000 questions at zero delay). With the margin 3%
+  do, for about 10% more samples.
 * "fast": the first batch is three times the "cheap" one, a later one the cap, all sent as
   single requests, topped up while the round runs when those in flight could not be enough
   (the controller's `top_up`): the rules are asked as each sample arrives and the rest is
@@ -37,6 +38,9 @@ __all__: list[str] = []
 Latency = Literal["fast", "balanced", "cheap"]
 
 FAST_OVERDRAW = 3  # "fast" draws this many times the fewest samples that could stop
+# "balanced" draws this many times the samples of the expected case in a later batch: a
+# latency-for-dollars choice, measured on the simulator (`benchmarks/latency.py`, README).
+BALANCED_MARGIN = 1.5
 
 
 def singles_for(latency: Latency | None, *, first: bool) -> bool:
@@ -72,7 +76,8 @@ def batch_for(
         latency: The plan's setting (None: "cheap", the sizing of plans that do not say).
         least: The fewest samples that could let the rules stop if all agree with the leader.
         expected: The fewest that could let them stop if they split like the votes so far
-            (`cap` when no batch up to it could).
+            (`cap` when no batch up to it could); "balanced" asks for `BALANCED_MARGIN`
+            times as many.
         cap: The most samples this round may ask for.
         first: Whether this is the call's first batch (no votes yet: `expected` is `least`).
         rounds_left: Rounds that still fit the deadline (None: no deadline or no estimate).
@@ -88,7 +93,7 @@ def batch_for(
     if latency is None or latency == "cheap":
         return least
     if latency == "balanced":
-        return least if first else max(least, min(expected, cap))
+        return least if first else max(least, min(math.ceil(BALANCED_MARGIN * expected), cap))
     return min(cap, FAST_OVERDRAW * least) if first else cap
 
 

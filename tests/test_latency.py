@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import anyio
 import pytest
 from adaptive_strategies import AdaptiveConsistency, SelfConsistency
@@ -21,7 +23,14 @@ from adaptive import (
     State,
 )
 from adaptive._batching import hypothetical, split_hypothetical
-from adaptive._latency import FAST_OVERDRAW, RoundClock, batch_for, rounds_that_fit, singles_for
+from adaptive._latency import (
+    BALANCED_MARGIN,
+    FAST_OVERDRAW,
+    RoundClock,
+    batch_for,
+    rounds_that_fit,
+    singles_for,
+)
 from adaptive.sim import SimEndpoint, demo_problems
 
 PRICE = Price(input=1.0, output=4.0)
@@ -61,7 +70,7 @@ def round_samples(result: Result, rnd: int) -> int:
         ("cheap", False, 4),
         (None, False, 4),
         ("balanced", True, 4),
-        ("balanced", False, 9),
+        ("balanced", False, math.ceil(9 * BALANCED_MARGIN)),
         ("fast", True, 4 * FAST_OVERDRAW),
         ("fast", False, 16),
     ],
@@ -75,6 +84,9 @@ def test_batch_for_never_goes_over_the_cap_and_the_deadline_asks_for_it() -> Non
     assert batch_for("fast", least=7, expected=30, cap=16, first=True) == 16
     assert batch_for("balanced", least=4, expected=30, cap=10, first=False) == 10
     assert batch_for("balanced", least=4, expected=2, cap=10, first=False) == 4  # never below least
+    # The margin over the expected case, rounded up, never past the cap.
+    assert batch_for("balanced", least=1, expected=3, cap=10, first=False) == math.ceil(3 * BALANCED_MARGIN)
+    assert batch_for("balanced", least=1, expected=9, cap=10, first=False) == 10
     # A least at or above the cap is returned as it is (the caller's caps apply after).
     assert batch_for("fast", least=16, expected=16, cap=16, first=True) == 16
     # One round left before the deadline: everything the rules may need, whatever the setting.
