@@ -25,7 +25,7 @@ from ._budget_gain import budget_gain_per_sample
 from ._dispatch import Dispatcher, Send
 from ._events import Recorder, Subscriber, numbers
 from ._exceptions import AdaptiveError, BudgetTooSmallError, ConfigError
-from ._latency import RoundClock
+from ._latency import FAST_WAIT_QUANTILE, RoundClock
 from ._ledger import Charge, Ledger, ReservationBounds
 from ._live import log_event, log_result
 from ._models import ValidatedModel
@@ -298,6 +298,7 @@ class _CallRun:
         # sample index to seed from (a top-up continues where the round's batch ended).
         self.round_out = 0
         self.round_back = 0
+        self.first_back: float | None = None
         self.next_index = 0
         # The gain is worth computing for the trace only when a rule reads it.
         self.reads_gain = stop is not None and uses_gain(stop)
@@ -716,9 +717,26 @@ class _CallRun:
         early = plan.stoppable and self.cfg.early_cancel and self.rule is not None
         shared = len(self.dispatch.shared_refusals)
         started = self.recorder.now()
-        await self.dispatch.run_round(sends, self.observe, self.stop_now if early else None, self.follow)
+        timed = (
+            early
+            and plan.latency == "fast"
+            and plan.sample is not None
+            and self.round == 0
+            and self.batching.singles(plan, first=True)
+        )
+        wait = self.c.clock.first_wait(self.task.endpoint.name, FAST_WAIT_QUANTILE) if timed else None
+        self.first_back = None
+        await self.dispatch.run_round(
+            sends,
+            self.observe,
+            self.stop_now if early else None,
+            self.follow,
+            (wait, self.timed_top_up) if wait is not None else None,
+        )
         if plan.sample is not None:
             self.c.clock.observe(self.task.endpoint.name, self.recorder.now() - started)
+        if timed and self.first_back is not None:
+            self.c.clock.observe_first(self.task.endpoint.name, self.first_back - started)
         self.recorder.round += 1
         if len(self.dispatch.shared_refusals) > shared and len(self.recorder.outcomes) == before:
             self.shared_account_stop()
@@ -745,6 +763,8 @@ class _CallRun:
         """Count what a call generated and hand its outcome to the strategy."""
         if outcome.response is not None and outcome.call.purpose == "generate":
             self.generated += len(outcome.response.completions)
+            if self.first_back is None:
+                self.first_back = self.recorder.now()
         assert self.run_state is not None
         self.run_state.observe(outcome)
 
@@ -786,7 +806,42 @@ class _CallRun:
         ):
             return []
         inflight = self.round_out - self.round_back
-        # More than `max_batch` may be in flight: each top-up is at most that many.
+        room = self.top_up_room(plan, inflight)
+        if room < 1:
+            return []
+        tokens = self.sample_tokens()
+        state = self.batching.with_next(self.state(), plan.sample, 1, tokens)
+        # Sized for the expected case (new votes split like those so far): a top-up sized for
+        # the best case would be followed by another, each a whole sample's time later.
+        need = self.c.expected_batch(state, self.rule, cap=inflight + room)
+        return self.send_top_up(
+            plan, min(room, need - inflight), f"the {inflight} in flight could not let the rules stop", state
+        )
+
+    def timed_top_up(self) -> list[Send]:
+        """A "fast" first round's top-up to the cap when no sample is back in the usual time.
+
+        The dispatcher asks this once, `FAST_WAIT_QUANTILE` of the way through this
+        endpoint's recent waits for a "fast" round's first sample (`RoundClock.first_wait`),
+        if every sample is still out. Slow samples mean long ones, and long ones mean a hard
+        question, whose votes tend to split: waiting for them to come back split and only
+        then topping up puts a second sample's time on the calls that set the p95. The rules
+        still cancel what is not needed as soon as they can stop.
+        """
+        plan = self.plan
+        if plan is None or plan.sample is None or self.round_back > 0 or self.stop_check is not None:
+            return []
+        room = self.top_up_room(plan, self.round_out - self.round_back)
+        if room < 1:
+            return []
+        return self.send_top_up(plan, room, "no sample back yet", self.state())
+
+    def top_up_room(self, plan: Plan, inflight: int) -> int:
+        """How many more samples a top-up may send in this round (0 when none).
+
+        More than `max_batch` may be in flight: each top-up is at most that many. The plan's
+        `max_batch` and `max_samples` bound the round.
+        """
         room = min(
             self.cfg.max_batch,
             (plan.max_batch if plan.max_batch is not None else math.inf) - self.round_out,
@@ -794,14 +849,11 @@ class _CallRun:
             - self.generated
             - inflight,
         )
-        if room < 1:
-            return []
-        tokens = self.sample_tokens()
-        state = self.batching.with_next(self.state(), plan.sample, 1, tokens)
-        # Sized for the expected case (new votes split like those so far): a top-up sized for
-        # the best case would be followed by another, each a whole sample's time later.
-        need = self.c.expected_batch(state, self.rule, cap=int(inflight + room))
-        k = self.batching.affordable(plan, min(int(room), need - inflight), singles=True)
+        return max(0, int(room))
+
+    def send_top_up(self, plan: Plan, size: int, why: str, state: State) -> list[Send]:
+        """Reserve and return up to `size` single-sample calls (what the budget holds), traced."""
+        k = self.batching.affordable(plan, size, singles=True) if size >= 1 else 0
         if k < 1:
             return []
         sends = self.dispatch.reserve_samples(
@@ -816,7 +868,7 @@ class _CallRun:
                 during="round",
                 calls=len(sends),
                 reserved_usd=round(sum(r.pico for _, r in sends) / 1e12, 9),
-                note=f"top up {len(sends)}: the {inflight} in flight could not let the rules stop",
+                note=f"top up {len(sends)}: {why}",
                 **self.numbers(state),
             )
         return sends

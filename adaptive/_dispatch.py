@@ -76,6 +76,8 @@ class _Round:
     follow: FollowUp | None
     planned: list[anyio.CancelScope] = dataclasses.field(default_factory=list)
     stopped: bool = False
+    live: int = 0  # generating calls still in flight
+    idle: anyio.Event = dataclasses.field(default_factory=anyio.Event)  # set when `live` falls to 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -367,7 +369,12 @@ class Dispatcher:
 
     # -- sending -------------------------------------------------------------------------
     async def run_round(
-        self, sends: Sequence[Send], observe: Observe, stop: StopNow | None, follow: FollowUp | None = None
+        self,
+        sends: Sequence[Send],
+        observe: Observe,
+        stop: StopNow | None,
+        follow: FollowUp | None = None,
+        timer: tuple[float, Callable[[], list[Send]]] | None = None,
     ) -> None:
         """Send every call at once, each outcome to `observe` as it arrives.
 
@@ -379,6 +386,10 @@ class Dispatcher:
                 Verifying follow-ups run on: they score what was already paid for.
             follow: Given each outcome once `observe` has it; the reserved calls it returns
                 start at once, in this round (their outcomes go to `observe` and `follow` too).
+            timer: (seconds, tick): `tick` is asked once, that long into the round if a
+                generating call is still in flight and no stop came; the reserved calls it
+                returns start at once, like a generating follow-up's. The round never waits
+                on the timer: it ends when its calls do.
         """
         try:
             async with anyio.create_task_group() as tg:
@@ -387,18 +398,39 @@ class Dispatcher:
                     rnd.ask = lambda: self._ask(rnd, stop)
                 self._round = rnd
                 for call, r in sends:
-                    scope = anyio.CancelScope()
-                    rnd.planned.append(scope)
-                    tg.start_soon(self._planned, scope, call, r, rnd)
+                    self._start_planned(rnd, call, r)
+                if timer is not None and rnd.live:
+                    tg.start_soon(self._tick, rnd, *timer)
         except BaseExceptionGroup as group:
             # One exception out, never a group: the first that is not a cancellation.
             raise _first(group) from None
         finally:
             self._round = None
 
+    def _start_planned(self, rnd: _Round, call: Call, r: Reservation) -> None:
+        scope = anyio.CancelScope()
+        rnd.planned.append(scope)
+        rnd.live += 1
+        rnd.tg.start_soon(self._planned, scope, call, r, rnd)
+
     async def _planned(self, scope: anyio.CancelScope, call: Call, r: Reservation, rnd: _Round) -> None:
-        with scope:  # a stop cancels this scope; an overrun the whole round's
-            await self._send(call, r, rnd.tg.cancel_scope, rnd.observe, rnd.ask)
+        try:
+            with scope:  # a stop cancels this scope; an overrun the whole round's
+                await self._send(call, r, rnd.tg.cancel_scope, rnd.observe, rnd.ask)
+        finally:
+            rnd.live -= 1
+            if rnd.live == 0:
+                rnd.idle.set()
+
+    async def _tick(self, rnd: _Round, seconds: float, tick: Callable[[], list[Send]]) -> None:
+        """Ask `tick` once, `seconds` into the round, unless every planned call ended first."""
+        with anyio.move_on_after(seconds):
+            await rnd.idle.wait()
+            return
+        if rnd.stopped or rnd.tg.cancel_scope.cancel_called:
+            return
+        for call, r in tick():
+            self._start_planned(rnd, call, r)
 
     @staticmethod
     def _ask(rnd: _Round, stop: StopNow) -> None:
@@ -425,9 +457,7 @@ class Dispatcher:
             if rnd.stopped:  # stopped while it was reserved: never sent, nothing held
                 self.ledger.release(r)
                 continue
-            scope = anyio.CancelScope()
-            rnd.planned.append(scope)
-            rnd.tg.start_soon(self._planned, scope, call, r, rnd)
+            self._start_planned(rnd, call, r)
 
     async def _send(
         self, call: Call, r: Reservation, scope: anyio.CancelScope, observe: Observe, stop: Ask | None

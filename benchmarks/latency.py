@@ -6,9 +6,11 @@ simulated reasoner with a fixed time to the first token and a fixed time per tok
 * `50ms+2ms/tok`   50 ms to the first token, 2 ms per token;
 * `1s+10ms/tok`    1 s to the first token, 10 ms per token;
 
-each both in process (`SimEndpoint`) and over real loopback HTTP (`adaptive.sim.serve_sim`, a
-streamed `OpenAIChat` client, so a request the controller cancels is charged what it
-streamed; the verifier is the server's "sim-verifier", paced like the model). The simulated
+each both in process (`SimEndpoint`) and over real loopback HTTP (`python -m adaptive
+serve-sim` in a process of its own, as a real server is, or with `--server loop` in the
+measured event loop; a streamed `OpenAIChat` client, so a request the controller cancels is
+charged what it streamed; the verifier is the server's "sim-verifier", paced like the
+model). The simulated
 delays are sleeps, so the ratios stay meaningful on a loaded machine: CPU contention adds the
 SDK's own (small) time to both sides of a ratio, not the simulated decoding time.
 
@@ -27,6 +29,7 @@ p95 says how far rounds, rather than the samples a question needs, set the defau
     python benchmarks/latency.py --scale 0.1          # delays x0.1 (a quick run; it says so)
     python benchmarks/latency.py --json               # last line: one JSON object
     python benchmarks/latency.py --no-stream          # over HTTP, an unstreamed client
+    python benchmarks/latency.py --server loop        # the HTTP server in the measured loop
 
 The JSON line is `{"strategies": {NAME: {"p50_ratio", "p95_ratio", "mean_usd", "mean_samples",
 "mean_rounds"}}}` for the first setting measured, plus every setting under "settings".
@@ -41,12 +44,15 @@ import json
 import logging
 import math
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
+from anyio.streams.buffered import BufferedByteReceiveStream
 from adaptive_strategies import AdaptiveConsistency, SelfConsistency
 
 from adaptive import Budget, Client, ControllerConfig, OpenAIChat, Result, Strategy
@@ -106,18 +112,67 @@ def strategies(setup: DemoSetup) -> dict[str, Strategy]:
 
 
 @contextlib.asynccontextmanager
+async def sim_server(first: float, per_token: float, *, in_loop: bool) -> AsyncIterator[str]:
+    """The simulated server's OpenAI base URL while the block runs.
+
+    By default `python -m adaptive serve-sim` in a process of its own, as a real server is:
+    the server's work (16-40 streams at once, an event per token) is then not done in the
+    event loop whose wall time is measured. `in_loop` runs `serve_sim` in this event loop
+    instead (the benchmark's setting before: both sides' CPU in one loop).
+    """
+    if in_loop:
+        from adaptive.sim import serve_sim
+
+        async with serve_sim(first_token_seconds=first, seconds_per_token=per_token) as running:
+            yield running.url + "/v1"
+        return
+    command = [
+        sys.executable,
+        "-m",
+        "adaptive",
+        "serve-sim",
+        "--port",
+        "0",
+        "--first-token-ms",
+        repr(first * 1000),
+        "--latency-ms-per-token",
+        repr(per_token * 1000),
+    ]
+    with tempfile.TemporaryFile() as errors:
+        process = await anyio.open_process(command, stdout=subprocess.PIPE, stderr=errors)
+        try:
+            assert process.stdout is not None
+            lines = BufferedByteReceiveStream(process.stdout)
+            try:
+                with anyio.fail_after(60):
+                    url = (await lines.receive_until(b"\n", 4096)).decode().strip()
+            except (TimeoutError, anyio.EndOfStream, anyio.IncompleteRead) as exc:
+                errors.seek(0)
+                said = errors.read().decode(errors="replace")[-2000:]
+                raise RuntimeError(f"serve-sim did not start: {said or exc!r}") from exc
+            yield url
+        finally:
+            with anyio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.terminate()
+                    with anyio.move_on_after(10):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+                await process.aclose()
+
+
+@contextlib.asynccontextmanager
 async def endpoints(
-    transport: str, first: float, per_token: float, *, stream: bool = True
+    transport: str, first: float, per_token: float, *, stream: bool = True, server: str = "process"
 ) -> AsyncIterator[DemoSetup]:
-    """The demo's endpoints in process, or over loopback HTTP from `serve_sim` (same delays)."""
+    """The demo's endpoints in process, or over loopback HTTP from the sim server (same delays)."""
     if transport == "inproc":
         gen = SimEndpoint(first_token_seconds=first, seconds_per_token=per_token, max_concurrency=CONCURRENCY)
         yield DemoSetup(gen, SimRewardEndpoint(max_concurrency=CONCURRENCY), simulated=True)
         return
-    from adaptive.sim import serve_sim
-
-    async with serve_sim(first_token_seconds=first, seconds_per_token=per_token) as server:
-        url = server.url + "/v1"
+    async with sim_server(first, per_token, in_loop=server == "loop") as url:
         chat = OpenAIChat(
             "sim-reasoner",
             base_url=url,
@@ -149,10 +204,11 @@ async def run_setting(
     names: Sequence[str] | None,
     progress: Callable[[str], None],
     stream: bool = True,
+    server: str = "process",
 ) -> dict[str, Figures]:
     problems = demo_problems(questions, seed=0)
     out: dict[str, Figures] = {}
-    async with endpoints(transport, first, per_token, stream=stream) as setup:
+    async with endpoints(transport, first, per_token, stream=stream, server=server) as setup:
         built = strategies(setup)
         chosen = [n for n in built if names is None or n in names or n == "single"]
         for name in chosen:
@@ -253,6 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="over HTTP, an unstreamed client: less work per token; a cancel is charged its worst case",
     )
+    parser.add_argument(
+        "--server",
+        choices=("process", "loop"),
+        default="process",
+        help="over HTTP, the sim server in a process of its own (default) or in the measured event loop",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = parser.parse_args(argv)
     if args.scale <= 0:
@@ -289,9 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.strategies,
                     progress,
                     not args.no_stream,
+                    args.server,
                 )
                 plain = args.no_stream and transport == "http"
                 key = f"{setting} {transport}" + (" unstreamed" if plain else "")
+                if transport == "http" and args.server == "loop":
+                    key += " server-in-loop"
                 results[key] = table = summarize(figs)
                 delays = f"first token {first * 1000:g} ms, {per_token * 1000:g} ms/token"
                 print()
@@ -306,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "setting": first_key,
             "scale": args.scale,
             "concurrency": CONCURRENCY,
+            "server": args.server,
             "settings": results,
         }
         print(json.dumps(payload))

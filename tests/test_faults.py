@@ -120,6 +120,14 @@ def _has_42(question: str, solution: str) -> float:
     return float("42" in solution)
 
 
+def _fast(trial: Trial) -> bool:
+    """Every other adaptive trial is "fast", its timed top-up due at once (see `run_trial`).
+
+    From the seed, not the trial's random draws: the other trials stay as they were.
+    """
+    return trial.strategy == "adaptive" and (trial.seed // 36) % 2 == 1
+
+
 def _strategy(trial: Trial, chat: Any) -> str | dict[str, Any]:
     function = FunctionVerifier(_has_42)
     if trial.strategy == "single":
@@ -127,6 +135,8 @@ def _strategy(trial: Trial, chat: Any) -> str | dict[str, Any]:
     if trial.strategy == "self-consistency":
         return {"name": "self-consistency", "n": 6}
     if trial.strategy == "adaptive":
+        if _fast(trial):
+            return {"name": "adaptive", "max_samples": 10, "latency": "fast"}
         return {"name": "adaptive", "max_samples": 10}
     if trial.strategy == "best-of-n":
         judge = LLMJudge(chat, max_tokens=32) if trial.verifier == "judge" else function
@@ -151,6 +161,8 @@ async def run_trial(trial: Trial, server: FaultServer) -> Outcome:
     try:
         with anyio.move_on_after(TRIAL_TIMEOUT) as scope:
             async with Client(main) as client:
+                if _fast(trial):  # learned: no first sample within 0 s, so the top-up fires
+                    client.controller.clock.observe_first(main.name, 0.0)
                 try:
                     out.result = await client.run(
                         QUESTION,

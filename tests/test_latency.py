@@ -26,6 +26,7 @@ from adaptive._batching import hypothetical, split_hypothetical
 from adaptive._latency import (
     BALANCED_MARGIN,
     FAST_OVERDRAW,
+    FAST_WAIT_QUANTILE,
     RoundClock,
     batch_for,
     rounds_that_fit,
@@ -117,6 +118,21 @@ def test_round_clock_learns_per_endpoint() -> None:
     assert clock.per_round("a") == pytest.approx(3.0)
     assert clock.per_round("b") == pytest.approx(1.0)
 
+
+
+def test_round_clock_first_wait_is_a_nearest_rank_quantile_over_a_window() -> None:
+    clock = RoundClock(window=4)
+    assert clock.first_wait("a", 0.5) is None  # nothing seen: no timed top-up
+    for s in (0.4, 0.1, 0.3, 0.2):
+        clock.observe_first("a", s)
+    clock.observe_first("a", float("inf"))  # ignored
+    clock.observe_first("a", -1.0)  # ignored
+    assert clock.first_wait("a", 0.5) == 0.2
+    assert clock.first_wait("a", 0.75) == 0.3
+    assert clock.first_wait("a", 1.0) == 0.4 and clock.first_wait("a", 0.0) == 0.1
+    clock.observe_first("a", 5.0)  # the window keeps the last 4: 0.4 falls out
+    assert clock.first_wait("a", 1.0) == 5.0 and clock.first_wait("a", 0.5) == 0.2
+    assert clock.first_wait("b", 0.5) is None  # per endpoint
 
 def _state(votes: dict[str, int]) -> State:
     from adaptive._batching import ordered
@@ -434,3 +450,111 @@ async def test_the_benchmarks_http_reasoner_streams_so_a_cancel_is_charged_what_
         # that came back reported while it was out, not the byte bound it was reserved at.
         assert 0 < c.usage.completion_tokens < max_tokens
         assert c.usage.prompt_tokens == done[0].usage.prompt_tokens
+
+
+# -- "fast": the timed top-up ------------------------------------------------------------------
+
+
+def _timed_notes(result: Result) -> list[str]:
+    return [
+        e.data["note"]
+        for e in result.trace
+        if e.kind == "decide" and "no sample back yet" in str(e.data.get("note", ""))
+    ]
+
+
+def _before_timed(result: Result) -> int:
+    """Samples asked for before the timed top-up's decision."""
+    out = 0
+    for e in result.trace:
+        if e.kind == "decide" and "no sample back yet" in str(e.data.get("note", "")):
+            return out
+        if e.kind == "send" and e.data["purpose"] == "generate":
+            out += e.data["n"]
+    raise AssertionError("no timed top-up")
+
+
+def _unanimous(delay: float, calls: list[int]) -> FunctionEndpoint:
+    async def gen(request: Request) -> str:
+        calls.append(1)
+        await anyio.sleep(delay)
+        return "Work.\nThe answer is 7."
+
+    return FunctionEndpoint(gen, name="gen", price=PRICE)
+
+
+@pytest.mark.asyncio
+async def test_fast_tops_up_to_the_cap_when_no_sample_is_back_by_the_learned_wait() -> None:
+    calls: list[int] = []
+    ep = _unanimous(0.3, calls)
+    strategy = AdaptiveConsistency(latency="fast")
+    async with Client(ep, controller=ControllerConfig(calibrate=False)) as client:
+        client.controller.clock.observe_first(ep.name, 0.02)  # learned: a first sample in 20 ms
+        result = await client.run("q?", strategy=strategy, budget=Budget(usd=1.0), seed=0)
+        sent = len(calls)
+        await anyio.sleep(0.4)  # nothing of the call is left running once it returned
+        assert len(calls) == sent
+    assert result.answer == "7"
+    async with Client(_unanimous(0.0, []), controller=ControllerConfig(calibrate=False)) as client:
+        cheap = await client.run("q?", strategy=AdaptiveConsistency(latency="cheap"), budget=Budget(usd=1.0))
+    first = _before_timed(result)
+    assert first == FAST_OVERDRAW * first_batch(cheap)  # the first batch, as without the timer
+    assert _timed_notes(result) == [f"top up {40 - first}: no sample back yet"]
+    # One round: the first batch, then the top-up to the cap (max_batch = max_samples = 40)
+    # while it was out; the rules stopped on the first answers back and cancelled the rest.
+    assert send_rounds(result) == 1 and round_samples(result, 0) == 40 == sent
+    assert result.generated < 40 and any(e.kind == "cancel" for e in result.trace)
+    assert sum(c.status == "cancelled" for c in result.charges) == 40 - result.generated
+
+
+@pytest.mark.asyncio
+async def test_fast_does_not_top_up_on_time_when_a_sample_is_back_first_and_never_waits_on_the_timer() -> None:
+    calls: list[int] = []
+    ep = _unanimous(0.0, calls)
+    strategy = AdaptiveConsistency(latency="fast")
+    async with Client(ep, controller=ControllerConfig(calibrate=False)) as client:
+        client.controller.clock.observe_first(ep.name, 30.0)
+        with anyio.fail_after(10):  # a round that waited on its 30 s timer would fail here
+            result = await client.run("q?", strategy=strategy, budget=Budget(usd=1.0), seed=0)
+    assert result.answer == "7" and _timed_notes(result) == []
+    assert round_samples(result, 0) == first_batch(result)
+
+
+@pytest.mark.asyncio
+async def test_only_fast_first_rounds_are_timed_and_a_client_learns_the_wait_from_its_calls() -> None:
+    for latency in ("balanced", "cheap"):
+        calls: list[int] = []
+        ep = _unanimous(0.05, calls)
+        async with Client(ep) as client:
+            client.controller.clock.observe_first(ep.name, 0.001)
+            result = await client.run(
+                "q?", strategy=AdaptiveConsistency(latency=latency), budget=Budget(usd=1.0), seed=0
+            )
+        assert _timed_notes(result) == [], latency
+    calls = []
+    ep = _unanimous(0.05, calls)
+    async with Client(ep) as client:
+        clock = client.controller.clock
+        assert clock.first_wait(ep.name, FAST_WAIT_QUANTILE) is None
+        result = await client.run(
+            "q?", strategy=AdaptiveConsistency(latency="fast"), budget=Budget(usd=1.0), seed=0
+        )
+        assert _timed_notes(result) == []  # nothing learned yet: no timer on the first call
+        wait = clock.first_wait(ep.name, FAST_WAIT_QUANTILE)
+        assert wait is not None and 0.04 < wait < 5.0
+
+
+@pytest.mark.asyncio
+async def test_a_timed_top_up_sends_only_what_the_budget_holds() -> None:
+    calls: list[int] = []
+    ep = _unanimous(0.3, calls)
+    strategy = AdaptiveConsistency(latency="fast", sampling=Sampling(max_tokens=100))
+    # A sample's worst case here is about $0.00043 (what a cancel of this unstreamed endpoint
+    # is charged too): $0.0086 holds the first batch of 12 and 8 more, not the cap of 40.
+    budget = Budget(usd=0.0086)
+    async with Client(ep, controller=ControllerConfig(calibrate=False)) as client:
+        client.controller.clock.observe_first(ep.name, 0.02)
+        result = await client.run("q?", strategy=strategy, budget=budget, seed=0)
+    assert len(_timed_notes(result)) == 1
+    assert _before_timed(result) < round_samples(result, 0) < 40
+    assert result.cost_usd <= 0.0086 and result.answer == "7"
