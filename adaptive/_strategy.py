@@ -185,9 +185,10 @@ class Plan:
         latency: For `sample` in a stoppable plan: how the controller trades rounds for
             samples. "cheap" (or None): each batch is the fewest samples that could let the
             rules stop; "balanced": later batches are sized for the votes splitting as so
-            far; "fast": three times the cheap batch first, then the cap, as single requests
-            topped up in the round and cancelled as soon as the rules stop (see
-            `adaptive._latency`).
+            far (1.5x the expected case); "fast": twice the cheap batch first, then
+            the cap, as single requests topped up in the round (to the cap when no sample
+            is back by this endpoint's usual wait for a first one) and cancelled as soon as
+            the rules stop (see `adaptive._latency`).
         singles: For `sample`: send the batch as single requests even where the endpoint
             does `n`, so that each sample is acted on (followed up, stopped at) as it arrives
             (each request bills its own prompt).

@@ -82,7 +82,7 @@ def test_batch_for_each_setting(latency: str | None, first: bool, expected_k: in
 
 
 def test_batch_for_never_goes_over_the_cap_and_the_deadline_asks_for_it() -> None:
-    assert batch_for("fast", least=7, expected=30, cap=16, first=True) == 16
+    assert batch_for("fast", least=9, expected=30, cap=16, first=True) == 16
     assert batch_for("balanced", least=4, expected=30, cap=10, first=False) == 10
     assert batch_for("balanced", least=4, expected=2, cap=10, first=False) == 4  # never below least
     # The margin over the expected case, rounded up, never past the cap.

@@ -490,11 +490,13 @@ class AdaptiveConsistency(_Voting):
             value is below its worst-case cost.
         latency: Rounds versus dollars. "cheap": every batch is the fewest samples that could
             let the rule stop (fewest samples; a split vote takes several rounds);
-            "balanced" (default): later batches are sized for the votes splitting as so far
-            (most calls stop within two rounds; hard ones take 3-4, see the README's
-            "Latency versus dollars"); "fast": the first batch is three times the
-            cheap one, as single requests, topped up while the round runs and cancelled as
-            soon as the rule stops (about one round; cancelled samples are charged what they
+            "balanced" (default): later batches are sized for the votes splitting as so far,
+            with a margin (97% of calls stop within two rounds, see the README's
+            "Latency versus dollars"); "fast": the first batch is twice the
+            cheap one, as single requests, topped up while the round runs (to the cap at
+            once when no sample is back by the median of this endpoint's recent waits for
+            a first one: slow samples are a hard question's) and cancelled as soon as the
+            rule stops (one round; cancelled samples are charged what they
             used: on a parallel batch most of a sample, and the worst case on an endpoint
             that does not stream: use `OpenAIChat(..., stream=True)`). With a `seconds`
             budget a batch that is the last to fit the deadline asks for all the rule may need.
