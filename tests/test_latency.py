@@ -119,7 +119,6 @@ def test_round_clock_learns_per_endpoint() -> None:
     assert clock.per_round("b") == pytest.approx(1.0)
 
 
-
 def test_round_clock_first_wait_is_a_nearest_rank_quantile_over_a_window() -> None:
     clock = RoundClock(window=4)
     assert clock.first_wait("a", 0.5) is None  # nothing seen: no timed top-up
@@ -133,6 +132,7 @@ def test_round_clock_first_wait_is_a_nearest_rank_quantile_over_a_window() -> No
     clock.observe_first("a", 5.0)  # the window keeps the last 4: 0.4 falls out
     assert clock.first_wait("a", 1.0) == 5.0 and clock.first_wait("a", 0.5) == 0.2
     assert clock.first_wait("b", 0.5) is None  # per endpoint
+
 
 def _state(votes: dict[str, int]) -> State:
     from adaptive._batching import ordered
@@ -483,18 +483,21 @@ def _unanimous(delay: float, calls: list[int]) -> FunctionEndpoint:
     return FunctionEndpoint(gen, name="gen", price=PRICE)
 
 
+async def _fast_call(ep: FunctionEndpoint, learned: float, usd: float = 1.0, max_tokens: int = 384) -> Result:
+    """One uncalibrated "fast" call on `ep`, the client having learned `learned` s as the wait."""
+    strategy = AdaptiveConsistency(latency="fast", sampling=Sampling(max_tokens=max_tokens))
+    async with Client(ep, controller=ControllerConfig(calibrate=False)) as client:
+        client.controller.clock.observe_first(ep.name, learned)
+        return await client.run("q?", strategy=strategy, budget=Budget(usd=usd), seed=0)
+
+
 @pytest.mark.asyncio
 async def test_fast_tops_up_to_the_cap_when_no_sample_is_back_by_the_learned_wait() -> None:
     calls: list[int] = []
-    ep = _unanimous(0.3, calls)
-    strategy = AdaptiveConsistency(latency="fast")
-    async with Client(ep, controller=ControllerConfig(calibrate=False)) as client:
-        client.controller.clock.observe_first(ep.name, 0.02)  # learned: a first sample in 20 ms
-        result = await client.run("q?", strategy=strategy, budget=Budget(usd=1.0), seed=0)
-        sent = len(calls)
-        await anyio.sleep(0.4)  # nothing of the call is left running once it returned
-        assert len(calls) == sent
-    assert result.answer == "7"
+    result = await _fast_call(_unanimous(0.3, calls), 0.02)  # learned: a first sample in 20 ms
+    sent = len(calls)
+    await anyio.sleep(0.4)  # nothing of the call is left running once it returned
+    assert len(calls) == sent and result.answer == "7"
     async with Client(_unanimous(0.0, []), controller=ControllerConfig(calibrate=False)) as client:
         cheap = await client.run("q?", strategy=AdaptiveConsistency(latency="cheap"), budget=Budget(usd=1.0))
     first = _before_timed(result)
@@ -508,14 +511,9 @@ async def test_fast_tops_up_to_the_cap_when_no_sample_is_back_by_the_learned_wai
 
 
 @pytest.mark.asyncio
-async def test_fast_does_not_top_up_on_time_when_a_sample_is_back_first_and_never_waits_on_the_timer() -> None:
-    calls: list[int] = []
-    ep = _unanimous(0.0, calls)
-    strategy = AdaptiveConsistency(latency="fast")
-    async with Client(ep, controller=ControllerConfig(calibrate=False)) as client:
-        client.controller.clock.observe_first(ep.name, 30.0)
-        with anyio.fail_after(10):  # a round that waited on its 30 s timer would fail here
-            result = await client.run("q?", strategy=strategy, budget=Budget(usd=1.0), seed=0)
+async def test_fast_does_not_top_up_on_time_when_a_sample_is_back_first_nor_wait_on_the_timer() -> None:
+    with anyio.fail_after(10):  # a round that waited on its 30 s timer would fail here
+        result = await _fast_call(_unanimous(0.0, []), 30.0)
     assert result.answer == "7" and _timed_notes(result) == []
     assert round_samples(result, 0) == first_batch(result)
 
@@ -546,15 +544,9 @@ async def test_only_fast_first_rounds_are_timed_and_a_client_learns_the_wait_fro
 
 @pytest.mark.asyncio
 async def test_a_timed_top_up_sends_only_what_the_budget_holds() -> None:
-    calls: list[int] = []
-    ep = _unanimous(0.3, calls)
-    strategy = AdaptiveConsistency(latency="fast", sampling=Sampling(max_tokens=100))
     # A sample's worst case here is about $0.00043 (what a cancel of this unstreamed endpoint
-    # is charged too): $0.0086 holds the first batch of 12 and 8 more, not the cap of 40.
-    budget = Budget(usd=0.0086)
-    async with Client(ep, controller=ControllerConfig(calibrate=False)) as client:
-        client.controller.clock.observe_first(ep.name, 0.02)
-        result = await client.run("q?", strategy=strategy, budget=budget, seed=0)
+    # is charged too): $0.0086 holds the first batch and some more, not the cap of 40.
+    result = await _fast_call(_unanimous(0.3, []), 0.02, usd=0.0086, max_tokens=100)
     assert len(_timed_notes(result)) == 1
     assert _before_timed(result) < round_samples(result, 0) < 40
     assert result.cost_usd <= 0.0086 and result.answer == "7"
