@@ -52,8 +52,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
-from anyio.streams.buffered import BufferedByteReceiveStream
 from adaptive_strategies import AdaptiveConsistency, SelfConsistency
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from adaptive import Budget, Client, ControllerConfig, OpenAIChat, Result, Strategy
 from adaptive.cli._demo import INSTRUCTIONS, DemoSetup
