@@ -23,7 +23,7 @@ to trade the two with `Plan.latency`:
   is topped up to the cap at once: slow samples are long ones, long ones come from hard
   questions, and a hard question's votes split, so waiting for them to come back split
   before topping up would add a second sample's time to exactly the calls that set the p95.
-  One round, at 1.4-1.5x the dollars of "balanced" (see the README's latency table).
+  One round, at 1.2-1.5x the dollars of "balanced" (see the README's latency table).
 
 With a `seconds` budget, whatever the setting, a batch that is the last to fit the deadline
 (the time per round learned from this endpoint's past rounds) asks for everything the rules
