@@ -423,6 +423,22 @@ def test_the_benchmark_reports_every_row_and_streams_over_http(capsys: pytest.Ca
     }
 
 
+def test_the_benchmark_can_run_the_http_server_in_the_measured_loop(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    import latency as bench
+
+    argv = ["--questions", "2", "--scale", "0.02", "--setting", "50ms+2ms/tok", "--transport", "http"]
+    assert bench.main([*argv, "--server", "loop", "--strategies", "single", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["server"] == "loop" and set(out["settings"]) == {"50ms+2ms/tok http server-in-loop"}
+
+
 @pytest.mark.asyncio
 async def test_the_benchmarks_http_reasoner_streams_so_a_cancel_is_charged_what_it_used() -> None:
     import sys
