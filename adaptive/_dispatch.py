@@ -76,7 +76,7 @@ class _Round:
     follow: FollowUp | None
     planned: list[anyio.CancelScope] = dataclasses.field(default_factory=list)
     stopped: bool = False
-    live: int = 0  # generating calls still in flight
+    live: int = 0  # calls of the round still in flight (follow-ups too)
     idle: anyio.Event = dataclasses.field(default_factory=anyio.Event)  # set when `live` falls to 0
 
 
@@ -387,7 +387,7 @@ class Dispatcher:
             follow: Given each outcome once `observe` has it; the reserved calls it returns
                 start at once, in this round (their outcomes go to `observe` and `follow` too).
             timer: (seconds, tick): `tick` is asked once, that long into the round if a
-                generating call is still in flight and no stop came; the reserved calls it
+                call of the round is still in flight and no stop came; the reserved calls it
                 returns start at once, like a generating follow-up's. The round never waits
                 on the timer: it ends when its calls do.
         """
