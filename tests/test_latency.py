@@ -21,6 +21,7 @@ from adaptive import (
     Result,
     Sampling,
     State,
+    TraceEvent,
 )
 from adaptive._batching import hypothetical, split_hypothetical
 from adaptive._latency import (
@@ -471,19 +472,20 @@ async def test_the_benchmarks_http_reasoner_streams_so_a_cancel_is_charged_what_
 # -- "fast": the timed top-up ------------------------------------------------------------------
 
 
+def _is_timed(e: TraceEvent) -> bool:
+    """Whether a trace event is the timed top-up's decision."""
+    return e.kind == "decide" and "no sample back yet" in str(e.data.get("note", ""))
+
+
 def _timed_notes(result: Result) -> list[str]:
-    return [
-        e.data["note"]
-        for e in result.trace
-        if e.kind == "decide" and "no sample back yet" in str(e.data.get("note", ""))
-    ]
+    return [e.data["note"] for e in result.trace if _is_timed(e)]
 
 
 def _before_timed(result: Result) -> int:
     """Samples asked for before the timed top-up's decision."""
     out = 0
     for e in result.trace:
-        if e.kind == "decide" and "no sample back yet" in str(e.data.get("note", "")):
+        if _is_timed(e):
             return out
         if e.kind == "send" and e.data["purpose"] == "generate":
             out += e.data["n"]
