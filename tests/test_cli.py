@@ -459,3 +459,18 @@ def test_run_shows_live_progress_on_a_terminal(
     captured = capsys.readouterr()
     assert "round 0:" in captured.err and "confidence" in captured.err  # the live status line
     assert "answer" in captured.out and "'17'" in captured.out
+
+
+def test_every_install_hint_names_the_distribution_not_the_import_package() -> None:
+    # `pip install 'adaptive[...]'` would install python-adaptive from PyPI, another project.
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    wrong = [
+        f"{path.relative_to(root)}: {m.group(0)}"
+        for folder in ("adaptive", "strategies")
+        for path in sorted((root / folder).rglob("*.py"))
+        for m in re.finditer(r"pip install '?adaptive\[", path.read_text())
+    ]
+    assert wrong == []

@@ -301,7 +301,7 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         saved = save_plot(report, args.plot)
         if saved is None:
             console.print(
-                "No plot: matplotlib is not installed (pip install 'adaptive[plot]').", markup=False
+                "No plot: matplotlib is not installed (pip install 'adaptive-ttc[plot]').", markup=False
             )
         else:
             console.print(f"Plot of accuracy against mean cost saved to {saved}.")
