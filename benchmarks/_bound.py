@@ -39,6 +39,7 @@ __all__ = [
     "best_rule",
     "count_paths",
     "fewest_samples",
+    "held_out_bound",
     "hull_at",
     "vote_count_bound",
 ]
@@ -170,6 +171,28 @@ def _policy(
     return stop
 
 
+def _stops_at(cp: CountPaths, stop: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """Per path, the step at which a policy stops: its first stopping state (final states do)."""
+    halt = np.where(cp.states >= 0, stop[np.maximum(cp.states, 0)], False)
+    halt[np.arange(len(halt)), (cp.states >= 0).sum(axis=1) - 1] = True  # a path's last sample
+    return np.argmax(halt, axis=1).astype(np.int64)
+
+
+def _point(cp: CountPaths, cost: float, at: NDArray[np.int64]) -> BoundPoint:
+    rows = np.arange(cp.states.shape[0])
+    return BoundPoint(
+        cost=cost,
+        mean_samples=float((at + 1).mean()),
+        accuracy=float(cp.gold[rows, at].mean()),
+        mean_tokens=float(cp.tokens[rows, at].mean()),
+    )
+
+
+def _rows(cp: CountPaths, keep: NDArray[np.bool_]) -> CountPaths:
+    """The paths where `keep` is True, with the same state ids."""
+    return CountPaths(cp.states[keep], cp.gold[keep], cp.majority[keep], cp.tokens[keep], cp.final)
+
+
 def vote_count_bound(
     cp: CountPaths, reward: Reward, costs: Sequence[float], *, per_token: bool = False
 ) -> list[BoundPoint]:
@@ -179,20 +202,37 @@ def vote_count_bound(
     `per_token` each cost is per completion token (the bound on the tokens frontier).
     """
     target = cp.gold if reward == "gold" else cp.majority
-    rows = np.arange(cp.states.shape[0])
+    return [_point(cp, cost, _stops_at(cp, _policy(cp, target, cost, per_token=per_token))) for cost in costs]
+
+
+def held_out_bound(
+    cp: CountPaths, folds: Sequence[int], costs: Sequence[float], *, per_token: bool = False
+) -> list[BoundPoint]:
+    """The label-free rule learned from other questions' logs, scored on questions it never saw.
+
+    Cross-fitting: the paths are split by `folds` (one fold number per path; give every
+    shuffle of a question the same fold), and each fold is scored with the policy the DP
+    finds on all the other folds' paths (reward ``"majority"``: no labels). It is what a rule
+    fitted on that many fully sampled, unlabelled calls could reach on new ones, so unlike
+    `vote_count_bound` it is not flattered by over-fitting rare states; it is still above
+    anything a live controller can learn, which never sees the full vote of a call it stopped
+    early. A state the other folds never reached stops.
+    """
+    fold = np.asarray(folds, dtype=np.int64)
+    if fold.shape != (cp.states.shape[0],):
+        raise ValueError(f"need one fold per path ({cp.states.shape[0]}), got {fold.shape}")
+    names = np.unique(fold)
+    if len(names) < 2:
+        raise ValueError("need at least two folds to hold one out")
     points = []
     for cost in costs:
-        stop = _policy(cp, target, cost, per_token=per_token)
-        halt = np.where(cp.states >= 0, stop[np.maximum(cp.states, 0)], False)
-        at = np.argmax(halt, axis=1)  # the first state the rule stops in (final states always do)
-        points.append(
-            BoundPoint(
-                cost=cost,
-                mean_samples=float((at + 1).mean()),
-                accuracy=float(cp.gold[rows, at].mean()),
-                mean_tokens=float(cp.tokens[rows, at].mean()),
-            )
-        )
+        at = np.zeros(len(fold), dtype=np.int64)
+        for f in names:
+            train = _rows(cp, fold != f)
+            stop = _policy(train, train.majority, cost, per_token=per_token)
+            test = fold == f
+            at[test] = _stops_at(_rows(cp, test), stop)
+        points.append(_point(cp, cost, at))
     return points
 
 

@@ -18,6 +18,9 @@ As a yardstick it also prints the best any vote-count stopping rule could do on 
 shuffles, found in hindsight by dynamic programming (`_bound.py`): once maximising accuracy
 with the gold labels, once maximising agreement with the full majority (label-free, what a
 rule could learn from unlabelled logs). No rule that reads only votes can beat the first.
+Both are fitted on the shuffles they are scored on; a third, "held out", is the label-free
+rule fitted on the other four fifths of the questions and scored on the fifth it never saw
+(each fifth in turn): it shows how much of the label-free bound is over-fitting.
 
 The controller is driven through its own pure decision functions (`Controller.assess`,
 `Controller.next_batch`, the stop rules) for speed; `--check K` also runs the first K questions
@@ -36,6 +39,7 @@ import logging
 import random
 import sys
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +48,7 @@ import anyio
 import numpy as np
 
 # A sibling module: run as a script, the script's folder is on sys.path.
-from _bound import count_paths, fewest_samples, hull_at, vote_count_bound
+from _bound import count_paths, fewest_samples, held_out_bound, hull_at, vote_count_bound
 from adaptive_strategies import AdaptiveConsistency
 from numpy.typing import NDArray
 
@@ -64,6 +68,8 @@ CONTROLLER_GAIN_SWEEP = (0.0, 0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008)
 CONTROLLER_CONF_SWEEP = (0.9, 0.95, 0.98, 0.995)
 # Per-sample costs for the hindsight bound's policies (from "sample to the end" to "stop early").
 BOUND_COSTS = tuple(float(c) for c in np.geomspace(1e-4, 5e-2, 19))
+# The held-out bound's folds: each fold's questions are scored with the rule fitted on the rest.
+HELD_OUT_FOLDS = 5
 
 
 @dataclass
@@ -380,19 +386,24 @@ def evaluate(
 
 
 def controller_config(
-    max_samples: int, posterior: Posterior, gain_horizon: int | None, gain_target: str | None = None
+    max_samples: int,
+    posterior: Posterior | None = None,
+    gain_horizon: int | None = None,
+    gain_target: str | None = None,
 ) -> ControllerConfig:
     """The controller's settings in this benchmark (the config's defaults where not given)."""
     extra: dict[str, Any] = {} if gain_horizon is None else {"gain_horizon": gain_horizon}
     if gain_target is not None:
         extra["gain_target"] = gain_target
-    return ControllerConfig(max_samples=max_samples, posterior=posterior, **extra)
+    if posterior is not None:
+        extra["posterior"] = posterior
+    return ControllerConfig(max_samples=max_samples, **extra)
 
 
 def controller_method(
     strategy: AdaptiveConsistency,
     max_samples: int,
-    posterior: Posterior = "two-answer",
+    posterior: Posterior | None = None,
     gain_horizon: int | None = None,
     gain_target: str | None = None,
 ) -> tuple[Callable[[Prepared], Outcome], Callable[[], None]]:
@@ -416,7 +427,7 @@ async def full_stack(
     seed: int,
     k: int,
     max_samples: int,
-    posterior: Posterior = "two-answer",
+    posterior: Posterior | None = None,
     gain_horizon: int | None = None,
 ) -> list[tuple[str | None, int, int, int]]:
     """The first k questions through the whole client, as (answer, samples, tokens, estimated).
@@ -492,7 +503,7 @@ def run_file(
     hardest: int | None = None,
     subset: int | None = None,
     order: str = "file",
-    posterior: Posterior = "two-answer",
+    posterior: Posterior | None = None,
     gain_horizon: int | None = None,
     gain_target: str | None = None,
 ) -> dict[str, object]:
@@ -581,6 +592,17 @@ def run_file(
             }
             for x in (full / 12, ac["mean_samples"] / 1.5):
                 room[reward][f"at {x:.2f} samples"] = round(hull_at(curve, x), 5)
+        # The label-free rule fitted on the other folds' questions, scored on each held-out
+        # fold: what unlabelled logs of fully sampled calls could teach a rule about new ones.
+        folds = [zlib.crc32(p.qid.encode()) % HELD_OUT_FOLDS for prepared in runs for p in prepared]
+        hpts = held_out_bound(paths, folds, BOUND_COSTS)
+        bounds["held-out"] = [[p.mean_samples, p.accuracy, p.mean_tokens] for p in hpts]
+        held = _curve(bounds["held-out"], 0)
+        room["held-out"] = {
+            name: round(hull_at(held, m["mean_samples"]) - m["accuracy"], 5) for name, m in methods.items()
+        }
+        for x in (full / 12, ac["mean_samples"] / 1.5):
+            room["held-out"][f"at {x:.2f} samples"] = round(hull_at(held, x), 5)
         curves |= {f"bound-{reward}": _curve(pts, 0) for reward, pts in bounds.items()}
         free = _curve(bounds["majority"], 0)
         free_tokens = _curve(token_bounds["majority"], 0)
@@ -613,6 +635,10 @@ def run_file(
     if bound:
         reachable = hull_at(free, ac["mean_samples"] / 1.5) >= methods[f"SC@{n}"]["accuracy"] - 0.002
         targets["samples"]["applies"] = reachable  # type: ignore[index]
+        # The same test on the held-out bound: could a rule learned from other questions' logs
+        # reach AC's samples / 1.5 within 0.2 point of SC@N on new ones?
+        learnable = hull_at(held, ac["mean_samples"] / 1.5) >= methods[f"SC@{n}"]["accuracy"] - 0.002
+        targets["samples"]["applies_held_out"] = learnable  # type: ignore[index]
         gap = hull_at(free, ctrl["mean_samples"]) - ctrl["accuracy"]
         targets["bound_gap"] = {"label_free_above_controller": gap, "holds": gap <= 0.003}
     result["targets"] = targets
@@ -640,6 +666,10 @@ def _pts(pts: Sequence[Sequence[float]], fmt: str = "{:.2f}:{:.4f}") -> str:
     return "  ".join(fmt.format(p[0], p[1]) for p in pts)
 
 
+# How each bound is named in the report.
+BOUND_LABELS = {"gold": "gold labels", "majority": "label-free", "held-out": "label-free, held out"}
+
+
 def print_report(f: str, res: dict[str, Any], shuffles: int) -> None:
     full_n = next(m["mean_samples"] for k, m in res["methods"].items() if k.startswith("SC@"))
     print(f"\n{f}  ({res['questions']} questions x {shuffles} shuffles, {res['seconds']}s)")
@@ -656,12 +686,11 @@ def print_report(f: str, res: dict[str, Any], shuffles: int) -> None:
         print(f"  controller minus {rival:<8}" + "  ".join(f"{g:+.4f}" for g in gap))
     for key, unit in (("bound", "samples"), ("bound_tokens", "tokens")):
         for reward, pts in res.get(key, {}).items():
-            label = f"bound in {unit} ({'gold labels' if reward == 'gold' else 'label-free'})"
-            print(f"  {label:<32}" + _pts(pts, "{:.2f}:{:.4f}" if unit == "samples" else "{:.0f}:{:.4f}"))
+            label = f"bound in {unit} ({BOUND_LABELS[reward]})"
+            print(f"  {label:<42}" + _pts(pts, "{:.2f}:{:.4f}" if unit == "samples" else "{:.0f}:{:.4f}"))
     for reward, gaps_ in res.get("bound_room", {}).items():
-        label = "gold labels" if reward == "gold" else "label-free"
         print(
-            f"  bound ({label}) above method at its samples: "
+            f"  bound ({BOUND_LABELS[reward]}) above method at its samples: "
             + ", ".join(f"{k} {v:.4f}" if k.startswith("at ") else f"{k} {v:+.4f}" for k, v in gaps_.items())
         )
     if "bound_tokens_room" in res:
@@ -678,6 +707,7 @@ def print_report(f: str, res: dict[str, Any], shuffles: int) -> None:
     )
     t = res["targets"]
     applies = t["samples"].get("applies")
+    held = t["samples"].get("applies_held_out")
     print(
         "  targets: accuracy >= min(SC, AC) - 0.2pt: "
         + ("yes" if t["accuracy"]["holds"] else "NO")
@@ -685,6 +715,7 @@ def print_report(f: str, res: dict[str, Any], shuffles: int) -> None:
         + f"samples AC/controller {t['samples']['ratio_vs_ac']:.2f}x (>= 1.5: "
         + ("yes" if t["samples"]["holds"] else "no")
         + ("" if applies is None else f"; the label-free bound {'allows it' if applies else 'rules it out'}")
+        + ("" if held is None else f", held out {'allows it' if held else 'rules it out'}")
         + f"); tokens AC/controller {t['tokens']['ratio_vs_ac']:.2f}x (>= 1.3: "
         + ("yes" if t["tokens"]["holds"] else "no")
         + ")"
@@ -736,8 +767,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--posterior",
         choices=POSTERIORS,
-        default="two-answer",
-        help="the controller's ControllerConfig.posterior (how its confidence and gain read the votes)",
+        default=None,
+        help="the controller's ControllerConfig.posterior, how its confidence and gain read the "
+        "votes (default: the config's default)",
     )
     ap.add_argument(
         "--gain-horizon",

@@ -20,6 +20,7 @@ from _bound import (
     best_rule,
     count_paths,
     fewest_samples,
+    held_out_bound,
     hull_at,
     vote_count_bound,
 )
@@ -78,6 +79,61 @@ def test_the_bound_spans_from_one_sample_to_all() -> None:
     assert isinstance(free, BoundPoint) and free.mean_tokens > dear.mean_tokens
 
 
+def every_order_twice() -> tuple[CountPaths, list[int]]:
+    """Every order of every question, each question once in fold 0 and once in fold 1."""
+    paths, folds = [], []
+    for fold in (0, 1):
+        for answers, gold in QUESTIONS:
+            for order in itertools.permutations(range(len(answers))):
+                paths.append(([answers[i] for i in order], [10 * (i + 1) for i in order], gold))
+                folds.append(fold)
+    return count_paths(paths), folds
+
+
+@pytest.mark.parametrize("cost", [0.0, 0.01, 0.05, 0.2, 1.0])
+def test_held_out_equals_in_sample_when_the_folds_hold_the_same_questions(cost: float) -> None:
+    cp, folds = every_order_twice()
+    (held,) = held_out_bound(cp, folds, [cost])
+    # Each fold's rule is fitted on a copy of the same paths: the in-sample rule of one copy
+    # (`every_order` numbers the states in the same order, so the sums are the same too).
+    (fitted,) = vote_count_bound(every_order(), "majority", [cost])
+    assert (held.mean_samples, held.accuracy, held.mean_tokens) == pytest.approx(
+        (fitted.mean_samples, fitted.accuracy, fitted.mean_tokens)
+    )
+
+
+def test_held_out_scores_each_fold_with_the_rule_learned_on_the_others() -> None:
+    # Fold 0: a question whose majority is "a" whatever the order; fold 1: one split 2-2,
+    # where the first answer seen is the whole vote's leader (ties go to the first seen).
+    easy = (["a", "a", "a", "a"], "a")
+    split = (["x", "y", "y", "x"], "y")
+    paths, folds = [], []
+    for fold, (answers, gold) in enumerate((easy, split)):
+        for order in itertools.permutations(range(4)):
+            paths.append(([answers[i] for i in order], [1, 1, 1, 1], gold))
+            folds.append(fold)
+    cp = count_paths(paths)
+    (held,) = held_out_bound(cp, folds, [0.01])
+    # Learned on the easy question alone, a rule stops at its first sample. That state is
+    # also the split's first state: the split question stops at one sample and is right
+    # exactly when "y" came first (half of the orders). Learned on the split alone, the
+    # easy question's first state (1 vote) is the split's too, and there the first answer
+    # seen already is the whole vote's leader: stop. So every path stops at one sample.
+    assert held.mean_samples == 1.0
+    assert held.accuracy == pytest.approx((1.0 + 0.5) / 2)
+    # In sample, the rule is the same (stopping at one sample is optimal for both questions).
+    (fitted,) = vote_count_bound(cp, "majority", [0.01])
+    assert fitted.mean_samples == 1.0
+
+
+def test_held_out_bound_refuses_what_it_cannot_hold_out() -> None:
+    cp = every_order()
+    with pytest.raises(ValueError, match="two folds"):
+        held_out_bound(cp, [0] * cp.states.shape[0], [0.01])
+    with pytest.raises(ValueError, match="one fold per path"):
+        held_out_bound(cp, [0, 1], [0.01])
+
+
 def test_leaders_break_ties_to_the_first_seen() -> None:
     cp = count_paths([(["y", "x", "x", "y"], [1, 1, 1, 1], "y")])
     assert cp.gold[0].tolist() == [1.0, 1.0, 0.0, 1.0]  # y, tie (y first), x leads, tie (y first)
@@ -132,6 +188,8 @@ def test_replay_benchmark_reports_methods_frontiers_and_bound(
     assert min(s for s, _ in gold_bound) < 12
     assert res["bound_room"]["gold"]["SC@12"] >= 0
     within = res["within_0.2pt"]
-    assert set(within) == {"AC-Beta", "ESC", "controller", "bound-gold", "bound-majority"}
+    assert set(within) == {"AC-Beta", "ESC", "controller", "bound-gold", "bound-majority", "bound-held-out"}
+    assert set(res["bound"]) == {"gold", "majority", "held-out"}
+    assert isinstance(res["targets"]["samples"]["applies_held_out"], bool)
     # The gold bound reaches the full vote's accuracy, so it is within 0.2 points somewhere.
     assert within["bound-gold"] is not None and within["bound-gold"] <= 12

@@ -6,6 +6,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
 import replay
 from _bound import count_paths, vote_count_bound
 
+from adaptive import ControllerConfig
 from adaptive.endpoints import load_recorded
 
 
@@ -180,3 +182,33 @@ def test_gain_target_reaches_the_controller(tmp_path: Path, capsys: pytest.Captu
     # samples instead of 6.71): a lead the few samples left cannot overturn is worth nothing
     # to it, while the unlimited answer is still open. (With 40, splits make it sample more.)
     assert samples["budget"] < samples["unlimited"]
+
+
+def test_the_controller_runs_the_configs_defaults_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The report's "controller" row is the default controller: every setting not given on the
+    # command line is ControllerConfig's own (the posterior was pinned to "two-answer" once).
+    made: list[ControllerConfig] = []
+    real = replay.controller_config
+
+    def spy(*args: Any, **kwargs: Any) -> ControllerConfig:
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(replay, "controller_config", spy)
+    _, fresh = replay.controller_method(replay.AdaptiveConsistency(max_samples=40), 40)
+    fresh()
+    default = ControllerConfig(max_samples=40)
+    assert made == [default]
+    assert replay.controller_config(40, posterior="two-answer").posterior == "two-answer"
+    assert replay.controller_config(40, gain_target="unlimited").gain_target == "unlimited"
+    # And the command line leaves them unset unless its flags are given.
+    seen: dict[str, Any] = {}
+
+    def fake_run_file(path: str, *args: Any, **kwargs: Any) -> dict[str, object]:
+        seen.update(kwargs)
+        return {}
+
+    monkeypatch.setattr(replay, "run_file", fake_run_file)
+    monkeypatch.setattr(replay, "print_report", lambda *args: None)
+    assert replay.main(["some.jsonl"]) == 0
+    assert seen["posterior"] is None and seen["gain_target"] is None and seen["gain_horizon"] is None
