@@ -43,6 +43,7 @@ current fit).
 
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 
@@ -68,8 +69,12 @@ _CACHE: weakref.WeakKeyDictionary[
 MAX_LOOKAHEAD = 64
 
 
-def _binom_row(n: int) -> NDArray[np.float64]:
-    return np.array([math.comb(n, j) for j in range(n + 1)], dtype=np.float64)
+@functools.cache
+def binom_row(n: int) -> NDArray[np.float64]:
+    """C(n, j) for j = 0..n (cached: the gains ask for the same rows over and over; read only)."""
+    row = np.array([math.comb(n, j) for j in range(n + 1)], dtype=np.float64)
+    row.flags.writeable = False
+    return row
 
 
 def budget_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, remaining: int) -> float:
@@ -123,9 +128,9 @@ def budget_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, remaini
 
     def value(k: int) -> float:
         # Outcome i of the next k votes (C(k, i) orders), then j of the other R - k.
-        rest = _binom_row(r - k)
-        pa = _binom_row(k) * np.correlate(win_a, rest, "valid")  # [i] = sum_j rest[j] win_a[i + j]
-        pb = _binom_row(k) * np.correlate(win_b, rest, "valid")
+        rest = binom_row(r - k)
+        pa = binom_row(k) * np.correlate(win_a, rest, "valid")  # [i] = sum_j rest[j] win_a[i + j]
+        pb = binom_row(k) * np.correlate(win_b, rest, "valid")
         return float(np.maximum(pa, pb).sum())
 
     now = value(0)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import anyio
 from pydantic import Field
 
+from ._accuracy_gain import accuracy_gain_per_sample
 from ._batching import Assessment, Batching, assess, hypothetical, next_batch, ordered, split_hypothetical
 from ._budget import Budget
 from ._budget_gain import budget_gain_per_sample
@@ -40,6 +41,11 @@ from ._tracing import start_call
 from .ledger._accounts import Account, check_accounts
 
 __all__ = ["Controller", "ControllerConfig", "uses_gain"]
+
+
+#: What the marginal gain is measured against (`ControllerConfig.gain_target`).
+GainTarget = Literal["unlimited", "budget", "accuracy"]
+GAIN_TARGETS: tuple[GainTarget, ...] = ("unlimited", "budget", "accuracy")
 
 
 class ControllerConfig(ValidatedModel):
@@ -75,6 +81,13 @@ class ControllerConfig(ValidatedModel):
             "unlimited": the answer unlimited voting gives, over batches of up to
             `gain_horizon` (the default before; it stops near-even splits that AC's rule
             samples on to a right majority). See adaptive/_budget_gain.py for the figures.
+            "accuracy": expected accuracy, reading an answer's vote share against the
+            runner-up as its chance of being right, over continuations up to the call's bound
+            (`gain_horizon` without one): a split that stays even is worth little, since
+            both picks are about as good, so hard questions stop sooner; in accuracy units,
+            so `value_usd` weighs like with like. Its gains are smaller: use it with a lower
+            `min_gain` (0.0002 measured; at the strategy's default 0.001 it loses up to 1
+            point on the hardest questions). See adaptive/_accuracy_gain.py for the figures.
         posterior: How the confidence and the marginal gain read the votes: "multiway" (the
             default: the leader against every rival, abstentions spending samples without a
             vote; see `adaptive._multiway`) or "two-answer" (the leader against the
@@ -91,7 +104,7 @@ class ControllerConfig(ValidatedModel):
     gain_horizon: int = Field(default=8, ge=1, le=64)
     calibrate: bool = True
     posterior: Posterior = "multiway"
-    gain_target: Literal["unlimited", "budget"] = "budget"
+    gain_target: GainTarget = "budget"
 
 
 def _less(left: int | None, k: int) -> int | None:
@@ -132,9 +145,11 @@ class Controller:
         to `gain_horizon` (one extra vote alone often cannot change the leader), or, with
         `gain_target="budget"` (the default) and a bound on the samples still to come, the
         rise in P(our pick is the majority once they are in) over every continuation up to
-        that bound. It is returned as a function: it costs more than the confidence and most
-        rules never read it. `abstentions` (samples with no answer) are read by the
-        "multiway" posterior only.
+        that bound; with `gain_target="accuracy"`, the rise in expected accuracy with vote
+        shares read as calibrated (`adaptive._accuracy_gain`), over continuations up to that
+        bound or, with none, up to `gain_horizon`. It is returned as a function: it costs more
+        than the confidence and most rules never read it. `abstentions` (samples with no
+        answer) are read by the "multiway" posterior only.
 
         Args:
             votes: Votes per answer, leader first.
@@ -154,14 +169,24 @@ class Controller:
             # Votes still to come at most: abstained samples are not in `votes`, so after
             # abstentions this overstates what is left (the call still stops at max_samples).
             remaining = self.config.max_samples - sum(votes.values())
-        if self.config.gain_target == "unlimited" or conf is None or remaining is None:
+        target = self.config.gain_target
+        if conf is None or target == "unlimited" or (remaining is None and target == "budget"):
             # No bound on the samples to come: there is no budget majority to aim at, so the
             # gain is the unlimited-vote one (`State.draws_left` None shows why).
             return conf, gain
-        remaining = max(0, remaining)
         it = iter(votes.values())
         v1, v2 = next(it, 0), next(it, 0)
         prior = self.prior
+        if target == "accuracy":
+            # Without a bound, continuations of up to `gain_horizon` samples are weighed.
+            ahead = self.config.gain_horizon if remaining is None else max(0, remaining)
+
+            def accuracy_gain() -> float:
+                return accuracy_gain_per_sample(prior, v1, v2, remaining=ahead)
+
+            return conf, accuracy_gain
+        assert remaining is not None
+        remaining = max(0, remaining)
 
         def budget_gain() -> float:
             return budget_gain_per_sample(prior, v1, v2, remaining=remaining)

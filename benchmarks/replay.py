@@ -53,7 +53,7 @@ from adaptive_strategies import AdaptiveConsistency
 from numpy.typing import NDArray
 
 from adaptive import AnswerSpec, Client, ControllerConfig, ReplayEndpoint, State, StopRule, majority_vote
-from adaptive._controller import Controller
+from adaptive._controller import GAIN_TARGETS, Controller
 from adaptive._extractors import FunctionExtractor
 from adaptive._multiway import POSTERIORS, Posterior
 from adaptive._posterior import beta_confidence
@@ -429,6 +429,8 @@ async def full_stack(
     max_samples: int,
     posterior: Posterior | None = None,
     gain_horizon: int | None = None,
+    gain_target: str | None = None,
+    min_gain: float | None = None,
 ) -> list[tuple[str | None, int, int, int]]:
     """The first k questions through the whole client, as (answer, samples, tokens, estimated).
 
@@ -442,14 +444,17 @@ async def full_stack(
     level = log.level
     log.setLevel(logging.ERROR)
     try:
-        config = controller_config(max_samples, posterior, gain_horizon)
+        config = controller_config(max_samples, posterior, gain_horizon, gain_target)
+        extra = {} if min_gain is None else {"min_gain": min_gain}
         async with Client(ep, controller=config) as client:
             for q in questions[:k]:
                 r = await client.run(
                     ReplayEndpoint.prompt_for(q),
                     # "cheap": the sizing `controller_run` mirrors (the default "balanced" also
                     # cancels part-way through later rounds; see benchmarks/latency.py).
-                    strategy=AdaptiveConsistency(answer=spec, max_samples=max_samples, latency="cheap"),
+                    strategy=AdaptiveConsistency(
+                        answer=spec, max_samples=max_samples, latency="cheap", **extra
+                    ),
                 )
                 estimated = sum(1 for e in r.trace if e.kind == "done" and e.data.get("estimated"))
                 out.append((r.answer, r.generated, r.usage.completion_tokens, estimated))
@@ -506,6 +511,7 @@ def run_file(
     posterior: Posterior | None = None,
     gain_horizon: int | None = None,
     gain_target: str | None = None,
+    min_gain: float | None = None,
 ) -> dict[str, object]:
     questions = load_recorded(path)
     spec = spec_for(extract)
@@ -532,13 +538,15 @@ def run_file(
         swept["ESC"].append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if w == 5:
             methods["ESC-5"] = r
-    default = AdaptiveConsistency(max_samples=n)
+    default = AdaptiveConsistency(max_samples=n, **({} if min_gain is None else {"min_gain": min_gain}))
     settings = [default]
     if sweep:  # the controller runs one question at a time: its sweep is the slow part
         settings = [default.model_copy(update={"min_gain": g}) for g in CONTROLLER_GAIN_SWEEP]
         settings += [
             default.model_copy(update={"confidence": c, "min_gain": 0.0}) for c in CONTROLLER_CONF_SWEEP
         ]
+        if default not in settings:  # a --min-gain off the sweep's grid is the reported row
+            settings.append(default)
     points = []
     for setting in settings:
         run, fresh = controller_method(setting, n, posterior, gain_horizon, gain_target)
@@ -646,10 +654,12 @@ def run_file(
     result["shuffles"] = shuffles
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if check:
-        run, fresh = controller_method(default, n, posterior, gain_horizon)
+        run, fresh = controller_method(default, n, posterior, gain_horizon, gain_target)
         fresh()
         fast = [run(p) for p in runs[0][:check]]
-        slow = anyio.run(full_stack, chosen[0], spec, 0, check, n, posterior, gain_horizon)
+        slow = anyio.run(
+            full_stack, chosen[0], spec, 0, check, n, posterior, gain_horizon, gain_target, min_gain
+        )
         mismatches = sum(a[:2] != b[:2] for a, b in zip(fast, slow, strict=True))
         result["full_stack_check"] = {
             "questions": min(check, len(fast)),
@@ -759,10 +769,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument(
         "--gain-target",
-        choices=("unlimited", "budget"),
+        choices=GAIN_TARGETS,
         default=None,
-        help="the controller's ControllerConfig.gain_target (default: the config's default; the "
-        "full-stack check always runs the default)",
+        help="the controller's ControllerConfig.gain_target (default: the config's default)",
+    )
+    ap.add_argument(
+        "--min-gain",
+        type=float,
+        default=None,
+        help="AdaptiveConsistency's min_gain for the controller row (default: the strategy's default)",
     )
     ap.add_argument(
         "--posterior",
@@ -799,6 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             gain_target=args.gain_target,
             posterior=args.posterior,
             gain_horizon=args.gain_horizon,
+            min_gain=args.min_gain,
         )
         print_report(f, report[f], args.shuffles)
     if args.json:

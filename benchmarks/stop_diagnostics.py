@@ -25,7 +25,7 @@ from replay import _votes, ac_beta, parse, prepare, select_runs, spec_for
 
 from adaptive import ControllerConfig, State, majority_vote
 from adaptive._batching import ordered
-from adaptive._controller import Controller
+from adaptive._controller import GAIN_TARGETS, Controller
 from adaptive._posterior import beta_confidence
 from adaptive._stop import Confident, LowMarginalGain
 from adaptive.endpoints import load_recorded
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="the counterfactual: never learn the prior (AC's uniform one throughout)",
     )
-    ap.add_argument("--gain-target", choices=("unlimited", "budget"), default="unlimited")
+    ap.add_argument("--gain-target", choices=GAIN_TARGETS, default="unlimited")
     args = ap.parse_args(argv)
     questions = load_recorded(args.file)
     spec = spec_for(args.extract)

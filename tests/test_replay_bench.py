@@ -184,6 +184,25 @@ def test_gain_target_reaches_the_controller(tmp_path: Path, capsys: pytest.Captu
     assert samples["budget"] < samples["unlimited"]
 
 
+def test_accuracy_target_and_min_gain_reach_the_controller_and_the_full_stack_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_file(tmp_path, count=60)
+    rows = {}
+    for extra in ([], ["--gain-target", "accuracy"], ["--gain-target", "accuracy", "--min-gain", "0.0002"]):
+        argv = [str(path), "--shuffles", "2", "--check", "30", "--no-bound", "--json", *extra]
+        assert replay.main(argv) == 0
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["files"][str(path)]
+        # The cross-check runs the reported settings through the real client, and agrees.
+        assert res["full_stack_check"]["mismatches"] == 0
+        rows[" ".join(extra)] = res["methods"]["controller"]["mean_samples"]
+    default, accuracy, careful = rows.values()
+    # Even splits are worth little in accuracy: at the same min_gain the accuracy target
+    # samples less; a lower min_gain buys some of it back.
+    assert accuracy < default
+    assert accuracy < careful
+
+
 def test_the_controller_runs_the_configs_defaults_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     # The report's "controller" row is the default controller: every setting not given on the
     # command line is ControllerConfig's own (the posterior was pinned to "two-answer" once).
