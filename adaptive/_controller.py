@@ -86,8 +86,9 @@ class ControllerConfig(ValidatedModel):
             (`gain_horizon` without one): a split that stays even is worth little, since
             both picks are about as good, so hard questions stop sooner; in accuracy units,
             so `value_usd` weighs like with like. Its gains are smaller: use it with a lower
-            `min_gain` (0.0002 measured; at the strategy's default 0.001 it loses up to 1
-            point on the hardest questions). See adaptive/_accuracy_gain.py for the figures.
+            `min_gain` (0.0002 measured; at the strategy's default 0.001 it loses 1.6
+            points against the budget target on the hardest last-letters questions). See
+            adaptive/_accuracy_gain.py for the figures.
         posterior: How the confidence and the marginal gain read the votes: "multiway" (the
             default: the leader against every rival, abstentions spending samples without a
             vote; see `adaptive._multiway`) or "two-answer" (the leader against the
