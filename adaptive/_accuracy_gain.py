@@ -67,7 +67,7 @@ import weakref
 import numpy as np
 from numpy.typing import NDArray
 
-from ._budget_gain import MAX_LOOKAHEAD, binom_row
+from ._budget_gain import MAX_LOOKAHEAD, binom_row, fit_cache
 from ._exceptions import ConfigError
 from ._posterior import ConsistencyPrior
 
@@ -125,11 +125,7 @@ def accuracy_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, remai
         return 0.0
     r = min(remaining, MAX_LOOKAHEAD)
     table = prior._moments(v1 + v2 + r + 2)
-    entry = _CACHE.get(prior)
-    if entry is None or entry[0] is not table:
-        entry = (table, {})
-        _CACHE[prior] = entry
-    cache = entry[1]
+    cache = fit_cache(_CACHE, prior, table)
     key = (v1, v2, r)
     hit = cache.get(key)
     if hit is not None:

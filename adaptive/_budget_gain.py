@@ -57,9 +57,10 @@ __all__ = ["budget_gain_per_sample"]
 
 # Per prior: the moment table the cached values were computed from, and the values. A refit
 # replaces the table, which empties the cache.
-_CACHE: weakref.WeakKeyDictionary[
-    ConsistencyPrior, tuple[NDArray[np.float64], dict[tuple[int, int, int], float]]
-] = weakref.WeakKeyDictionary()
+_K = tuple[int, int, int]
+_CACHE: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 #: The most votes ahead the gain looks: a longer budget is valued as if it ended this many
@@ -67,6 +68,22 @@ _CACHE: weakref.WeakKeyDictionary[
 #: lead still in doubt after 64 more votes is a near-even split, on which the majority after 64
 #: and after 1,000 votes agree about as often as either agrees with a coin.
 MAX_LOOKAHEAD = 64
+
+
+def fit_cache(
+    store: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]],
+    prior: ConsistencyPrior,
+    table: NDArray[np.float64],
+) -> dict[_K, float]:
+    """The values cached in `store` for `prior`'s current fit (`table`, its moment table).
+
+    A refit replaces the table, so the values of an older fit are dropped, never returned.
+    """
+    entry = store.get(prior)
+    if entry is None or entry[0] is not table:
+        entry = (table, {})
+        store[prior] = entry
+    return entry[1]
 
 
 @functools.cache
@@ -106,11 +123,7 @@ def budget_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, remaini
         return 0.0
     r = min(remaining, MAX_LOOKAHEAD)
     table = prior._moments(v1 + v2 + r + 1)
-    entry = _CACHE.get(prior)
-    if entry is None or entry[0] is not table:
-        entry = (table, {})
-        _CACHE[prior] = entry
-    cache = entry[1]
+    cache = fit_cache(_CACHE, prior, table)
     key = (v1, v2, r)
     hit = cache.get(key)
     if hit is not None:

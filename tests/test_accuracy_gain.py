@@ -6,16 +6,13 @@ import itertools
 
 import pytest
 
+# The budget target's tests' prior: 20 unanimous questions and 10 near-even ones.
+from test_budget_gain import _fitted
+
 from adaptive import ConfigError, ConsistencyPrior, ControllerConfig
 from adaptive._accuracy_gain import accuracy_gain_per_sample, expected_share
 from adaptive._budget_gain import budget_gain_per_sample
 from adaptive._controller import Controller
-
-
-def _fitted() -> ConsistencyPrior:
-    prior = ConsistencyPrior()
-    prior.fit([(10, 0)] * 20 + [(5, 4)] * 10)
-    return prior
 
 
 def _brute(prior: ConsistencyPrior, v1: int, v2: int, remaining: int) -> float:
