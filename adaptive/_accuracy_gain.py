@@ -67,8 +67,7 @@ import weakref
 import numpy as np
 from numpy.typing import NDArray
 
-from ._budget_gain import MAX_LOOKAHEAD, binom_row, fit_cache
-from ._exceptions import ConfigError
+from ._budget_gain import MAX_LOOKAHEAD, binom_row, check_counts, fit_cache
 from ._posterior import ConsistencyPrior
 
 __all__ = ["accuracy_gain_per_sample", "expected_share"]
@@ -80,11 +79,6 @@ _CACHE: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
-def _check(v1: int, v2: int) -> None:
-    if v2 < 0 or v1 < v2:
-        raise ConfigError(f"need v1 >= v2 >= 0 (the leader's count first); got v1={v1}, v2={v2}")
-
-
 def expected_share(prior: ConsistencyPrior, v1: int, v2: int) -> float:
     """E[q | v1, v2]: the leader's expected long-run share of the two-way votes.
 
@@ -94,7 +88,7 @@ def expected_share(prior: ConsistencyPrior, v1: int, v2: int) -> float:
     Raises:
         ConfigError: v1 < v2 or a negative count.
     """
-    _check(v1, v2)
+    check_counts(v1, v2)
     m = prior._moments(v1 + v2 + 2)
     z = float(m[v1, v2] + m[v2, v1])
     if not z > 0:  # underflow far out in the tails: the leader's share is the dominant one
@@ -120,7 +114,7 @@ def accuracy_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, remai
     Raises:
         ConfigError: v1 < v2 or a negative count.
     """
-    _check(v1, v2)
+    check_counts(v1, v2)
     if remaining <= 0 or v1 <= 0:
         return 0.0
     r = min(remaining, MAX_LOOKAHEAD)

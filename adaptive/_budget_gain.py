@@ -70,6 +70,12 @@ _CACHE: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], d
 MAX_LOOKAHEAD = 64
 
 
+def check_counts(v1: int, v2: int) -> None:
+    """Refuse counts that are not a leader's and a runner-up's (ConfigError)."""
+    if v2 < 0 or v1 < v2:
+        raise ConfigError(f"need v1 >= v2 >= 0 (the leader's count first); got v1={v1}, v2={v2}")
+
+
 def fit_cache(
     store: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]],
     prior: ConsistencyPrior,
@@ -115,8 +121,7 @@ def budget_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, remaini
     Raises:
         ConfigError: v1 < v2 or a negative count.
     """
-    if v2 < 0 or v1 < v2:
-        raise ConfigError(f"need v1 >= v2 >= 0 (the leader's count first); got v1={v1}, v2={v2}")
+    check_counts(v1, v2)
     if remaining <= 0 or v1 <= 0 or v1 - v2 >= remaining:
         # Nothing left, or a lead the rest cannot overturn: at worst the budget ends on a tie,
         # which either pick gets half right, so the leader is the best pick whatever comes.

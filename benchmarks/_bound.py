@@ -172,9 +172,12 @@ def _policy(
 
 
 def _stops_at(cp: CountPaths, stop: NDArray[np.bool_]) -> NDArray[np.int64]:
-    """Per path, the step at which a policy stops: its first stopping state (final states do)."""
+    """Per path, the step at which a policy stops: its first stopping state.
+
+    Every path ends in a final state, and `_policy` stops in every final state, so each path
+    has one.
+    """
     halt = np.where(cp.states >= 0, stop[np.maximum(cp.states, 0)], False)
-    halt[np.arange(len(halt)), (cp.states >= 0).sum(axis=1) - 1] = True  # a path's last sample
     return np.argmax(halt, axis=1).astype(np.int64)
 
 

@@ -591,7 +591,13 @@ def run_file(
             # so the sweep spans the same range as the per-sample one.
             tpts = vote_count_bound(paths, reward, [c / mean_tokens for c in BOUND_COSTS], per_token=True)
             token_bounds[reward] = [[p.mean_tokens, p.accuracy, p.mean_samples] for p in tpts]
-            curve = _curve(bounds[reward], 0)
+        # The label-free rule fitted on the other folds' questions, scored on each held-out
+        # fold: what unlabelled logs of fully sampled calls could teach a rule about new ones.
+        folds = [zlib.crc32(p.qid.encode()) % HELD_OUT_FOLDS for prepared in runs for p in prepared]
+        hpts = held_out_bound(paths, folds, BOUND_COSTS)
+        bounds["held-out"] = [[p.mean_samples, p.accuracy, p.mean_tokens] for p in hpts]
+        for reward, pts in bounds.items():
+            curve = _curve(pts, 0)
             # How far the bound lies above each method at that method's mean samples, and where
             # it stands at a twelfth of the full samples and at AC-Beta-0.95's samples / 1.5.
             room[reward] = {
@@ -600,17 +606,7 @@ def run_file(
             }
             for x in (full / 12, ac["mean_samples"] / 1.5):
                 room[reward][f"at {x:.2f} samples"] = round(hull_at(curve, x), 5)
-        # The label-free rule fitted on the other folds' questions, scored on each held-out
-        # fold: what unlabelled logs of fully sampled calls could teach a rule about new ones.
-        folds = [zlib.crc32(p.qid.encode()) % HELD_OUT_FOLDS for prepared in runs for p in prepared]
-        hpts = held_out_bound(paths, folds, BOUND_COSTS)
-        bounds["held-out"] = [[p.mean_samples, p.accuracy, p.mean_tokens] for p in hpts]
         held = _curve(bounds["held-out"], 0)
-        room["held-out"] = {
-            name: round(hull_at(held, m["mean_samples"]) - m["accuracy"], 5) for name, m in methods.items()
-        }
-        for x in (full / 12, ac["mean_samples"] / 1.5):
-            room["held-out"][f"at {x:.2f} samples"] = round(hull_at(held, x), 5)
         curves |= {f"bound-{reward}": _curve(pts, 0) for reward, pts in bounds.items()}
         free = _curve(bounds["majority"], 0)
         free_tokens = _curve(token_bounds["majority"], 0)
