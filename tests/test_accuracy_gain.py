@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 # The budget target's tests' prior: 20 unanimous questions and 10 near-even ones.
-from test_budget_gain import _fitted
+from test_budget_gain import BRUTE_STATES, _fitted
 
 from adaptive import ConfigError, ConsistencyPrior, ControllerConfig
 from adaptive._accuracy_gain import accuracy_gain_per_sample, expected_share
@@ -39,9 +39,7 @@ def _brute(prior: ConsistencyPrior, v1: int, v2: int, remaining: int) -> float:
 
 
 @pytest.mark.parametrize("prior", [ConsistencyPrior(), _fitted()], ids=["uniform", "fitted"])
-@pytest.mark.parametrize(
-    "v1,v2,remaining", [(1, 0, 3), (2, 1, 5), (3, 3, 4), (5, 1, 6), (2, 0, 7), (4, 4, 1)]
-)
+@pytest.mark.parametrize("v1,v2,remaining", BRUTE_STATES)
 def test_gain_equals_enumerating_every_continuation(
     prior: ConsistencyPrior, v1: int, v2: int, remaining: int
 ) -> None:
