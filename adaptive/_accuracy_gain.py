@@ -67,7 +67,7 @@ import weakref
 import numpy as np
 from numpy.typing import NDArray
 
-from ._budget_gain import MAX_LOOKAHEAD, binom_row, check_counts, fit_cache
+from ._budget_gain import binom_row, cached_gain, check_counts
 from ._posterior import ConsistencyPrior
 
 __all__ = ["accuracy_gain_per_sample", "expected_share"]
@@ -114,30 +114,22 @@ def accuracy_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, remai
     Raises:
         ConfigError: v1 < v2 or a negative count.
     """
-    check_counts(v1, v2)
-    if remaining <= 0 or v1 <= 0:
-        return 0.0
-    r = min(remaining, MAX_LOOKAHEAD)
-    table = prior._moments(v1 + v2 + r + 2)
-    cache = fit_cache(_CACHE, prior, table)
-    key = (v1, v2, r)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    z = float(table[v1, v2] + table[v2, v1])
-    if not z > 0:  # underflow far out in the tails: the leader is certain, nothing to gain
-        cache[key] = 0.0
-        return 0.0
-    share = float(table[v1 + 1, v2] + table[v2, v1 + 1])  # E[q] * z
-    now = max(share, z - share)
-    best = 0.0
-    for k in range(1, r + 1):
-        i = np.arange(k + 1)
-        a, b = v1 + i, v2 + k - i
-        # Per outcome (i more for the leader): its prior mass and the leader's share times it.
-        mass = table[a, b] + table[b, a]
-        lead = table[a + 1, b] + table[b, a + 1]
-        after = float(binom_row(k) @ np.maximum(lead, mass - lead))
-        best = max(best, (after - now) / (z * k))
-    cache[key] = best
-    return best
+
+    def compute(table: NDArray[np.float64], r: int) -> float:
+        z = float(table[v1, v2] + table[v2, v1])
+        share = float(table[v1 + 1, v2] + table[v2, v1 + 1])  # E[q] * z
+        now = max(share, z - share)
+        best = 0.0
+        for k in range(1, r + 1):
+            i = np.arange(k + 1)
+            a, b = v1 + i, v2 + k - i
+            # Per outcome (i more for the leader): its prior mass and the leader's share times it.
+            mass = table[a, b] + table[b, a]
+            lead = table[a + 1, b] + table[b, a + 1]
+            after = float(binom_row(k) @ np.maximum(lead, mass - lead))
+            best = max(best, (after - now) / (z * k))
+        return best
+
+    # A lead the rest cannot overturn can still be worth votes here: accuracy, not the
+    # budget's majority, is the target.
+    return cached_gain(_CACHE, prior, v1, v2, remaining, compute, pad=2, lead_settles=False)

@@ -46,6 +46,8 @@ from __future__ import annotations
 import functools
 import math
 import weakref
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -58,6 +60,8 @@ __all__ = ["budget_gain_per_sample"]
 # Per prior: the moment table the cached values were computed from, and the values. A refit
 # replaces the table, which empties the cache.
 _K = tuple[int, int, int]
+_Key = TypeVar("_Key")
+_V = TypeVar("_V")
 _CACHE: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]] = (
     weakref.WeakKeyDictionary()
 )
@@ -77,10 +81,10 @@ def check_counts(v1: int, v2: int) -> None:
 
 
 def fit_cache(
-    store: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]],
+    store: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_Key, _V]]],
     prior: ConsistencyPrior,
     table: NDArray[np.float64],
-) -> dict[_K, float]:
+) -> dict[_Key, _V]:
     """The values cached in `store` for `prior`'s current fit (`table`, its moment table).
 
     A refit replaces the table, so the values of an older fit are dropped, never returned.
@@ -90,6 +94,44 @@ def fit_cache(
         entry = (table, {})
         store[prior] = entry
     return entry[1]
+
+
+def cached_gain(
+    store: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]],
+    prior: ConsistencyPrior,
+    v1: int,
+    v2: int,
+    remaining: int,
+    compute: Callable[[NDArray[np.float64], int], float],
+    *,
+    pad: int = 1,
+    lead_settles: bool = True,
+) -> float:
+    """What the gains share: the counts checked, the trivial cases, the cache, the tails.
+
+    `compute(table, r)` values the state with r = min(remaining, MAX_LOOKAHEAD) votes to come,
+    from the prior's moment table (rows up to v1 + v2 + r + pad); it is called only when the
+    state is in doubt and not yet cached under the current fit, and what it returns is
+    clipped at 0. With `lead_settles`, a lead the remaining votes cannot overturn is worth
+    nothing (at worst the budget ends on a tie, which either pick gets half right, so the
+    leader is the best pick whatever comes).
+
+    Raises:
+        ConfigError: v1 < v2 or a negative count.
+    """
+    check_counts(v1, v2)
+    if remaining <= 0 or v1 <= 0 or (lead_settles and v1 - v2 >= remaining):
+        return 0.0
+    r = min(remaining, MAX_LOOKAHEAD)
+    table = prior._moments(v1 + v2 + r + pad)
+    cache = fit_cache(store, prior, table)
+    key = (v1, v2, r)
+    hit = cache.get(key)
+    if hit is None:
+        # Both moments underflow far out in the tails: the leader is certain, nothing to gain.
+        in_doubt = float(table[v1, v2] + table[v2, v1]) > 0
+        hit = cache[key] = max(0.0, compute(table, r)) if in_doubt else 0.0
+    return hit
 
 
 @functools.cache
@@ -121,37 +163,24 @@ def budget_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, remaini
     Raises:
         ConfigError: v1 < v2 or a negative count.
     """
-    check_counts(v1, v2)
-    if remaining <= 0 or v1 <= 0 or v1 - v2 >= remaining:
-        # Nothing left, or a lead the rest cannot overturn: at worst the budget ends on a tie,
-        # which either pick gets half right, so the leader is the best pick whatever comes.
-        return 0.0
-    r = min(remaining, MAX_LOOKAHEAD)
-    table = prior._moments(v1 + v2 + r + 1)
-    cache = fit_cache(_CACHE, prior, table)
-    key = (v1, v2, r)
-    hit = cache.get(key)
-    if hit is not None:
-        return hit
-    t = np.arange(r + 1)
-    a, b = v1 + t, v2 + r - t
-    z = float(table[v1, v2] + table[v2, v1])
-    if not z > 0:  # underflow far out in the tails: the leader is certain, nothing to gain
-        cache[key] = 0.0
-        return 0.0
-    # P(one particular order of the R votes with t to the leader), and who wins at the end.
-    seq = (table[a, b] + table[b, a]) / z
-    leader_wins = np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
-    win_a, win_b = seq * leader_wins, seq * (1.0 - leader_wins)
 
-    def value(k: int) -> float:
-        # Outcome i of the next k votes (C(k, i) orders), then j of the other R - k.
-        rest = binom_row(r - k)
-        pa = binom_row(k) * np.correlate(win_a, rest, "valid")  # [i] = sum_j rest[j] win_a[i + j]
-        pb = binom_row(k) * np.correlate(win_b, rest, "valid")
-        return float(np.maximum(pa, pb).sum())
+    def compute(table: NDArray[np.float64], r: int) -> float:
+        t = np.arange(r + 1)
+        a, b = v1 + t, v2 + r - t
+        z = float(table[v1, v2] + table[v2, v1])
+        # P(one particular order of the R votes with t to the leader), and who wins at the end.
+        seq = (table[a, b] + table[b, a]) / z
+        leader_wins = np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
+        win_a, win_b = seq * leader_wins, seq * (1.0 - leader_wins)
 
-    now = value(0)
-    best = max((value(k) - now) / k for k in range(1, r + 1))
-    cache[key] = max(0.0, best)
-    return cache[key]
+        def value(k: int) -> float:
+            # Outcome i of the next k votes (C(k, i) orders), then j of the other R - k.
+            rest = binom_row(r - k)
+            pa = binom_row(k) * np.correlate(win_a, rest, "valid")  # [i] = sum_j rest[j] win_a[i + j]
+            pb = binom_row(k) * np.correlate(win_b, rest, "valid")
+            return float(np.maximum(pa, pb).sum())
+
+        now = value(0)
+        return max((value(k) - now) / k for k in range(1, r + 1))
+
+    return cached_gain(_CACHE, prior, v1, v2, remaining, compute)
