@@ -46,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the counterfactual: never learn the prior (AC's uniform one throughout)",
     )
     ap.add_argument("--gain-target", choices=GAIN_TARGETS, default="unlimited")
+    ap.add_argument("--min-gain", type=float, default=None, help="the strategy's min_gain (default: its own)")
     args = ap.parse_args(argv)
     questions = load_recorded(args.file)
     spec = spec_for(args.extract)
@@ -55,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         questions, parsed, args.shuffles, hardest=args.hardest, subset=args.questions, order=args.order
     )
     runs = [prepare(qs, spec, seed, parsed) for seed, qs in enumerate(chosen)]
-    strategy = AdaptiveConsistency(max_samples=n)
+    extra = {} if args.min_gain is None else {"min_gain": args.min_gain}
+    strategy = AdaptiveConsistency(max_samples=n, **extra)
     rule = strategy.default_stop()
     assert rule is not None
     leaves = list(getattr(rule, "rules", [rule]))
