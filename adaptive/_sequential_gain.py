@@ -47,12 +47,12 @@ losses against AC, both 11-6 splits with a third answer stopped at 18 and 22 sam
 full vote settles right; `benchmarks/stop_diagnostics.py --gain-target sequential --min-gain
 0.008`). At equal samples its frontier is ahead of the budget target's by about 0.05 point on
 both full files (the budget target's own sweep: last letters .8298@4.52, .8276@4.09). It is an
-option, not the default: the price is a constant, and 0.008 sits just under a cliff (on the
-full files a price of 0.010 makes a 2-0 lead a stop under the learned priors: on last letters
-68% of calls end at 2 samples, against 4% at 0.008, and accuracy falls to .8264@3.34, under
-its floor), and where that cliff lies moves with how often the traffic's samples agree.
-It is also slower to replay (about 100 s for 500 questions x 20 shuffles against 12 s; a live
-decision takes about 1 ms).
+option, not the default: the price is a constant, and 0.008 sits just under a cliff (at 0.010
+a 2-0 lead becomes a stop under the learned prior: on last letters 68% of calls end at 2
+samples, against 4% at 0.008, and accuracy falls to .8264@3.34, under its floor), and where
+that cliff lies moves with how often the traffic's samples agree. It is also slower to replay
+(about 70 s for last letters' 500 questions x 20 shuffles, against 13 s for the budget
+target; a decision takes about half a millisecond).
 
 Pure: same arguments, same answer (the only state kept is a cache tied to the prior's current
 fit).
@@ -81,8 +81,8 @@ _ROWS: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], di
     weakref.WeakKeyDictionary()
 )
 
-#: Dinkelbach steps at most (it settles in 2-6 on the shared files' states; the cap only
-#: guards against a price that creeps up by rounding).
+#: Dinkelbach steps at most (from the trial prices' best it settles in one or two more; the
+#: cap only guards against a price that creeps up by rounding).
 _MAX_STEPS = 60
 
 
@@ -120,18 +120,19 @@ def _best_rules(
     to the leader); `prices` a column, one row of the answer per price.
     """
     r = len(ups)
+    # Only the value (E[P(right) at T] - price * E[T]) and E[T] are carried back: the reward
+    # at the end is value + price * length, two fewer arrays per step on this hot path.
     value = np.broadcast_to(rights[r], (len(prices), r + 1))
-    reward, length = value, np.zeros_like(value)
+    length = np.zeros_like(value)
     for m in range(r - 1, -1, -1):
         p = ups[m]
-        on = -prices + p * value[:, 1:] + (1.0 - p) * value[:, :-1]
-        on_reward = p * reward[:, 1:] + (1.0 - p) * reward[:, :-1]
-        on_length = 1.0 + p * length[:, 1:] + (1.0 - p) * length[:, :-1]
+        low, low_length = value[:, :-1], length[:, :-1]
+        on = low + p * (value[:, 1:] - low) - prices
+        on_length = low_length + p * (length[:, 1:] - low_length) + 1.0
         if m == 0:  # T >= 1: the first step is taken, whatever it is worth
-            return on_reward[:, 0], on_length[:, 0]
+            return on[:, 0] + prices[:, 0] * on_length[:, 0], on_length[:, 0]
         go = on > rights[m]
         value = np.where(go, on, rights[m])
-        reward = np.where(go, on_reward, rights[m])
         length = np.where(go, on_length, 0.0)
     raise AssertionError("unreachable: r >= 1")
 
