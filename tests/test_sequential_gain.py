@@ -162,3 +162,27 @@ def test_the_controller_reads_it_with_a_bound_and_falls_back_without_one() -> No
     free, reference = seq.assess(votes)[1], unlimited.assess(votes)[1]
     assert free is not None and reference is not None
     assert free() == reference()  # no bound: no budget majority to aim at
+
+
+@pytest.mark.asyncio
+async def test_a_call_through_the_client_stops_on_the_sequential_gain_it_reports() -> None:
+    # A split question through the whole client: the receipt's stop names the gain rule, with
+    # the gain it read, which is this module's value at the call's final vote state.
+    from adaptive_strategies import AdaptiveConsistency
+    from test_self_consistency import by_seed, endpoint, run
+
+    answers = "AABABAAABAAAABAAAAAAABAA"
+    results = {}
+    for target in ("budget", "sequential"):
+        config = ControllerConfig(batch_as_n=False, gain_target=target, calibrate=False)
+        ep = endpoint(by_seed(lambda s: answers[s % len(answers)]))
+        strategy = AdaptiveConsistency(max_samples=24, min_gain=0.004, latency="cheap")
+        results[target] = await run(ep, strategy, controller=config)
+    seq = results["sequential"]
+    assert seq.stop_reason == "low_gain" and seq.stop is not None and seq.stop.value is not None
+    a, b = sorted(seq.votes.values(), reverse=True) + [0] * (2 - len(seq.votes))
+    expected = sequential_gain_per_sample(ConsistencyPrior(), a, b, remaining=24 - a - b)
+    assert seq.stop.value == pytest.approx(expected, abs=1e-15)
+    assert expected < 0.004
+    # At the same min_gain the budget target's smaller gains stop sooner (8 samples to 12).
+    assert results["budget"].generated < seq.generated
