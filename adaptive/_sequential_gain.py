@@ -149,11 +149,11 @@ def sequential_gain_per_sample(prior: ConsistencyPrior, v1: int, v2: int, *, rem
     gain: third answers and abstentions are not counted; a final tie is half right).
 
     Args:
-        prior: The consistency prior (uniform: AC's Beta model).
+        prior: The consistency prior the votes are read under.
         v1: The leader's votes.
         v2: The runner-up's votes (v2 <= v1).
-        remaining: Samples left in the budget; 0 or fewer: nothing left to gain. Past
-            `MAX_LOOKAHEAD` the target is the majority after that many more votes.
+        remaining: Samples the call may still draw (`State.draws_left`), looked at up to
+            `MAX_LOOKAHEAD`, as for `budget_gain_per_sample`.
 
     Returns:
         sup over stopping times T >= 1 of (E[P(right) at T] - P(right) now) / E[T]; 0 when
