@@ -67,16 +67,14 @@ import weakref
 import numpy as np
 from numpy.typing import NDArray
 
-from ._budget_gain import binom_row, cached_gain, check_counts
+from ._budget_gain import GainCache, binom_row, cached_gain, check_counts
 from ._posterior import ConsistencyPrior
 
 __all__ = ["accuracy_gain_per_sample", "expected_share"]
 
 # Per prior: the moment table the cached values were computed from, and the values. A refit
 # replaces the table, which empties the cache.
-_CACHE: weakref.WeakKeyDictionary[
-    ConsistencyPrior, tuple[NDArray[np.float64], dict[tuple[int, int, int], float]]
-] = weakref.WeakKeyDictionary()
+_CACHE: GainCache = weakref.WeakKeyDictionary()
 
 
 def expected_share(prior: ConsistencyPrior, v1: int, v2: int) -> float:

@@ -62,9 +62,9 @@ __all__ = ["budget_gain_per_sample"]
 _K = tuple[int, int, int]
 _Key = TypeVar("_Key")
 _V = TypeVar("_V")
-_CACHE: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: The store every gain keeps its values in: per prior, (moment table, {(v1, v2, r): gain}).
+GainCache = weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]]
+_CACHE: GainCache = weakref.WeakKeyDictionary()
 
 
 #: The most votes ahead the gain looks: a longer budget is valued as if it ended this many
@@ -97,7 +97,7 @@ def fit_cache(
 
 
 def cached_gain(
-    store: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]],
+    store: GainCache,
     prior: ConsistencyPrior,
     v1: int,
     v2: int,

@@ -65,15 +65,12 @@ import weakref
 import numpy as np
 from numpy.typing import NDArray
 
-from ._budget_gain import cached_gain, fit_cache
+from ._budget_gain import GainCache, cached_gain, fit_cache
 from ._posterior import ConsistencyPrior
 
 __all__ = ["sequential_gain_per_sample"]
 
-_K = tuple[int, int, int]
-_CACHE: weakref.WeakKeyDictionary[ConsistencyPrior, tuple[NDArray[np.float64], dict[_K, float]]] = (
-    weakref.WeakKeyDictionary()
-)
+_CACHE: GainCache = weakref.WeakKeyDictionary()
 
 # Per prior: the rows of `_lattice` for each budget end, under the same fit.
 _Rows = tuple[list[NDArray[np.float64]], list[NDArray[np.float64]]]
