@@ -12,7 +12,11 @@ For every file, over R seeded shuffles of each question's recorded samples, it c
   questions answered before it in that shuffle, as a live system would);
 
 plus each method's threshold sweep (accuracy against mean samples). Mean tokens count the
-completion tokens of the samples drawn: hard questions have longer samples.
+completion tokens of the samples drawn: hard questions have longer samples. The controller's
+accuracy is also differenced against SC@N's and AC's on the very same question-runs, with a
+standard error clustered by question (a question's runs in different shuffles are not
+independent draws): on a 30-question run one question-run is 0.17 point, and the error is
+several of them.
 
 As a yardstick it also prints the best any vote-count stopping rule could do on the same
 shuffles, found in hindsight by dynamic programming (`_bound.py`): once maximising accuracy
@@ -199,13 +203,16 @@ class Paths:
     leader: NDArray[np.int64]  # (paths, n) majority leader after each sample (-1: none yet)
     v1: NDArray[np.int64]  # (paths, n) the leader's votes
     v2: NDArray[np.int64]  # (paths, n) the runner-up's votes
+    index: NDArray[np.int64]  # (paths,) each path's position in the list given to `stack`
 
 
 def stack(prepared: Sequence[Prepared]) -> list[Paths]:
     """Group the shuffled questions by length and compute every prefix's counts and leader."""
     groups: dict[int, list[Prepared]] = {}
-    for p in prepared:
+    where: dict[int, list[int]] = {}
+    for i, p in enumerate(prepared):
         groups.setdefault(len(p.codes), []).append(p)
+        where.setdefault(len(p.codes), []).append(i)
     out = []
     for n, ps in sorted(groups.items()):
         codes = np.array([p.codes for p in ps], dtype=np.int64).reshape(len(ps), n)
@@ -233,7 +240,7 @@ def stack(prepared: Sequence[Prepared]) -> list[Paths]:
                 v1[:, k] = real[:, 0] if real.shape[1] else 0
         tokens = np.cumsum(np.array([p.tokens for p in ps], dtype=np.float64).reshape(len(ps), n), axis=1)
         gold = np.array([p.gold_code for p in ps], dtype=np.int64)
-        out.append(Paths(n, codes, gold, tokens, leader, v1, v2))
+        out.append(Paths(n, codes, gold, tokens, leader, v1, v2, np.array(where[n], dtype=np.int64)))
     return out
 
 
@@ -249,6 +256,32 @@ def score(groups: Sequence[Paths], stop_at: Callable[[Paths], NDArray[np.int64]]
         tokens += float(g.tokens[rows, k - 1].sum())
         total += len(k)
     return {"accuracy": correct / total, "mean_samples": samples / total, "mean_tokens": tokens / total}
+
+
+def correctness(groups: Sequence[Paths], stop_at: Callable[[Paths], NDArray[np.int64]]) -> NDArray[np.bool_]:
+    """Whether each path's answer is right, in the order the paths were given to `stack`."""
+    out = np.zeros(sum(len(g.index) for g in groups), dtype=np.bool_)
+    for g in groups:
+        k = stop_at(g)
+        lead = g.leader[np.arange(len(k)), k - 1]
+        out[g.index] = (lead >= 0) & (lead == g.gold_code)
+    return out
+
+
+def paired(mine: NDArray[np.bool_], theirs: NDArray[np.bool_], questions: Sequence[str]) -> dict[str, float]:
+    """Accuracy difference on the same question-runs, with its standard error.
+
+    The runs of one question in different shuffles are not independent (a hard question is
+    hard in every shuffle), so the error is clustered by question: the spread of the
+    per-question sums of differences, not of the single runs.
+    """
+    d = mine.astype(np.float64) - theirs.astype(np.float64)
+    mean = float(d.mean())
+    _, group = np.unique(np.asarray(questions), return_inverse=True)
+    sums = np.bincount(group, weights=d - mean)
+    clusters = len(sums)
+    se = float(np.sqrt(np.sum(sums**2) * clusters / max(clusters - 1, 1))) / len(d)
+    return {"difference": mean, "se": se, "question_runs": len(d), "questions": clusters}
 
 
 def sc_stop(g: Paths) -> NDArray[np.int64]:
@@ -370,15 +403,22 @@ def controller_run(p: Prepared, controller: Controller, rule: StopRule, max_samp
 
 
 def evaluate(
-    runs: list[list[Prepared]], method: Callable[[Prepared], Outcome], fresh: Callable[[], None] | None = None
+    runs: list[list[Prepared]],
+    method: Callable[[Prepared], Outcome],
+    fresh: Callable[[], None] | None = None,
+    record: list[bool] | None = None,
 ) -> dict[str, float]:
+    """Accuracy, mean samples and mean tokens; `record` gets each run's rightness in order."""
     correct = samples = tokens = total = 0
     for prepared in runs:
         if fresh is not None:
             fresh()
         for p in prepared:
             answer, n, t = method(p)
-            correct += answer is not None and answer == p.gold
+            right = answer is not None and answer == p.gold
+            if record is not None:
+                record.append(right)
+            correct += right
             samples += n
             tokens += t
             total += 1
@@ -548,15 +588,26 @@ def run_file(
         if default not in settings:  # a --min-gain off the sweep's grid is the reported row
             settings.append(default)
     points = []
+    rights: list[bool] = []
     for setting in settings:
         run, fresh = controller_method(setting, n, posterior, gain_horizon, gain_target)
-        r = evaluate(runs, run, fresh)
+        record: list[bool] = []
+        r = evaluate(runs, run, fresh, record)
         points.append([r["mean_samples"], r["accuracy"], r["mean_tokens"]])
         if setting == default:
             methods["controller"] = r
+            rights = record
     swept["controller"] = sorted(points)
     for m in methods.values():
         m["reduction_vs_full"] = full / m["mean_samples"]
+    # The controller against SC@N and AC on the very same question-runs: a difference of a
+    # question-run or two on a small run is noise, and this says how much.
+    qids = [p.qid for prepared in runs for p in prepared]
+    ctrl_right = np.array(rights, dtype=np.bool_)
+    result_paired = {
+        f"SC@{n}": paired(ctrl_right, correctness(groups, sc_stop), qids),
+        "AC-Beta-0.95": paired(ctrl_right, correctness(groups, ac_stop(0.95)), qids),
+    }
     frontier = {name: [[s, a] for s, a, _ in pts] for name, pts in swept.items()}
     tokens_frontier = {name: sorted([t, a] for _, a, t in pts) for name, pts in swept.items()}
     gaps = {
@@ -573,6 +624,9 @@ def run_file(
         # controller accuracy minus the rival's (interpolated) at each controller point's
         # mean samples (the rival extended flat outside its swept range)
         "frontier_gap": gaps,
+        # controller accuracy minus each rival's on the same question-runs, with the standard
+        # error clustered by question
+        "paired": result_paired,
     }
     target = methods[f"SC@{n}"]["accuracy"] - 0.002
     curves = {name: _curve(pts, 0) for name, pts in frontier.items()}
@@ -625,8 +679,17 @@ def run_file(
     result["within_0.2pt"] = {name: fewest_samples(pts, target) for name, pts in curves.items()}
     # The issue's targets, each with the figures behind it.
     floor = min(methods[f"SC@{n}"]["accuracy"], ac["accuracy"]) - 0.002
+    weaker = f"SC@{n}" if methods[f"SC@{n}"]["accuracy"] <= ac["accuracy"] else "AC-Beta-0.95"
     targets: dict[str, object] = {
-        "accuracy": {"controller": ctrl["accuracy"], "floor": floor, "holds": ctrl["accuracy"] >= floor},
+        "accuracy": {
+            "controller": ctrl["accuracy"],
+            "floor": floor,
+            "holds": ctrl["accuracy"] >= floor,
+            # the floor's method, and the controller minus it on the same question-runs with
+            # its standard error: how much of a miss (or a pass) is noise
+            "against": weaker,
+            "paired": result_paired[weaker],
+        },
         "samples": {
             "ratio_vs_ac": ac["mean_samples"] / ctrl["mean_samples"],
             "holds": ac["mean_samples"] / ctrl["mean_samples"] >= 1.5,
@@ -690,6 +753,14 @@ def print_report(f: str, res: dict[str, Any], shuffles: int) -> None:
         print(f"  tokens frontier {name:<11}" + _pts(pts, "{:.0f}:{:.4f}"))
     for rival, gap in res["frontier_gap"].items():
         print(f"  controller minus {rival:<8}" + "  ".join(f"{g:+.4f}" for g in gap))
+    if "paired" in res:
+        print(
+            "  controller minus, on the same question-runs (SE clustered by question): "
+            + ", ".join(
+                f"{k} {v['difference'] * 100:+.2f} pt (SE {v['se'] * 100:.2f})"
+                for k, v in res["paired"].items()
+            )
+        )
     for key, unit in (("bound", "samples"), ("bound_tokens", "tokens")):
         for reward, pts in res.get(key, {}).items():
             label = f"bound in {unit} ({BOUND_LABELS[reward]})"
@@ -717,7 +788,14 @@ def print_report(f: str, res: dict[str, Any], shuffles: int) -> None:
     print(
         "  targets: accuracy >= min(SC, AC) - 0.2pt: "
         + ("yes" if t["accuracy"]["holds"] else "NO")
-        + f" ({t['accuracy']['controller']:.4f} vs {t['accuracy']['floor']:.4f}); "
+        + f" ({t['accuracy']['controller']:.4f} vs {t['accuracy']['floor']:.4f}"
+        + (
+            ""
+            if "paired" not in t["accuracy"]
+            else f"; {t['accuracy']['paired']['difference'] * 100:+.2f} pt against "
+            f"{t['accuracy']['against']}, SE {t['accuracy']['paired']['se'] * 100:.2f}"
+        )
+        + "); "
         + f"samples AC/controller {t['samples']['ratio_vs_ac']:.2f}x (>= 1.5: "
         + ("yes" if t["samples"]["holds"] else "no")
         + ("" if applies is None else f"; the label-free bound {'allows it' if applies else 'rules it out'}")

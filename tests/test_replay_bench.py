@@ -57,6 +57,31 @@ def test_vectorized_rules_match_their_definitions(seed: int) -> None:
         assert fast == pytest.approx(scalar(prepared, lambda p, w=w: replay.esc(p, w)))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_run_rightness_is_in_the_order_given_and_matches_the_scalar_rules(seed: int) -> None:
+    prepared = random_paths(seed)
+    groups = replay.stack(prepared)  # three stacks: the paths come back in another order
+    rules = ((replay.sc_stop, replay.sc_all), (replay.ac_stop(0.9), lambda p: replay.ac_beta(p, 0.9)))
+    for stop, method in rules:
+        record: list[bool] = []
+        replay.evaluate([prepared], method, record=record)
+        assert replay.correctness(groups, stop).tolist() == record
+
+
+def test_paired_difference_and_its_question_clustered_error() -> None:
+    # Two questions, three runs each: q0 always +1, q1 always 0.
+    mine = np.array([1, 1, 1, 0, 0, 0], dtype=np.bool_)
+    theirs = np.zeros(6, dtype=np.bool_)
+    out = replay.paired(mine, theirs, ["q0", "q0", "q0", "q1", "q1", "q1"])
+    assert out["difference"] == pytest.approx(0.5)
+    # Per-question sums of (d - 0.5): +1.5 and -1.5; sqrt(4.5 * 2 / 1) / 6 = 0.5. The six runs
+    # taken as independent would give a much smaller error (0.224): they are two questions.
+    assert out["se"] == pytest.approx(0.5)
+    assert (out["question_runs"], out["questions"]) == (6, 2)
+    same = replay.paired(mine, mine, ["q0", "q0", "q0", "q1", "q1", "q1"])
+    assert (same["difference"], same["se"]) == (0.0, 0.0)
+
+
 def test_leaders_and_counts_after_every_sample() -> None:
     answers: list[str | None] = ["y", "x", None, "x", "y", "z"]
     codes, gold = replay._code(answers, "y")
@@ -134,6 +159,13 @@ def test_the_report_has_tokens_frontiers_targets_and_a_clean_cross_check(
     assert res["tokens_frontier"]["controller"] == [[ctrl["mean_tokens"], ctrl["accuracy"]]]
     assert set(res["bound_tokens"]) == {"gold", "majority"}
     assert {"accuracy", "samples", "tokens", "bound_gap"} <= set(res["targets"])
+    # The paired differences are the rows' own accuracies, differenced on the same runs.
+    for rival, pair in res["paired"].items():
+        assert pair["difference"] == pytest.approx(ctrl["accuracy"] - res["methods"][rival]["accuracy"])
+        assert pair["question_runs"] == 30 and pair["se"] >= 0
+    acc = res["targets"]["accuracy"]
+    assert acc["paired"] == res["paired"][acc["against"]]
+    assert res["methods"][acc["against"]]["accuracy"] - 0.002 == pytest.approx(acc["floor"])
     assert res["full_stack_check"] == {"questions": 6, "mismatches": 0, "estimated_requests": 0}
     assert replay.main([str(path), "--shuffles", "1", "--check", "0", "--no-bound", "--sweep", "--json"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["files"][str(path)]
